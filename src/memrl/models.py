@@ -52,6 +52,9 @@ OFFLINE_BUNDLES = {
 MODEL_ALIASES = {"smollm2-135m": SMOLLM2_HUB_ID, "smollm2-135m-instruct": SMOLLM2_HUB_ID}
 
 
+_CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
         "MEMRL_OFFLINE", "0"
@@ -75,7 +78,8 @@ def resolve_model(name: str = DEFAULT_MODEL) -> str:
         try:
             from huggingface_hub import snapshot_download
 
-            return snapshot_download(name)
+            # weights and tokenizer only: hub repos often also carry ONNX/GGUF/bin copies
+            return snapshot_download(name, allow_patterns=_CHECKPOINT_FILES)
         except Exception as exc:  # network, auth, missing repo: fall through to the bundle
             hub_error = exc
             logger.info("hub unavailable for %s (%s)", name, type(exc).__name__)

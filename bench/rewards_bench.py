@@ -1,0 +1,205 @@
+"""Memory-R+ reward throughput on a GRPO-sized batch, and top-K read latency.
+
+What it measures (results -> bench/results/rewards.json):
+
+1. Our path: ``MemoryRPlus.compute`` on 16 questions x 16 completions of ~150 tokens, both
+   memories pre-filled to the paper's GSM8K size (N = 7,473 keys x L = 100 values, d = 384) with
+   random unit vectors. Encoding runs on the batch's own texts only (encoding 747k texts here
+   would take a day); memory reads and writes run at full scale.
+2. A reference-style path in the same run, on the same memories and texts: one text per encoder
+   call, the question re-encoded on every read, each completion encoded once per reward function
+   and again on insert (6 encoder calls per completion, as the reference code does), rewards
+   computed completion by completion.
+3. Top-K read latency for 10^4, 10^5, 10^6 stored keys, exact (numpy) vs faiss.
+
+Run: ``python bench/rewards_bench.py`` (about 5 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from memrl.encoders import Encoder
+from memrl.memory import EpisodicMemory, topk_search
+from memrl.paths import data_dir
+from memrl.rewards import MemoryRPlus
+from memrl.rewards.scoring import exploit_raw, explore_raw
+from memrl.utils import atomic_write_json
+
+D = 384
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.standard_normal((n, D), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def prefill(memory: EpisodicMemory, n_keys: int, n_values: int, rng: np.random.Generator) -> None:
+    """Fill to N keys x L values with random unit vectors, in chunks of keys."""
+    per = 256
+    for start in range(0, n_keys, per):
+        ids = [f"prefill-{i}" for i in range(start, min(n_keys, start + per)) for _ in range(n_values)]
+        keys = np.repeat(unit(rng, len(ids) // n_values), n_values, axis=0)
+        memory.add(ids, keys, unit(rng, len(ids)))
+
+
+def make_batch(n_questions: int, n_completions: int, seed: int) -> dict:
+    """Real GSM8K questions; completions built from real GSM8K chains of thought (~150 tokens:
+    the question's own solution followed by the start of another one), varied so all texts differ."""
+    rows = [json.loads(line) for line in (data_dir() / "gsm8k" / "train.jsonl").read_text().splitlines()]
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(rows), size=n_questions, replace=False)
+    questions, completions, answers = [], [], []
+    for q in picks:
+        sol, gold = rows[q]["answer"].split("####")
+        for j in range(n_completions):
+            other = " ".join(rows[int(rng.integers(len(rows)))]["answer"].split("####")[0].split()[:25])
+            guess = gold.strip() if j % 2 == 0 else str(int(rng.integers(1, 500)))
+            completions.append(f"<think>\n{sol.strip()}\nCheck: {other.strip()}\n</think>\n<answer>\n{guess}\n</answer>")
+            questions.append(rows[q]["question"])
+            answers.append(gold.strip())
+    return {"completions": completions, "question": questions, "answer": answers}
+
+
+def reference_style(rewards: MemoryRPlus, encoder: Encoder, batch: dict) -> dict:
+    """The reference code's data flow on our (correct) memory: per completion, one text per encoder
+    call, questions re-encoded on every read, the completion encoded for exploit, for explore and
+    again for insertion; insert before score."""
+    k = rewards.config.memory_top_k
+    enc_s = mem_s = 0.0
+    calls = 0
+    outcome = rewards.outcome(completions=batch["completions"], answer=batch["answer"])
+    for text, q, ok in zip(batch["completions"], batch["question"], outcome):
+        t = time.perf_counter()
+        q_vec = encoder.encode([q])  # insert: question
+        a_vec = encoder.encode([text])  # insert: completion
+        enc_s += time.perf_counter() - t
+        t = time.perf_counter()
+        target = rewards.success_memory if ok > 0.5 else rewards.failure_memory
+        target.add([q], q_vec, a_vec)
+        mem_s += time.perf_counter() - t
+        t = time.perf_counter()
+        q1, a1 = encoder.encode([q]), encoder.encode([text])  # exploit read
+        enc_s += time.perf_counter() - t
+        t = time.perf_counter()
+        cen, cnt = rewards.success_memory.centroids(q1, k)
+        exploit_raw(a1, cen[0])
+        mem_s += time.perf_counter() - t
+        t = time.perf_counter()
+        q2, a2 = encoder.encode([q]), encoder.encode([text])  # explore read
+        enc_s += time.perf_counter() - t
+        t = time.perf_counter()
+        explore_raw(rewards.failure_memory.max_similarity(q2, k, [a2])[0])
+        mem_s += time.perf_counter() - t
+        calls += 6
+    return {"encode_s": enc_s, "memory_s": mem_s, "encoder_calls": calls}
+
+
+def topk_latency(sizes: list[int], k: int, n_queries: int, repeats: int, rng: np.random.Generator) -> dict:
+    out: dict[str, dict[str, float]] = {}
+    keys_all = unit(rng, max(sizes))
+    queries = unit(rng, n_queries)
+    for n in sizes:
+        keys = keys_all[:n]
+        out[str(n)] = {}
+        for backend in ("exact", "faiss"):
+            topk_search(queries, keys, k, backend)  # warm-up (page-in, BLAS threads)
+            t = time.perf_counter()
+            for _ in range(repeats):
+                topk_search(queries, keys, k, backend)
+            out[str(n)][backend] = 1000 * (time.perf_counter() - t) / repeats
+        print(f"  top-{k} of {n_queries} queries over {n:>9,} keys: exact {out[str(n)]['exact']:.1f} ms, "
+              f"faiss {out[str(n)]['faiss']:.1f} ms", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--questions", type=int, default=16)
+    p.add_argument("--completions", type=int, default=16)
+    p.add_argument("--max-keys", type=int, default=7473)
+    p.add_argument("--max-values", type=int, default=100)
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--topk-sizes", default="10000,100000,1000000")
+    p.add_argument("--out", default="bench/results/rewards.json")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    rng = np.random.default_rng(args.seed)
+
+    encoder = Encoder()
+    _ = encoder.dim
+    rewards = MemoryRPlus(encoder=encoder, memory_top_k=args.top_k, memory_max_keys=args.max_keys,
+                          memory_max_values=args.max_values, memory_explore_warmup_steps=0)
+    t = time.perf_counter()
+    prefill(rewards.success_memory, args.max_keys, args.max_values, rng)
+    prefill(rewards.failure_memory, args.max_keys, args.max_values, rng)
+    raw_bytes = 2 * args.max_keys * args.max_values * D * 4
+    print(f"prefilled 2 memories to {args.max_keys} x {args.max_values} in {time.perf_counter() - t:.1f}s; "
+          f"{(rewards.success_memory.nbytes + rewards.failure_memory.nbytes) / raw_bytes:.3f}x raw bytes", flush=True)
+
+    batch = make_batch(args.questions, args.completions, args.seed)
+    tok = encoder._load().tokenizer
+    n_tokens = [len(tok(c, truncation=False, verbose=False)["input_ids"]) for c in batch["completions"]]
+    n = len(batch["completions"])
+    print(f"batch: {args.questions} questions x {args.completions} completions, "
+          f"{np.mean(n_tokens):.0f} word-piece tokens per completion on average", flush=True)
+
+    # ours: one call computes exploit and explore and writes the batch
+    calls_before = encoder.calls
+    t = time.perf_counter()
+    rewards.exploit_reward(completions=batch["completions"], answer=batch["answer"], question=batch["question"])
+    rewards.explore_reward(completions=batch["completions"], answer=batch["answer"], question=batch["question"])
+    ours_total = time.perf_counter() - t
+    ours = dict(rewards.timings)
+    ours_calls = encoder.calls - calls_before
+    print(f"ours: {ours_total:.1f}s ({n / ours_total:.2f} completions/s); encode {ours['encode_s']:.1f}s, "
+          f"memory {ours['memory_s'] * 1000:.0f} ms, {ours_calls} encoder calls", flush=True)
+
+    # reference-style on a fresh, uncached encoder instance (the reference had no cache)
+    ref_encoder = Encoder(cache_size=0)
+    ref_encoder._model = encoder._load()  # same weights, no second load
+    t = time.perf_counter()
+    ref = reference_style(rewards, ref_encoder, batch)
+    ref_total = time.perf_counter() - t
+    print(f"reference-style: {ref_total:.1f}s ({n / ref_total:.2f} completions/s); encode {ref['encode_s']:.1f}s, "
+          f"memory {ref['memory_s'] * 1000:.0f} ms, {ref['encoder_calls']} encoder calls", flush=True)
+
+    sizes = [int(s) for s in args.topk_sizes.split(",") if s]
+    print("top-K read latency:", flush=True)
+    topk = topk_latency(sizes, k=20, n_queries=args.questions, repeats=5, rng=rng)
+
+    result = {
+        "batch": {"questions": args.questions, "completions_per_question": args.completions,
+                  "mean_completion_tokens": float(np.mean(n_tokens))},
+        "memory": {"max_keys": args.max_keys, "max_values": args.max_values, "dim": D, "top_k": args.top_k,
+                   "bytes_vs_raw": (rewards.success_memory.nbytes + rewards.failure_memory.nbytes) / raw_bytes},
+        "completions_per_s": n / ours_total,
+        "encode_s": ours["encode_s"],
+        "memory_s": ours["memory_s"],
+        "total_s": ours_total,
+        "encoder_calls": ours_calls,
+        "memory_share": ours["memory_s"] / ours_total,
+        "reference_style_completions_per_s": n / ref_total,
+        "reference_style": {**ref, "total_s": ref_total},
+        "speedup_vs_reference_style": ref_total / ours_total,
+        "topk_read_ms": topk,
+        "topk_read_setup": {"k": 20, "queries_per_read": args.questions, "dim": D},
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
+                    "cpu_count": __import__("os").cpu_count()},
+    }
+    atomic_write_json(args.out, result)
+    print(json.dumps({k: result[k] for k in ("completions_per_s", "reference_style_completions_per_s",
+                                             "speedup_vs_reference_style", "memory_share")}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

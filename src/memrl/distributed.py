@@ -10,24 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 
-def world_size() -> int:
+def _initialized_dist():
+    """``torch.distributed`` when a process group is up, else None."""
     try:
         import torch.distributed as dist
     except ImportError:  # pragma: no cover
-        return 1
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
+        return None
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def world_size() -> int:
+    dist = _initialized_dist()
+    return dist.get_world_size() if dist else 1
 
 
 def rank() -> int:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
-        return 0
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return 0
+    dist = _initialized_dist()
+    return dist.get_rank() if dist else 0
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
@@ -36,11 +35,9 @@ def all_gather_objects(obj: Any) -> list[Any]:
     Uses ``torch.distributed.all_gather_object``, which works with the gloo (CPU) and nccl
     backends alike; objects must be picklable (numpy arrays and lists of strings are).
     """
-    n = world_size()
-    if n == 1:
+    dist = _initialized_dist()
+    if dist is None or dist.get_world_size() == 1:
         return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * n
+    out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out

@@ -1,0 +1,270 @@
+"""CPU replication study: R1 vs Cosine vs Memory-R vs Memory-R+ on SmolLM2-135M-Instruct.
+
+Trains every (method, seed) under identical settings on the procedural ``arith`` task, evaluates
+the final model on a held-out ``arith`` set and on the first GSM8K test problems (greedy), and
+writes:
+
+* ``bench/results/cpu_study/runs/<method>-s<seed>/``: the run (checkpoints, memory, metrics) and
+  ``study_result.json``;
+* ``bench/results/cpu_study.json``: every run's figures plus per-method mean ± std;
+* ``docs/cpu_study_curves.png``, ``docs/cpu_study_accuracy.png`` and the generated table in
+  ``docs/cpu_study_results.md``.
+
+Resumable at the (method, seed) level: a run with a ``study_result.json`` is not redone, a run
+interrupted mid-training resumes from its newest checkpoint, and the aggregate is recomputed
+from whatever runs exist. ``--aggregate-only`` just redraws.
+
+Example (the full study, several hours on 2 cores; run it in the background)::
+
+    nohup python bench/cpu_study.py --steps 40 --seeds 0 1 > bench/results/cpu_study.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see memrl.train
+
+import argparse
+import gc
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("r1", "cosine", "memory-r", "memory-r+")
+logger = logging.getLogger("cpu_study")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--steps", type=int, default=40, help="GRPO steps per run")
+    p.add_argument("--prompts", type=int, default=2, help="prompts per step")
+    p.add_argument("--generations", type=int, default=8, help="completions per prompt (G)")
+    p.add_argument("--max-completion", type=int, default=128, help="completion token cap")
+    p.add_argument("--arith-level", type=int, default=1)
+    p.add_argument("--train-size", type=int, default=400, help="arith training problems")
+    p.add_argument("--learning-rate", type=float, default=1e-5)
+    p.add_argument("--warmup-explore", type=int, default=10, help="Memory-R+ explore warm-up steps")
+    p.add_argument("--save-steps", type=int, default=10)
+    p.add_argument("--eval-arith", type=int, default=100, help="held-out arith problems")
+    p.add_argument("--eval-gsm8k", type=int, default=100, help="GSM8K test problems")
+    p.add_argument("--eval-max-tokens", type=int, default=256)
+    p.add_argument("--no-base", action="store_true", help="skip evaluating the untrained model")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep checkpoint-*/ after a run is evaluated (1.6 GB each; final/ is always kept)")
+    p.add_argument("--aggregate-only", action="store_true")
+    return p.parse_args(argv)
+
+
+def run_values(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    """The flat training config of one run (identical across methods except ``method``)."""
+    return {
+        "model": "smollm2-135m", "dataset": "arith", "arith_level": args.arith_level,
+        "dataset_limit": args.train_size, "method": method, "prompt_style": "think", "plot": False,
+        "output_dir": str(run_dir), "seed": seed, "max_steps": args.steps,
+        "per_device_train_batch_size": args.prompts * args.generations, "num_generations": args.generations,
+        "max_completion_length": args.max_completion, "learning_rate": args.learning_rate, "beta": 0.0,
+        "temperature": 0.9, "logging_steps": 1, "save_steps": args.save_steps, "save_total_limit": 1,
+        "memory_explore_warmup_steps": args.warmup_explore, "memory_max_keys": args.train_size,
+    }
+
+
+def evaluate(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Greedy accuracy on held-out arith and the first GSM8K test problems."""
+    from memrl.evaluate import EvalConfig, evaluate_benchmark
+    from memrl.models import load_model
+
+    loaded = load_model(model_path)
+    out: dict[str, Any] = {}
+    for bench, limit in (("arith", args.eval_arith), ("gsm8k", args.eval_gsm8k)):
+        if not limit:
+            continue
+        cfg = EvalConfig(benchmarks=[bench], limit=limit, max_new_tokens=args.eval_max_tokens,
+                         arith_level=args.arith_level, batch_size=16)
+        _, summary = evaluate_benchmark(model_path, bench, cfg, loaded)
+        out[f"{bench}_accuracy"] = summary["accuracy"]
+        out[f"{bench}_n"] = summary["n"]
+        out[f"{bench}_self_verification"] = summary["self_verification_rate"]
+    del loaded
+    gc.collect()
+    return out
+
+
+def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
+    from memrl.report import read_metrics
+    from memrl.train import resolve_config, run_training
+    from memrl.utils import atomic_write_json
+
+    run_dir = args.out / "cpu_study" / "runs" / f"{method}-s{seed}"
+    result_path = run_dir / "study_result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    train, grpo, memory = resolve_config(run_values(args, method, seed, run_dir))
+    resume = "latest" if any(run_dir.glob("checkpoint-*")) else None
+    t0 = time.time()
+    summary = run_training(train, grpo, memory, resume=resume)
+    train_s = time.time() - t0
+    rows = read_metrics(run_dir)
+    lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]
+    result = {
+        "method": method, "seed": seed, "steps": summary["global_step"], "train_seconds": train_s,
+        "final_mean_length": statistics.fmean(lengths[-5:]) if lengths else None,
+        "seconds_per_step": summary["timing"].get("seconds_per_step"),
+        "generation_share": summary["timing"].get("generation_share"),
+        "reward_share": summary["timing"].get("reward_share"),
+        "collapse_warnings": summary["collapse_warnings"],
+        "resumed": resume is not None,
+    }
+    del summary
+    gc.collect()
+    result.update(evaluate(str(run_dir / "final"), args))
+    atomic_write_json(result_path, result)
+    if not args.keep_checkpoints:  # only needed to resume an interrupted run, which is now done
+        import shutil
+
+        for ckpt in run_dir.glob("checkpoint-*"):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return result
+
+
+def base_result(args: argparse.Namespace) -> dict[str, Any]:
+    from memrl.utils import atomic_write_json
+
+    path = args.out / "cpu_study" / "base.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = {"method": "base", "seed": None, **evaluate("smollm2-135m", args)}
+    atomic_write_json(path, result)
+    return result
+
+
+def aggregate(args: argparse.Namespace) -> dict[str, Any]:
+    """Recompute cpu_study.json, plots and the Markdown table from the runs on disk."""
+    from memrl.utils import atomic_write_json, atomic_write_text
+
+    root = args.out / "cpu_study"
+    runs = [json.loads(p.read_text()) for p in sorted(root.glob("runs/*/study_result.json"))]
+    base = json.loads((root / "base.json").read_text()) if (root / "base.json").is_file() else None
+    keys = ("arith_accuracy", "gsm8k_accuracy", "final_mean_length", "seconds_per_step", "generation_share",
+            "reward_share")
+    per_method: dict[str, dict[str, Any]] = {}
+    for method in METHODS:
+        rs = [r for r in runs if r["method"] == method]
+        if not rs:
+            continue
+        entry: dict[str, Any] = {"n_seeds": len(rs), "collapse_warnings": sum(len(r["collapse_warnings"]) for r in rs)}
+        for k in keys:
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            if vals:
+                entry[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+        per_method[method] = entry
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "docs", "aggregate_only", "keep_checkpoints")}
+    data = {"settings": settings, "base": base, "runs": runs, "per_method": per_method}
+    atomic_write_json(args.out / "cpu_study.json", data)
+    atomic_write_text(args.docs / "cpu_study_results.md", results_markdown(data))
+    run_dirs = [p.parent for p in sorted(root.glob("runs/*/metrics.jsonl"))]
+    if run_dirs:
+        from memrl.report import plot_training_curves
+
+        plot_training_curves(run_dirs, args.docs / "cpu_study_curves.png", smoothing=0.6)
+    if per_method:
+        plot_accuracy(data, args.docs / "cpu_study_accuracy.png")
+    return data
+
+
+def _pm(entry: dict[str, Any], key: str, scale: float = 1.0, digits: int = 1) -> str:
+    if key not in entry:
+        return "-"
+    return f"{scale * entry[key]['mean']:.{digits}f} ± {scale * entry[key]['std']:.{digits}f}"
+
+
+def results_markdown(data: dict[str, Any]) -> str:
+    s = data["settings"]
+    lines = [
+        "# CPU study results (generated by bench/cpu_study.py)",
+        "",
+        f"SmolLM2-135M-Instruct, arith level {s['arith_level']}, {s['steps']} GRPO steps of {s['prompts']} prompts x "
+        f"{s['generations']} completions (<= {s['max_completion']} tokens), seeds {s['seeds']}; greedy evaluation "
+        f"on {s['eval_arith']} held-out arith and {s['eval_gsm8k']} GSM8K test problems.",
+        "",
+        f"| method | seeds | held-out arith % | GSM8K-{s['eval_gsm8k']} % | final length (tokens) | s/step | generation share | reward share | collapse warnings |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    if data.get("base"):
+        b = data["base"]
+        lines.append(f"| base (no RL) | - | {100 * b.get('arith_accuracy', float('nan')):.1f} | "
+                     f"{100 * b.get('gsm8k_accuracy', float('nan')):.1f} | - | - | - | - | - |")
+    for method, e in data["per_method"].items():
+        lines.append(f"| {method} | {e['n_seeds']} | {_pm(e, 'arith_accuracy', 100)} | {_pm(e, 'gsm8k_accuracy', 100)} | "
+                     f"{_pm(e, 'final_mean_length')} | {_pm(e, 'seconds_per_step')} | "
+                     f"{_pm(e, 'generation_share', 100, 0)}% | {_pm(e, 'reward_share', 100, 0)}% | {e['collapse_warnings']} |")
+    lines += ["", "Per run:", "", "| method | seed | arith % | GSM8K % | final length | s/step | warnings |",
+              "|---|---|---|---|---|---|---|"]
+    for r in data["runs"]:
+        warns = ", ".join(f"{w['kind']}@{w['step']}" for w in r["collapse_warnings"]) or "-"
+        lines.append(f"| {r['method']} | {r['seed']} | {100 * r.get('arith_accuracy', float('nan')):.1f} | "
+                     f"{100 * r.get('gsm8k_accuracy', float('nan')):.1f} | {r.get('final_mean_length') or float('nan'):.1f} | "
+                     f"{r.get('seconds_per_step') or float('nan'):.1f} | {warns} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(data["per_method"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in zip(axes, ("arith_accuracy", "gsm8k_accuracy"), ("held-out arith", "GSM8K test (first N)")):
+        means = [100 * data["per_method"][m].get(key, {}).get("mean", float("nan")) for m in methods]
+        stds = [100 * data["per_method"][m].get(key, {}).get("std", 0.0) for m in methods]
+        ax.bar(methods, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8, label="GRPO (mean ± std over seeds)")
+        for r in data["runs"]:
+            if key in r:
+                ax.plot(methods.index(r["method"]), 100 * r[key], "k.", label=None)
+        if data.get("base") and key in data["base"]:
+            ax.axhline(100 * data["base"][key], color="tab:red", linestyle="--", label="base model")
+        ax.set_title(title)
+        ax.set_xlabel("reward method")
+        ax.set_ylabel("greedy accuracy (%)")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    if not args.aggregate_only:
+        if not args.no_base:
+            base_result(args)
+        for seed in args.seeds:  # seed-major: a partial study still compares every method
+            for method in args.methods:
+                logger.info("run %s seed %d", method, seed)
+                result = run_one(args, method, seed)
+                logger.info("done %s seed %d: %s", method, seed, {k: result.get(k) for k in
+                            ("arith_accuracy", "gsm8k_accuracy", "seconds_per_step")})
+                aggregate(args)
+    data = aggregate(args)
+    print(json.dumps(data["per_method"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Trainer callbacks for ``memrl train``: metrics JSONL, step timing, memory checkpoints, collapse
+warnings.
+
+The collapse detectors are small pure functions over a metrics history (a list of TRL log dicts),
+so they can be tested on synthetic histories; :class:`CollapseMonitor` only calls them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+MEMORY_DIRNAME = "memrl_memory"
+LENGTH_KEY = "completions/mean_length"
+CLIPPED_KEY = "completions/clipped_ratio"
+# reward names that measure form, not correctness (their saturation is "reward hacking")
+FORMAT_MARKERS = ("format", "xml", "int_answer", "integer", "reasoning_steps")
+CORRECTNESS_MARKERS = ("correctness", "accuracy", "cosine_length")
+
+
+# ----------------------------------------------------------------------------- pure detectors
+def _series(history: Sequence[dict[str, Any]], key: str) -> list[float]:
+    return [float(h[key]) for h in history if h.get(key) is not None]
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def length_collapse(history: Sequence[dict[str, Any]], window: int = 5, short_tokens: float = 8.0,
+                    cap_ratio: float = 0.8) -> str | None:
+    """Length collapse over the last ``window`` logged steps, or None.
+
+    Returns ``"short"`` when the mean completion length stayed at most ``short_tokens`` (answers
+    shrinking to a bare number), ``"cap"`` when on average at least ``cap_ratio`` of completions
+    hit the length cap (running to the limit, the Cosine baseline's failure in the paper).
+
+    >>> length_collapse([{"completions/mean_length": 3.0}] * 5)
+    'short'
+    """
+    lengths = _series(history, LENGTH_KEY)[-window:]
+    if len(lengths) >= window and _mean(lengths) <= short_tokens:
+        return "short"
+    clipped = _series(history, CLIPPED_KEY)[-window:]
+    if len(clipped) >= window and _mean(clipped) >= cap_ratio:
+        return "cap"
+    return None
+
+
+def reward_keys(history: Sequence[dict[str, Any]], markers: Sequence[str]) -> list[str]:
+    """``rewards/<name>/mean`` keys whose reward name contains one of ``markers``."""
+    keys = {k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}
+    return sorted(k for k in keys if any(m in k.split("/")[1] for m in markers))
+
+
+def reward_mode_collapse(history: Sequence[dict[str, Any]], window: int = 5, format_rise: float = 0.1,
+                         correctness_drop: float = 0.1) -> bool:
+    """Reward-mode collapse: format rewards rise (saturate) while correctness falls.
+
+    Compares the mean of the first and the last ``window`` logged steps: True when the summed
+    format rewards rose by at least ``format_rise`` and the correctness reward fell by at least
+    ``correctness_drop``. Needs ``2 * window`` logged steps.
+    """
+    fmt_keys = reward_keys(history, FORMAT_MARKERS)
+    cor_keys = reward_keys(history, CORRECTNESS_MARKERS)
+    if not fmt_keys or not cor_keys:
+        return False
+    rows = [h for h in history if all(h.get(k) is not None for k in fmt_keys + cor_keys[:1])]
+    if len(rows) < 2 * window:
+        return False
+    first, last = rows[:window], rows[-window:]
+    fmt = [sum(float(h[k]) for k in fmt_keys) for h in (*first, *last)]
+    cor = [float(h[cor_keys[0]]) for h in (*first, *last)]
+    fmt_delta = _mean(fmt[window:]) - _mean(fmt[:window])
+    cor_delta = _mean(cor[window:]) - _mean(cor[:window])
+    return fmt_delta >= format_rise and cor_delta <= -correctness_drop
+
+
+# ----------------------------------------------------------------------------- callbacks
+class MetricsJsonlCallback(TrainerCallback):
+    """Append every log dict (with ``step`` and wall time) to a JSONL file, main process only.
+
+    On resume, lines of steps after the resumed step are dropped so the file has one history.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= state.global_step:
+                    kept.append(line)
+            except json.JSONDecodeError:  # a torn last line from a killed run
+                continue
+        from memrl.utils import atomic_write_text
+
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"step": state.global_step, "time": time.time(), **logs}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+
+class StepTimer(TrainerCallback):
+    """Time each optimizer step and the parts spent generating and computing rewards.
+
+    ``attach(trainer)`` wraps the trainer's ``_generate`` and ``_calculate_rewards`` (GRPOTrainer
+    internals; skipped with a warning when absent) and feeds ``time/step_s``,
+    ``time/generation_share`` and ``time/reward_share`` into the trainer's metric buffer, so they
+    reach the console, the JSONL file and ``report_to`` like TRL's own metrics.
+    """
+
+    PARTS = {"generation": "_generate", "reward": "_calculate_rewards"}
+
+    def __init__(self) -> None:
+        self.trainer: Any = None
+        self.acc: dict[str, float] = defaultdict(float)
+        self.totals: dict[str, float] = defaultdict(float)
+        self.steps = 0
+        self._t0: float | None = None
+
+    def attach(self, trainer: Any) -> "StepTimer":
+        self.trainer = trainer
+        for part, name in self.PARTS.items():
+            original = getattr(trainer, name, None)
+            if original is None:
+                logger.warning("trainer has no %s; %s time is not measured", name, part)
+                continue
+            setattr(trainer, name, self._timed(part, original))
+        trainer.add_callback(self)
+        return self
+
+    def _timed(self, part: str, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.acc[part] += time.perf_counter() - t0
+        return wrapper
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._t0 is None:
+            return
+        dt = time.perf_counter() - self._t0
+        metrics = {"time/step_s": dt}
+        for part in self.PARTS:
+            metrics[f"time/{part}_s"] = self.acc[part]
+            metrics[f"time/{part}_share"] = self.acc[part] / dt if dt > 0 else 0.0
+            self.totals[part] += self.acc[part]
+        self.totals["step"] += dt
+        self.steps += 1
+        self.acc.clear()
+        buffer = getattr(self.trainer, "_metrics", None)
+        if isinstance(buffer, dict) and "train" in buffer:
+            for k, v in metrics.items():
+                buffer["train"][k].append(v)
+
+    def summary(self) -> dict[str, float]:
+        """Mean seconds per step and the generation/reward shares over the whole run."""
+        if not self.steps:
+            return {}
+        step = self.totals["step"]
+        return {"steps_timed": self.steps, "seconds_per_step": step / self.steps,
+                "generation_share": self.totals["generation"] / step, "reward_share": self.totals["reward"] / step}
+
+
+class MemoryCheckpointCallback(TrainerCallback):
+    """Save the Memory-R+ memories into every trainer checkpoint (``<ckpt>/memrl_memory``) and,
+    at the end, into ``<output_dir>/memrl_memory``; ``--resume`` restores them from there.
+
+    Every rank holds the same memory (writes are gathered across processes), so only the main
+    process writes.
+    """
+
+    def __init__(self, memory: Any) -> None:
+        self.memory = memory
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self.memory.save(ckpt / MEMORY_DIRNAME)
+            logger.info("saved memory to %s (%r)", ckpt / MEMORY_DIRNAME, self.memory)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.memory.save(Path(args.output_dir) / MEMORY_DIRNAME)
+
+
+class CollapseMonitor(TrainerCallback):
+    """Warn (once per kind) when the metrics show the collapses the paper describes."""
+
+    def __init__(self, window: int = 5, short_tokens: float = 8.0, cap_ratio: float = 0.8) -> None:
+        self.window = window
+        self.short_tokens = short_tokens
+        self.cap_ratio = cap_ratio
+        self.history: list[dict[str, Any]] = []
+        self.warnings: list[dict[str, Any]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or LENGTH_KEY not in logs and not any(k.startswith("rewards/") for k in logs):
+            return
+        self.history.append(dict(logs))
+        kinds = set(w["kind"] for w in self.warnings)
+        found = length_collapse(self.history, self.window, self.short_tokens, self.cap_ratio)
+        if found and f"length-{found}" not in kinds:
+            msg = (f"length collapse: mean completion length <= {self.short_tokens} tokens for {self.window} steps"
+                   if found == "short" else
+                   f"length collapse: >= {self.cap_ratio:.0%} of completions hit the length cap for {self.window} steps")
+            self._warn(f"length-{found}", msg, state.global_step)
+        if "reward-mode" not in kinds and reward_mode_collapse(self.history, self.window):
+            self._warn("reward-mode", "reward-mode collapse: format rewards rising while correctness falls",
+                       state.global_step)
+
+    def _warn(self, kind: str, message: str, step: int) -> None:
+        logger.warning("step %d: %s", step, message)
+        self.warnings.append({"kind": kind, "step": step, "message": message})

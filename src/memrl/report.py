@@ -1,0 +1,265 @@
+"""``memrl report``: training curves and evaluation tables from run directories.
+
+Reads what ``memrl train`` and ``memrl eval`` write (``metrics.jsonl``, ``resolved_config.json``,
+``eval/summary.json``) and produces PNG plots (methods side by side, optional EMA smoothing) and a
+Markdown summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+logger = logging.getLogger(__name__)
+
+CORRECTNESS_KEYS = ("rewards/correctness_reward/mean", "rewards/math_accuracy_reward/mean",
+                    "rewards/cosine_length_reward/mean")
+LENGTH_KEY = "completions/mean_length"
+MEMORY_KEYS = ("memory/success_values", "memory/failure_values")
+
+
+# ----------------------------------------------------------------------------- reading
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Training log dicts of a run (lines of ``metrics.jsonl`` with a ``step``; torn lines skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl (is it a `memrl train` output folder?)")
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "step" in row and "loss" in row or any(k.startswith("rewards/") for k in row):
+            rows.append(row)
+    return rows
+
+
+def run_label(run_dir: str | os.PathLike) -> str:
+    """``<method> seed <seed>`` from the run's resolved config, else the folder name."""
+    cfg_path = Path(run_dir) / "resolved_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        return f"{cfg['train']['method']} s{cfg['grpo'].get('seed', '?')}"
+    return Path(run_dir).name
+
+
+def run_method(run_dir: str | os.PathLike) -> str:
+    cfg_path = Path(run_dir) / "resolved_config.json"
+    if cfg_path.is_file():
+        return json.loads(cfg_path.read_text())["train"]["method"]
+    return Path(run_dir).name
+
+
+def ema(values: Sequence[float], alpha: float) -> list[float]:
+    """Exponential moving average (``alpha`` = weight of the past; 0 = no smoothing); NaNs kept.
+
+    >>> ema([0.0, 1.0, 1.0], 0.5)
+    [0.0, 0.5, 0.75]
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {alpha}")
+    out, acc = [], None
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(float("nan"))
+            continue
+        acc = v if acc is None else alpha * acc + (1 - alpha) * v
+        out.append(acc)
+    return out
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], float(r[key])) for r in rows if r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def reward_component_keys(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    keys = {k for rows in runs.values() for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")}
+    return sorted(keys)
+
+
+# ----------------------------------------------------------------------------- plots
+def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathLike,
+                         smoothing: float = 0.0) -> Path:
+    """One PNG with a panel per metric (correctness, each reward component, completion length,
+    memory size), one line per run (colour by method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    for d in run_dirs:
+        label = run_label(d)
+        while label in runs:
+            label += "'"
+        runs[label] = read_metrics(d)
+    panels: list[tuple[str, list[str], str]] = [
+        ("outcome reward (correctness; cosine-length for cosine)", list(CORRECTNESS_KEYS), "mean reward"),
+        ("completion length", [LENGTH_KEY], "tokens"),
+        ("memory size", list(MEMORY_KEYS), "stored responses"),
+        ("reward (total)", ["reward"], "mean total reward"),
+    ]
+    for key in reward_component_keys(runs):
+        if key not in CORRECTNESS_KEYS:
+            panels.append((key.split("/")[1], [key], "mean reward"))
+    ncols = 3
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
+    methods = sorted({label.split(" ")[0] for label in runs})
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for ax, (title, keys, ylabel) in zip(axes.flat, panels):
+        for label, rows in runs.items():
+            for key in keys:
+                steps, vals = _series(rows, key)
+                if not steps:
+                    continue
+                style = "--" if "failure" in key else "-"
+                suffix = f" ({key.split('/')[-1]})" if len(keys) > 1 and key.startswith("memory/") else ""
+                ax.plot(steps, ema(vals, smoothing), style, color=colours[label.split(" ")[0]], label=label + suffix,
+                        marker="o" if len(steps) < 20 else None, markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("GRPO training curves" + (f" (EMA smoothing {smoothing})" if smoothing else ""))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the title
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def read_eval(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``memrl eval`` summary of a run (``<run>/eval/summary.json``), if any."""
+    path = Path(run_dir) / "eval" / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def plot_eval_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathLike) -> Path | None:
+    """Accuracy per checkpoint step, a panel per benchmark, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = {}
+    for d in run_dirs:
+        ev = read_eval(d)
+        if ev:
+            data[run_label(d)] = ev
+    if not data:
+        return None
+    benchmarks = sorted({r["benchmark"] for ev in data.values() for r in ev["results"]})
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(5 * len(benchmarks), 3.6), squeeze=False)
+    for ax, bench in zip(axes.flat, benchmarks):
+        for label, ev in data.items():
+            pts = sorted((r["step"], r["accuracy"]) for r in ev["results"]
+                         if r["benchmark"] == bench and r.get("step") is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=label)
+        ax.set_title(bench)
+        ax.set_xlabel("checkpoint step")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- tables
+def _last_mean(rows: list[dict[str, Any]], keys: Sequence[str], k: int = 5) -> float | None:
+    for key in keys:
+        _, vals = _series(rows, key)
+        if vals:
+            tail = vals[-k:]
+            return sum(tail) / len(tail)
+    return None
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}" if pct else f"{x:.3g}"
+
+
+def summary_table(run_dirs: Sequence[str | os.PathLike]) -> str:
+    """Markdown table: one row per run with training end-state and eval accuracy (last / best)."""
+    header = ["run", "method", "steps", "outcome reward (last 5)", "length (last 5)", "memory values",
+              "s/step", "eval (last / best, %)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for d in run_dirs:
+        rows = read_metrics(d)
+        summ_path = Path(d) / "run_summary.json"
+        summ = json.loads(summ_path.read_text()) if summ_path.is_file() else {}
+        ev = read_eval(d)
+        evals = "-"
+        if ev and ev.get("per_benchmark"):
+            evals = "; ".join(f"{b}: {_fmt(v.get('last'), True)} / {_fmt(v.get('best'), True)}"
+                              for b, v in sorted(ev["per_benchmark"].items()))
+        mem = _last_mean(rows, ["memory/success_values"], 1)
+        fail = _last_mean(rows, ["memory/failure_values"], 1)
+        mem_s = "-" if mem is None else f"{mem:.0f} ok / {fail or 0:.0f} fail"
+        lines.append("| " + " | ".join([
+            Path(d).name, run_method(d), str(rows[-1]["step"] if rows else 0),
+            _fmt(_last_mean(rows, CORRECTNESS_KEYS)), _fmt(_last_mean(rows, [LENGTH_KEY])), mem_s,
+            _fmt(summ.get("timing", {}).get("seconds_per_step")), evals]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, smoothing: float = 0.0) -> dict[str, str]:
+    """Write ``training_curves.png``, ``eval_accuracy.png`` (if evaluated) and ``summary.md``."""
+    from memrl.utils import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not run_dirs:
+        raise ValueError("memrl report needs at least one run directory")
+    written = {"training_curves": str(plot_training_curves(run_dirs, out / "training_curves.png", smoothing))}
+    ev = plot_eval_curves(run_dirs, out / "eval_accuracy.png")
+    if ev:
+        written["eval_accuracy"] = str(ev)
+    table = summary_table(run_dirs)
+    atomic_write_text(out / "summary.md", "# memrl report\n\n" + table)
+    written["summary"] = str(out / "summary.md")
+    written["table"] = table
+    return written
+
+
+def add_report_subparser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("report", help="plots and a Markdown table from run directories",
+                              description="Training curves (methods side by side), eval accuracy per "
+                                          "checkpoint and a summary table from `memrl train` output folders.")
+    p.add_argument("runs", nargs="+", help="run directories (output_dir of memrl train)")
+    p.add_argument("--out", default="report", help="output folder (default: report)")
+    p.add_argument("--smoothing", type=float, default=0.0, help="EMA weight of the past in [0, 1), e.g. 0.6")
+    p.set_defaults(func=_cmd_report)
+    return p
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    written = build_report(args.runs, args.out, args.smoothing)
+    print(written.pop("table"))
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0

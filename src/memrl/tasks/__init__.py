@@ -1,0 +1,9 @@
+"""Tasks: datasets with prompts and answer checkers (math word problems, procedural arithmetic).
+
+Submodules are imported on use; this package stays light so ``memrl --help`` is instant.
+"""
+
+from memrl.tasks.arith import generate_problems
+from memrl.tasks.math import BUILTIN, STYLES, DatasetSpec, load_rows, make_messages, to_training_rows
+
+__all__ = ["BUILTIN", "STYLES", "DatasetSpec", "generate_problems", "load_rows", "make_messages", "to_training_rows"]

@@ -1,0 +1,50 @@
+"""Shared session fixtures: the real tiny LLM and the real sentence encoder, loaded once."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see memrl.train: spinning OpenMP threads crawl on shared CPUs
+
+import pytest
+
+# The hub is unreachable on the CI machines; fail fast instead of retrying network calls.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    """Local folder of SmolLM2-135M-Instruct (the offline bundle, converted once and cached)."""
+    from memrl.models import resolve_model
+
+    return resolve_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    """``(model, tokenizer)`` of the real SmolLM2-135M-Instruct, float32 on CPU (shared: do not train it)."""
+    from memrl.models import load_model
+
+    return load_model(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real all-MiniLM-L6-v2 encoder (384-d), shared by the session."""
+    from memrl.encoders import Encoder
+
+    enc = Encoder()
+    enc.encode(["warm-up"])  # load now so test timings do not include it
+    return enc
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The shared benchmark data folder (skips when it is not available)."""
+    from memrl.paths import data_dir
+
+    root = data_dir(required=False)
+    if root is None:
+        pytest.skip("shared benchmark data not found (set MEMRL_DATA_DIR)")
+    return root

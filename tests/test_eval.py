@@ -1,0 +1,126 @@
+"""`memrl eval`: real SmolLM2 on a handful of GSM8K / arith problems, run directories, measures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from memrl.cli import main
+from memrl.evaluate import (
+    EvalConfig,
+    aggregate,
+    expand_targets,
+    has_self_verification,
+    lexical_diversity,
+    mean_pairwise_cosine,
+    pass_at_k,
+    run_eval,
+)
+from memrl.rewards.outcome import is_correct_numeric
+
+
+def test_pass_at_k_matches_brute_force():
+    from itertools import combinations
+
+    n, c = 5, 2
+    samples = [True] * c + [False] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(combinations(samples, k))
+        assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+def test_diversity_measures():
+    assert lexical_diversity(["the cat sat", "the cat sat"]) == pytest.approx(0.0, abs=1e-9)
+    assert lexical_diversity(["apples and pears", "quantum field theory"]) == pytest.approx(1.0)
+    assert math.isnan(lexical_diversity(["alone"]))
+    assert mean_pairwise_cosine([[1, 0], [0, 1], [1, 0]]) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("5 + 3 = 8. Let me check: 8 - 3 = 5.", True),
+    ("We double-check the sum.", True),
+    ("Wait, that is wrong.", True),
+    ("The answer is 8.", False),
+    ("I will checkout the store.", False),
+])
+def test_self_verification_phrases(text, expected):
+    assert has_self_verification(text) is expected
+
+
+def test_bad_decoding_settings():
+    with pytest.raises(ValueError, match="temperature"):
+        EvalConfig(num_samples=4)  # several greedy samples would be identical
+    with pytest.raises(ValueError, match="backend"):
+        EvalConfig(backend="onnx")
+
+
+def test_gsm8k_handful_from_shared_data(shared_data, tmp_path, capsys):
+    rc = main(["eval", "smollm2-135m", "--benchmarks", "gsm8k", "--limit", "3", "--max-new-tokens", "32",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["decoding"]["do_sample"] is False and summary["decoding"]["max_new_tokens"] == 32
+    (result,) = summary["results"]
+    records = [json.loads(line) for line in (tmp_path / "smollm2-135m" / "gsm8k.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and records[0]["question"].startswith("Janet")
+    for r in records:
+        assert set(r) >= {"prompt", "completion", "extracted", "gold", "correct"}
+        # the very checker the correctness reward uses
+        assert r["correct"] == is_correct_numeric(r["completion"], r["gold"])
+        assert r["completion"].strip()  # the model did generate something
+    assert result["accuracy"] == sum(r["correct"] for r in records) / 3
+    assert "gsm8k" in capsys.readouterr().out
+
+
+def _fake_run(root, name, model_path, steps=(1, 2)):
+    run = root / name
+    run.mkdir()
+    for s in steps:
+        (run / f"checkpoint-{s}").symlink_to(model_path, target_is_directory=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "rewards/correctness_reward/mean": 0.2}) + "\n")
+    return run
+
+
+def test_run_directory_expands_to_checkpoints(tmp_path, tiny_model_path, encoder):
+    run = _fake_run(tmp_path, "run-a", tiny_model_path)
+    assert [t["step"] for t in expand_targets(str(run))] == [1, 2]
+    cfg = EvalConfig(benchmarks=["arith"], limit=2, max_new_tokens=16, temperature=0.9, num_samples=3, seed=1)
+    summary = run_eval([str(run)], cfg, encoder=encoder)
+    assert (run / "eval" / "summary.json").is_file()  # where `memrl report` looks
+    assert [r["step"] for r in summary["results"]] == [1, 2]
+    per = summary["per_benchmark"]["arith"]
+    assert per["best"] == max(r["accuracy"] for r in summary["results"])
+    assert per["last"] == summary["results"][-1]["accuracy"]
+    r = summary["results"][0]
+    assert 0.0 <= r["pass@1"] <= r["pass@3"] <= 1.0
+    assert 0.0 <= r["semantic_diversity"] <= 2.0 and 0.0 <= r["lexical_diversity"] <= 1.0
+    # same seed, same weights: both checkpoints sample the same completions
+    assert summary["results"][0]["accuracy"] == summary["results"][1]["accuracy"]
+
+
+def test_aggregate_last_best_and_across_runs():
+    results = [
+        {"run": "a", "label": "a/checkpoint-1", "step": 1, "benchmark": "gsm8k", "accuracy": 0.30},
+        {"run": "a", "label": "a/checkpoint-2", "step": 2, "benchmark": "gsm8k", "accuracy": 0.20},
+        {"run": "b", "label": "b/checkpoint-1", "step": 1, "benchmark": "gsm8k", "accuracy": 0.10},
+        {"run": "b", "label": "b/checkpoint-2", "step": 2, "benchmark": "gsm8k", "accuracy": 0.40},
+    ]
+    agg = aggregate(results)
+    assert agg["per_run"]["a"]["gsm8k"] | {} == {"last": 0.20, "last_label": "a/checkpoint-2", "best": 0.30,
+                                               "best_label": "a/checkpoint-1", "best_step": 1}
+    across = agg["across_runs"]["gsm8k"]
+    assert across["n_runs"] == 2
+    assert across["last_mean"] == pytest.approx(0.30) and across["best_mean"] == pytest.approx(0.35)
+    assert across["best_std"] == pytest.approx(0.0707, abs=1e-3)
+
+
+def test_missing_run_content_is_an_error(tmp_path):
+    run = tmp_path / "empty-run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        expand_targets(str(run))

@@ -1,0 +1,93 @@
+"""A real GRPO run of SmolLM2-135M through `memrl train`: checkpoints, memory save and resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from memrl.cli import main
+
+TINY = [
+    "--set", "per_device_train_batch_size=2", "--set", "num_generations=2", "--set", "max_completion_length=8",
+    "--set", "dataset_limit=8", "--set", "save_steps=1", "--set", "save_total_limit=2",
+    "--set", "memory_explore_warmup_steps=1", "--method", "memory-r+", "--seed", "0",
+]
+
+
+def _memory(path):
+    from memrl.encoders import Encoder
+    from memrl.rewards.memory import MemoryRPlus
+
+    m = MemoryRPlus(encoder=Encoder())
+    m.load(path)
+    return m
+
+
+def _contents(memory):
+    return {name: {k: getattr(memory, name).values_of(k) for k in getattr(memory, name).key_ids()}
+            for name in ("success_memory", "failure_memory")}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grpo") / "run"
+    rc = main(["train", *TINY, "--max-steps", "2", "--output-dir", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_run_writes_config_checkpoints_memory_metrics(trained):
+    out = trained
+    assert (out / "resolved_config.yaml").is_file()
+    cfg = json.loads((out / "resolved_config.json").read_text())
+    assert cfg["train"]["method"] == "memory-r+" and cfg["grpo"]["max_steps"] == 2
+    for step in (1, 2):
+        assert (out / f"checkpoint-{step}" / "memrl_memory" / "state.json").is_file()
+        assert (out / f"checkpoint-{step}" / "optimizer.pt").is_file()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for key in ("rewards/correctness_reward/mean", "rewards/memory_exploit_reward/mean",
+                "rewards/memory_explore_reward/mean", "completions/mean_length", "completions/clipped_ratio",
+                "frac_reward_zero_std", "memory/failure_values", "time/step_s", "time/reward_share",
+                "time/generation_share"):
+        assert key in steps[-1], key
+    assert 0 < steps[-1]["time/generation_share"] < 1
+    # every completion of a step lands in one of the two memories (none evicted at this size)
+    total = steps[-1]["memory/success_values"] + steps[-1]["memory/failure_values"]
+    assert total == 4
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["timing"]["steps_timed"] == 2
+    assert (out / "training_curves.png").stat().st_size > 10_000
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_final_memory_equals_last_checkpoint_memory(trained):
+    final, ckpt = _contents(_memory(trained / "memrl_memory")), _contents(_memory(trained / "checkpoint-2" / "memrl_memory"))
+    assert final.keys() == ckpt.keys()
+    for name in final:
+        assert final[name].keys() == ckpt[name].keys()
+        for k in final[name]:
+            np.testing.assert_array_equal(final[name][k], ckpt[name][k])
+
+
+def test_resume_continues_with_the_same_memory(trained):
+    saved = _contents(_memory(trained / "checkpoint-2" / "memrl_memory"))
+    rc = main(["train", *TINY, "--max-steps", "3", "--output-dir", str(trained), "--resume",
+               "--set", "plot=false"])
+    assert rc == 0
+    summary = json.loads((trained / "run_summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["resumed_from"].endswith("checkpoint-2")
+    after = _contents(_memory(trained / "checkpoint-3" / "memrl_memory"))
+    n_saved = n_after = 0
+    for name in saved:
+        for key, values in saved[name].items():
+            # the resumed memory started from the saved one: its old entries come first, unchanged
+            np.testing.assert_array_equal(after[name][key][: len(values)], values)
+            n_saved += len(values)
+        n_after += sum(len(v) for v in after[name].values())
+    assert n_after == n_saved + 2  # step 3 wrote its 2 completions on top of the restored memory
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # one history across the resume

@@ -1,0 +1,138 @@
+"""`memrl train` configuration: presets, overrides, unknown keys, CLI errors; collapse detectors."""
+
+from __future__ import annotations
+
+import pytest
+
+from memrl.callbacks import length_collapse, reward_mode_collapse
+from memrl.cli import main
+from memrl.train import (
+    CPU_TINY,
+    parse_set,
+    preset_path,
+    read_yaml_config,
+    resolve_config,
+    reward_weight_list,
+)
+
+
+def test_cpu_tiny_yaml_matches_builtin_default():
+    # the YAML preset and the in-code fallback must never drift apart
+    assert read_yaml_config(preset_path("cpu-tiny")) == CPU_TINY
+
+
+def test_resolve_splits_sections_and_forces_cpu_safe_settings():
+    train, grpo, memory = resolve_config({**CPU_TINY, "bf16": True, "memory_top_k": 3})
+    assert train.method == "memory-r+" and memory.memory_explore and memory.memory_top_k == 3
+    assert grpo.per_device_train_batch_size == 8 and grpo.num_generations == 4
+    assert grpo.use_cpu and not grpo.bf16  # bf16 on these CPUs is ~8x slower
+    assert grpo.remove_unused_columns is False  # rewards need the question/answer columns
+    _, _, memory_r = resolve_config({**CPU_TINY, "method": "memory-r"})
+    assert not memory_r.memory_explore
+
+
+def test_unknown_key_lists_valid_options():
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['learning_rat'\].*learning_rate"):
+        resolve_config({"learning_rat": 1e-5})
+
+
+def test_bad_values_are_rejected():
+    with pytest.raises(ValueError, match="method='ppo'"):
+        resolve_config({"method": "ppo"})
+    with pytest.raises(ValueError, match="memory_top_k"):
+        resolve_config({"memory_top_k": 0})
+    with pytest.raises(ValueError, match="invalid GRPO settings"):
+        # 6 completions per device cannot be split into groups of 4
+        resolve_config({"per_device_train_batch_size": 6, "num_generations": 4})
+
+
+def test_yaml_sections_are_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 1.0e-5\n")
+    with pytest.raises(ValueError, match="'learning_rate' under section 'train' is not a train option"):
+        read_yaml_config(path)
+    path.write_text("grpo:\n  learning_rate: 2.0e-5\nmethod: r1\n")
+    assert read_yaml_config(path) == {"learning_rate": 2.0e-5, "method": "r1"}
+
+
+def test_set_overrides_parse_yaml_types():
+    assert parse_set(["a=1", "b=x", "c=true", "d=[1, 2]", "learning-rate=5e-6"]) == {
+        "a": 1, "b": "x", "c": True, "d": [1, 2], "learning_rate": 5e-6}
+    assert parse_set(["run_name=1e5x"]) == {"run_name": "1e5x"}  # not a number: kept as text
+    with pytest.raises(ValueError, match="key=value"):
+        parse_set(["oops"])
+
+
+def test_reward_weights_by_name():
+    class R:
+        def __init__(self, name):
+            self.__name__ = name
+
+    funcs = [R("correctness_reward"), R("xmlcount_reward")]
+    assert reward_weight_list(funcs, {"correctness_reward": 2.0}) == [2.0, 1.0]
+    with pytest.raises(ValueError, match="unknown reward"):
+        reward_weight_list(funcs, {"nope": 1.0})
+
+
+def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
+    assert main(["train", "--set", "no_such_option=1", "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "memrl train: error: unknown option(s) ['no_such_option']" in err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["train", "--resume", "--output-dir", str(tmp_path / "empty")]) == 1
+    assert "no checkpoint-*" in capsys.readouterr().err
+
+
+def test_print_config(capsys):
+    assert main(["train", "--print-config", "--method", "r1", "--set", "max_steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert "method: r1" in out and "max_steps: 3" in out
+
+
+# --------------------------------------------------------------------------- collapse detectors
+def _hist(lengths=None, clipped=None, fmt=None, cor=None):
+    n = len(lengths or clipped or fmt or cor)
+    rows = []
+    for i in range(n):
+        row = {}
+        if lengths:
+            row["completions/mean_length"] = lengths[i]
+        if clipped:
+            row["completions/clipped_ratio"] = clipped[i]
+        if fmt:
+            row["rewards/strict_format_reward/mean"] = fmt[i]
+            row["rewards/xmlcount_reward/mean"] = fmt[i] / 4
+        if cor:
+            row["rewards/correctness_reward/mean"] = cor[i]
+        rows.append(row)
+    return rows
+
+
+def test_length_collapse_short_and_cap():
+    assert length_collapse(_hist(lengths=[60, 40, 6, 5, 4, 3, 2]), window=5) == "short"
+    assert length_collapse(_hist(lengths=[60, 55, 50, 48, 52]), window=5) is None
+    assert length_collapse(_hist(clipped=[0.1, 0.9, 0.9, 1.0, 0.8, 0.9]), window=5) == "cap"
+    assert length_collapse(_hist(lengths=[3, 3]), window=5) is None  # too little history
+
+
+def test_reward_mode_collapse():
+    fmt_up = [0.0] * 5 + [0.5] * 5
+    cor_down = [0.4] * 5 + [0.1] * 5
+    assert reward_mode_collapse(_hist(fmt=fmt_up, cor=cor_down), window=5)
+    # format rising while correctness also rises is learning, not collapse
+    assert not reward_mode_collapse(_hist(fmt=fmt_up, cor=list(reversed(cor_down))), window=5)
+    assert not reward_mode_collapse(_hist(fmt=fmt_up[:6], cor=cor_down[:6]), window=5)
+
+
+def test_collapse_detector_knows_the_real_reward_names():
+    from memrl.callbacks import CORRECTNESS_MARKERS, FORMAT_MARKERS, reward_keys
+    from memrl.rewards.registry import r1_rewards
+
+    for checker in ("numeric", "math"):
+        names = [f.__name__ for f in r1_rewards(checker=checker)]
+        row = {f"rewards/{n}/mean": 0.0 for n in names + ["memory_exploit_reward", "memory_explore_reward"]}
+        fmt, cor = reward_keys([row], FORMAT_MARKERS), reward_keys([row], CORRECTNESS_MARKERS)
+        # every R1 reward is either a format or a correctness reward; memory rewards are neither
+        assert sorted(fmt + cor) == sorted(f"rewards/{n}/mean" for n in names)
+        assert len(cor) == 1

@@ -1,0 +1,24 @@
+"""POEM — prompt optimisation with episodic memory (Do et al., ECAI 2024; arXiv 2408.07465).
+
+Per-query ordering of few-shot demonstrations: ``fit`` stores (input embedding, similarity-rank
+order code, reward) in an :class:`memrl.memory.EpisodicMemory`; ``select`` reads the best code
+from the nearest training inputs and decodes it with the query's own ranks (no LM call).
+See ``docs/poem.md``.
+"""
+
+from memrl.poem.config import PoemConfig
+from memrl.poem.optimizer import (
+    FitReport,
+    PoemExampleSelector,
+    PoemMismatchError,
+    PoemOptimizer,
+    Selection,
+    best_action,
+)
+from memrl.poem.orders import decode_order, encode_order, kate_code, sample_orders, similarity_ranks
+
+__all__ = [
+    "PoemConfig", "PoemOptimizer", "PoemExampleSelector", "PoemMismatchError", "Selection",
+    "FitReport", "best_action", "encode_order", "decode_order", "similarity_ranks",
+    "sample_orders", "kate_code",
+]

@@ -1,0 +1,414 @@
+"""POEM: fit an episodic memory of (input, order code, reward), then pick orders per query.
+
+``fit`` tries orders of the demonstrations on every training input and scores each with the LM
+(one LM call per (input, order)). The memory (:class:`memrl.memory.EpisodicMemory`) holds one
+key per training input (its embedding); beside it, the optimiser keeps per key a table
+``code -> (reward sum, count)`` whose mean is the memory value of the spec.
+
+``select`` embeds the query, retrieves the ``k`` nearest training inputs, combines their
+tables with :func:`best_action` and decodes the winning code with the query's own similarity
+ranks. It makes no LM call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from memrl.memory import EpisodicMemory
+from memrl.poem.config import PoemConfig
+from memrl.poem.orders import Order, decode_order, encode_order, kate_code, sample_orders, similarity_ranks
+from memrl.poem.rewards import compute_reward
+from memrl.tasks.classification import Example, FewShotTask
+from memrl.utils import atomic_dir, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "memrl.poem"
+FORMAT_VERSION = 1
+
+
+class PoemMismatchError(ValueError):
+    """A saved POEM memory was built for another task, LM or encoder."""
+
+
+# ---------------------------------------------------------------------------- read rule
+def best_action(
+    tables: Sequence[Mapping[Order, tuple[float, int]]],
+    *,
+    read: str = "sum",
+    default: Order | None = None,
+) -> tuple[Order | None, dict[Order, tuple[float, int]]]:
+    """Combine the reward tables of the retrieved neighbours and pick an action.
+
+    Args:
+        tables: one table per neighbour, ``code -> (mean reward, trials)``.
+        read: ``"sum"`` — score = sum over neighbours of the neighbour's mean reward (the paper);
+            ``"mean"`` — that sum divided by the number of neighbours that tried the code.
+            An action a neighbour did not try contributes nothing.
+        default: preferred code on a tie after the neighbour count (the fallback heuristic).
+
+    Returns:
+        ``(code, scores)`` where ``scores[code] = (score, neighbours that tried it)``; ``code`` is
+        ``None`` when no neighbour has any entry. Ties: higher score, then more neighbours, then
+        ``default``, then the lexicographically smallest code (a fixed order).
+
+    >>> best_action([{(0, 1): (1.0, 1), (1, 0): (0.5, 1)}, {(1, 0): (0.6, 1)}])[0]
+    (1, 0)
+    >>> best_action([{(0, 1): (1.0, 1), (1, 0): (0.5, 1)}, {(1, 0): (0.6, 1)}], read="mean")[0]
+    (0, 1)
+    """
+    if read not in ("sum", "mean"):
+        raise ValueError(f"read must be 'sum' or 'mean', got {read!r}")
+    totals: dict[Order, list[float]] = {}
+    for table in tables:
+        for code, (mean_reward, _) in table.items():
+            acc = totals.setdefault(code, [0.0, 0])
+            acc[0] += float(mean_reward)
+            acc[1] += 1
+    scores = {
+        code: ((s / c) if read == "mean" else s, int(c)) for code, (s, c) in totals.items()
+    }
+    if not scores:
+        return None, {}
+    best = min(scores, key=lambda a: (-scores[a][0], -scores[a][1], a != default, a))
+    return best, scores
+
+
+@dataclass
+class Selection:
+    """What :meth:`PoemOptimizer.select` chose for one query, and why.
+
+    Attributes:
+        examples: the demonstrations in prompt order.
+        perm: ``examples[j] = candidates[perm[j]]`` (indices into the query's candidate set).
+        code: the rank code (``None`` never: the fallback code when nothing was retrieved).
+        neighbours: key ids of the retrieved training inputs, most similar first.
+        neighbour_sims: their cosine similarities to the query.
+        scores: the top action scores ``{code: (score, neighbours that tried it)}``.
+        fallback: True when memory gave nothing and the fallback heuristic was used.
+    """
+
+    examples: list[Example]
+    perm: Order
+    code: Order
+    neighbours: list[str]
+    neighbour_sims: list[float]
+    scores: dict[Order, tuple[float, int]] = field(default_factory=dict)
+    fallback: bool = False
+
+
+@dataclass
+class FitReport:
+    """Cost and outcome of :meth:`PoemOptimizer.fit`."""
+
+    inputs: int
+    trials: int
+    lm_calls: int
+    wall_s: float
+    mean_reward: float
+
+
+class PoemOptimizer:
+    """Per-query demonstration ordering from episodic memory (POEM).
+
+    Args:
+        task: the task (template, verbalizer, training split).
+        scorer: an LM backend (:class:`memrl.lm.HFScorer` or :class:`memrl.lm.OpenAICompletionsScorer`).
+        encoder: :class:`memrl.encoders.Encoder` (``name`` and ``encode(list[str]) -> (m, d)``).
+        config: :class:`PoemConfig`.
+
+    Example:
+        >>> opt = PoemOptimizer(task, scorer, Encoder(), PoemConfig(n_examples=4))  # doctest: +SKIP
+        >>> opt.fit()                                                                 # doctest: +SKIP
+        >>> opt.select(task.test[0]).examples      # 4 demonstrations, ordered for this query  # doctest: +SKIP
+    """
+
+    def __init__(self, task: FewShotTask, scorer: Any, encoder: Any, config: PoemConfig | None = None) -> None:
+        self.task = task
+        self.scorer = scorer
+        self.encoder = encoder
+        self.config = config or PoemConfig()
+        self.demos: list[Example] = []
+        self.pool: list[Example] = []  # "knn" mode: candidates drawn per query
+        self._demo_vecs: np.ndarray | None = None
+        self._pool_memory: EpisodicMemory | None = None
+        self.memory: EpisodicMemory | None = None
+        self.tables: dict[str, dict[Order, tuple[float, int]]] = {}
+        # fixed mode: per concrete order, [sum correct, sum reward, trials] (best fixed order baseline)
+        self.order_stats: dict[Order, list[float]] = {}
+        self.lm_calls_fit = 0
+
+    # ------------------------------------------------------------------ identities
+    @property
+    def identities(self) -> dict[str, str]:
+        return {
+            "task": self.task.identity(),
+            "lm": getattr(self.scorer, "identity", type(self.scorer).__name__),
+            "encoder": getattr(self.encoder, "name", type(self.encoder).__name__),
+        }
+
+    # ------------------------------------------------------------------ examples
+    def _setup_examples(self) -> None:
+        n = self.config.n_examples
+        train = self.task.train
+        if not train:
+            raise ValueError(f"task {self.task.name!r} has an empty training split; POEM needs examples")
+        if n > len(train) - (1 if self.config.examples == "knn" else 0):
+            raise ValueError(
+                f"n_examples={n} is larger than the pool of {len(train)} training examples of task "
+                f"{self.task.name!r}; lower n_examples"
+            )
+        if self.config.examples == "fixed":
+            # Seeded, label-balanced draw: round-robin over shuffled classes so a 4-shot prompt of a
+            # 2-class task holds 2 + 2 (a draw of one class only would make order irrelevant).
+            rng = np.random.default_rng(self.config.seed)
+            by_label: dict[int, list[int]] = {}
+            for i in rng.permutation(len(train)):
+                by_label.setdefault(train[int(i)].label, []).append(int(i))
+            labels = [lab for lab in rng.permutation(sorted(by_label))]
+            chosen: list[int] = []
+            while len(chosen) < n:
+                for lab in labels:
+                    if by_label[int(lab)] and len(chosen) < n:
+                        chosen.append(by_label[int(lab)].pop())
+            self.demos = [train[i] for i in chosen]
+            self._demo_vecs = self.encoder.encode([d.key_text for d in self.demos])
+        else:
+            self.pool = list(train)
+            vecs = self.encoder.encode([ex.key_text for ex in self.pool])
+            self._pool_memory = EpisodicMemory(vecs.shape[1], max_keys=len(self.pool), max_values=1,
+                                               encoder_name=self.identities["encoder"])
+            self._pool_memory.add([str(i) for i in range(len(self.pool))], vecs, vecs)
+
+    def candidates(self, query_vec: np.ndarray, exclude_text: str | None = None) -> tuple[list[Example], np.ndarray]:
+        """The query's ``n`` candidate demonstrations and their similarities ``(n,)``.
+
+        Fixed mode: the fixed set (in its stored order). kNN mode: the ``n`` most similar pool
+        examples, skipping one whose text equals ``exclude_text`` (a training input is never its own demo).
+        """
+        n = self.config.n_examples
+        if self.config.examples == "fixed":
+            assert self._demo_vecs is not None
+            return self.demos, self._demo_vecs @ query_vec
+        assert self._pool_memory is not None
+        sims, ids = self._pool_memory.search(query_vec[None], n + 1)
+        picked = [(int(i), float(s)) for i, s in zip(ids[0], sims[0])
+                  if self.pool[int(i)].key_text != exclude_text][:n]
+        return [self.pool[i] for i, _ in picked], np.array([s for _, s in picked])
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, inputs: Sequence[Example] | None = None, *, progress: bool = True) -> FitReport:
+        """Try orders on each training input, score them with the LM and fill the memory.
+
+        Args:
+            inputs: training inputs (default: the training split minus the fixed demonstrations).
+            progress: show a tqdm bar over distinct prompts.
+
+        Returns:
+            :class:`FitReport` with the number of LM calls (= (input, order) trials).
+        """
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        self._setup_examples()
+        if inputs is None:
+            demo_texts = {d.key_text for d in self.demos}
+            inputs = [ex for ex in self.task.train if ex.key_text not in demo_texts]
+        inputs = list(inputs)
+        if not inputs:
+            raise ValueError(f"task {self.task.name!r}: no training inputs left to fit on")
+        vecs = self.encoder.encode([ex.key_text for ex in inputs])
+        rng = np.random.default_rng(self.config.seed + 1)
+        # Jobs grouped by prompt prefix: every distinct prefix is scored in one backend call, so
+        # a prefix-caching backend runs each order's demonstrations once.
+        groups: dict[str, list[tuple[int, Order]]] = {}
+        cand_of: list[tuple[list[Example], Order]] = []
+        for i, ex in enumerate(inputs):
+            cands, sims = self.candidates(vecs[i], exclude_text=ex.key_text)
+            ranks = similarity_ranks(sims)
+            cand_of.append((cands, ranks))
+            for perm in sample_orders(len(cands), self.config.budget, rng):
+                prefix = self.task.prefix([cands[p] for p in perm])
+                groups.setdefault(prefix, []).append((i, perm))
+        trials: list[tuple[int, Order, float, float]] = []  # (input, perm, reward, correct)
+        calls0 = self.scorer.calls
+        for prefix, jobs in tqdm(groups.items(), desc=f"poem fit {self.task.name}", unit="prompt",
+                                 disable=not progress):
+            batch = [inputs[i] for i, _ in jobs]
+            res = self.scorer.score(prefix, [self.task.suffix(ex) for ex in batch], self.task.continuations(batch))
+            scores = res.normalised(self.task.length_normalise)
+            gold = np.array([ex.label for ex in batch])
+            rewards = compute_reward(self.config.reward, scores, gold)
+            correct = compute_reward("correct", scores, gold)
+            trials += [(i, perm, float(r), float(c)) for (i, perm), r, c in zip(jobs, rewards, correct)]
+        self.lm_calls_fit = self.scorer.calls - calls0
+        self._write_memory(inputs, vecs, cand_of, trials)
+        report = FitReport(
+            inputs=len(inputs), trials=len(trials), lm_calls=self.lm_calls_fit,
+            wall_s=time.perf_counter() - t0, mean_reward=float(np.mean([t[2] for t in trials])),
+        )
+        logger.info("POEM fit on %s: %s", self.task.name, report)
+        return report
+
+    def _write_memory(self, inputs, vecs, cand_of, trials) -> None:
+        sums: dict[str, dict[Order, list[float]]] = {}
+        self.order_stats = {}
+        for i, perm, reward, correct in trials:
+            code = encode_order(perm, cand_of[i][1])
+            acc = sums.setdefault(inputs[i].key_text, {}).setdefault(code, [0.0, 0])
+            acc[0] += reward
+            acc[1] += 1
+            if self.config.examples == "fixed":
+                st = self.order_stats.setdefault(perm, [0.0, 0.0, 0])
+                st[0] += correct
+                st[1] += reward
+                st[2] += 1
+        # memory value per (input, action) = mean reward over repeats (duplicate inputs merge)
+        self.tables = {key: {code: (s / c, int(c)) for code, (s, c) in t.items()} for key, t in sums.items()}
+        keys = list(dict.fromkeys(ex.key_text for ex in inputs))
+        first = {ex.key_text: j for j, ex in reversed(list(enumerate(inputs)))}
+        key_vecs = vecs[[first[k] for k in keys]]
+        self.memory = EpisodicMemory(key_vecs.shape[1], max_keys=max(1, len(keys)), max_values=1,
+                                     encoder_name=self.identities["encoder"])
+        # EpisodicMemory stores vector values; the reward tables live beside it, keyed by id.
+        self.memory.add(keys, key_vecs, key_vecs)
+
+    # ------------------------------------------------------------------ select
+    def _check_fitted(self) -> None:
+        if self.memory is None:
+            raise RuntimeError("PoemOptimizer is not fitted: call fit() or load() first")
+
+    def select_vec(self, query_vec: np.ndarray, exclude_text: str | None = None) -> Selection:
+        """:meth:`select` for an already embedded query (``(d,)`` unit vector); no LM call."""
+        self._check_fitted()
+        cands, sims = self.candidates(query_vec, exclude_text)
+        ranks = similarity_ranks(sims)
+        fallback_code = kate_code(len(cands), self.config.fallback == "kate")
+        ids: list[str] = []
+        nsims: list[float] = []
+        if len(self.memory):
+            s, found = self.memory.search(query_vec[None], self.config.k)
+            ids, nsims = found[0], [float(x) for x in s[0]]
+        code, scores = best_action([self.tables[i] for i in ids], read=self.config.read, default=fallback_code)
+        used_fallback = code is None
+        if code is None:
+            code = fallback_code
+        perm = decode_order(code, ranks)
+        top = dict(sorted(scores.items(), key=lambda kv: -kv[1][0])[:5])
+        return Selection([cands[p] for p in perm], perm, code, ids, nsims, top, used_fallback)
+
+    def select(self, query: Example | str) -> Selection:
+        """Choose the demonstrations and their order for ``query`` (an :class:`Example` or text)."""
+        text = query if isinstance(query, str) else query.key_text
+        return self.select_vec(self.encoder.encode([text])[0])
+
+    def select_many(self, queries: Sequence[Example]) -> list[Selection]:
+        """:meth:`select` for many queries with one batched embedding call."""
+        vecs = self.encoder.encode([q.key_text for q in queries])
+        return [self.select_vec(v) for v in vecs]
+
+    def best_fixed_order(self) -> Order:
+        """The concrete order of the fixed demonstrations with the highest training accuracy
+        (ties: higher mean reward, then lexicographic). Fixed mode only."""
+        if not self.order_stats:
+            raise RuntimeError("best_fixed_order needs a fit in 'fixed' example mode")
+        return min(self.order_stats, key=lambda p: (-self.order_stats[p][0] / self.order_stats[p][2],
+                                                   -self.order_stats[p][1] / self.order_stats[p][2], p))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted optimiser to folder ``path`` (``poem.json`` + ``memory.npz``), atomically."""
+        self._check_fitted()
+        path = Path(path)
+        state = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "identities": self.identities,
+            "config": self.config.to_dict(),
+            "demos": [_example_to_dict(d) for d in self.demos],
+            "tables": {k: [[list(c), m, n] for c, (m, n) in t.items()] for k, t in self.tables.items()},
+            "order_stats": [[list(p), *v] for p, v in self.order_stats.items()],
+            "lm_calls_fit": self.lm_calls_fit,
+        }
+        with atomic_dir(path) as tmp:
+            atomic_write_json(tmp / "poem.json", state)
+            self.memory.save(tmp / "memory.npz")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, task: FewShotTask, scorer: Any, encoder: Any) -> "PoemOptimizer":
+        """Load a saved optimiser for ``task``/``scorer``/``encoder``.
+
+        Raises:
+            PoemMismatchError: the memory was built for another task, LM or encoder.
+            FileNotFoundError, ValueError: missing or malformed files.
+        """
+        path = Path(path)
+        meta_path = path / "poem.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path} not found: not a saved POEM optimiser")
+        state = json.loads(meta_path.read_text())
+        if state.get("format") != FORMAT_NAME or state.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: format {state.get('format')!r} v{state.get('version')}, "
+                             f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}")
+        opt = cls(task, scorer, encoder, PoemConfig.from_dict(state["config"], source=str(meta_path)))
+        saved, now = state["identities"], opt.identities
+        wrong = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in now if saved.get(k) != now[k]]
+        if wrong:
+            raise PoemMismatchError(
+                f"{path} was fitted for another setting ({'; '.join(wrong)}). A POEM memory is specific "
+                "to its task prompt, LM and encoder: fit a new one for this setting."
+            )
+        opt.memory = EpisodicMemory.load(path / "memory.npz", encoder_name=now["encoder"])
+        opt.tables = {k: {tuple(c): (float(m), int(n)) for c, m, n in rows} for k, rows in state["tables"].items()}
+        opt.order_stats = {tuple(p): [a, b, c] for p, a, b, c in state["order_stats"]}
+        opt.lm_calls_fit = int(state["lm_calls_fit"])
+        if opt.config.examples == "fixed":
+            opt.demos = [_example_from_dict(d) for d in state["demos"]]
+            opt._demo_vecs = encoder.encode([d.key_text for d in opt.demos])
+        else:
+            opt._setup_examples()
+        return opt
+
+
+def _example_to_dict(ex: Example) -> dict[str, Any]:
+    return {"text": ex.text, "label": ex.label, "text_b": ex.text_b,
+            "choices": list(ex.choices) if ex.choices is not None else None}
+
+
+def _example_from_dict(d: dict[str, Any]) -> Example:
+    return Example(text=d["text"], label=int(d["label"]), text_b=d.get("text_b"),
+                   choices=tuple(d["choices"]) if d.get("choices") is not None else None)
+
+
+class PoemExampleSelector:
+    """Drop-in example selector: ``selector(query) -> ordered demonstrations``.
+
+    Wraps a fitted :class:`PoemOptimizer` so any prompt pipeline that asks "which examples, in
+    which order, for this input?" can use POEM without knowing about memories or codes.
+
+    Example:
+        >>> selector = PoemExampleSelector(opt)                                   # doctest: +SKIP
+        >>> demos = selector("a gorgeous, witty film")                            # doctest: +SKIP
+        >>> prompt = "".join(f"Review: {d.text}\\nSentiment: {verbalizer[d.label]}\\n\\n" for d in demos)  # doctest: +SKIP
+    """
+
+    def __init__(self, optimizer: PoemOptimizer) -> None:
+        optimizer._check_fitted()
+        self.optimizer = optimizer
+
+    def __call__(self, query: Example | str) -> list[Example]:
+        return self.optimizer.select(query).examples
+
+    def prompt(self, query: Example | str) -> str:
+        """The full prompt (ordered demonstrations + the query rendered by the task template)."""
+        ex = Example(text=query, label=0) if isinstance(query, str) else query
+        task = self.optimizer.task
+        return task.prefix(self(query)) + task.suffix(ex)

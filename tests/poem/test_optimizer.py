@@ -1,0 +1,112 @@
+"""fit/select/save/load on a small real slice of SST-2 with the real SmolLM2 and MiniLM."""
+
+import numpy as np
+import pytest
+
+from memrl.encoders import Encoder
+from memrl.lm import HFScorer
+from memrl.poem import PoemConfig, PoemExampleSelector, PoemMismatchError, PoemOptimizer
+from memrl.tasks.classification import load_task
+
+N = 3  # 3! = 6 orders per input keeps the real-LM fit to a few seconds
+
+
+@pytest.fixture(scope="module")
+def fitted(sst2, scorer, encoder):
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3))
+    inputs = sst2.train[:2] + sst2.train[-2:]  # both labels
+    report = opt.fit(inputs, progress=False)
+    return opt, report, inputs
+
+
+def test_fit_tries_every_order_and_counts_lm_calls(fitted):
+    opt, report, inputs = fitted
+    assert report.trials == report.lm_calls == len(inputs) * 6
+    assert len(opt.memory) == len(inputs)
+    for table in opt.tables.values():
+        assert len(table) == 6  # every code once
+        assert all(0.0 <= m <= 1.0 and c == 1 for m, c in table.values())  # gold_prob reward
+    # fixed demonstrations: seeded and label-balanced, never among the fitted inputs
+    assert {d.label for d in opt.demos} == {0, 1}
+    assert sum(st[2] for st in opt.order_stats.values()) == report.trials
+
+
+def test_select_makes_no_lm_call_and_explains_itself(fitted, sst2, scorer):
+    opt, _, _ = fitted
+    calls = scorer.calls
+    sels = opt.select_many(sst2.test[:5])
+    assert scorer.calls == calls
+    for sel in sels:
+        assert sorted(sel.perm) == list(range(N)) and len(sel.neighbours) == 3
+        assert sel.neighbour_sims == sorted(sel.neighbour_sims, reverse=True)
+        best = max(sel.scores.values())[0]
+        assert sel.scores[sel.code][0] == best and not sel.fallback
+
+
+def test_save_load_round_trip_and_mismatch_refusal(fitted, sst2, scorer, encoder, tmp_path, lm):
+    opt, _, _ = fitted
+    opt.save(tmp_path / "poem")
+    again = PoemOptimizer.load(tmp_path / "poem", sst2, scorer, encoder)
+    for q in sst2.test[:5]:
+        assert again.select(q).perm == opt.select(q).perm
+    assert again.best_fixed_order() == opt.best_fixed_order()
+    with pytest.raises(PoemMismatchError, match="task"):
+        PoemOptimizer.load(tmp_path / "poem", load_task("mr", 13), scorer, encoder)
+    other_lm = HFScorer(*lm, identity="some/other-lm")
+    with pytest.raises(PoemMismatchError, match="lm"):
+        PoemOptimizer.load(tmp_path / "poem", sst2, other_lm, encoder)
+    other_enc = Encoder("my-other-encoder", fn=encoder.encode)
+    with pytest.raises(PoemMismatchError, match="encoder"):
+        PoemOptimizer.load(tmp_path / "poem", sst2, scorer, other_enc)
+    with pytest.raises(FileNotFoundError, match="poem.json"):
+        PoemOptimizer.load(tmp_path / "nothing", sst2, scorer, encoder)
+
+
+def test_drop_in_selector_builds_prompt(fitted, sst2):
+    opt, _, _ = fitted
+    selector = PoemExampleSelector(opt)
+    demos = selector(sst2.test[0])
+    prompt = selector.prompt(sst2.test[0])
+    assert prompt.endswith(sst2.suffix(sst2.test[0]))
+    assert prompt.startswith(sst2.prefix(demos)) and len(demos) == N
+
+
+def test_knn_examples_and_sampled_orders(sst2, scorer, encoder):
+    # n = 4 with a budget of 3: a uniform sample of 3 distinct orders per input
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=4, budget=3, examples="knn", k=2))
+    inputs = sst2.train[:2]
+    report = opt.fit(inputs, progress=False)
+    assert report.lm_calls == 6 and all(len(t) == 3 for t in opt.tables.values())
+    sel = opt.select(sst2.test[0])
+    assert len(sel.examples) == 4 and len({e.text for e in sel.examples}) == 4
+    # the selected demonstrations are the 4 training examples most similar to the query
+    vecs = encoder.encode([e.key_text for e in sst2.train])
+    q = encoder.encode([sst2.test[0].key_text])[0]
+    top = {sst2.train[i].text for i in np.argsort(-(vecs @ q))[:4]}
+    assert {e.text for e in sel.examples} == top
+
+
+def test_bad_inputs(sst2, scorer, encoder):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="empty training split"):
+        PoemOptimizer(replace(sst2, train=[]), scorer, encoder).fit(progress=False)
+    with pytest.raises(ValueError, match="n_examples=40 is larger than the pool of 32"):
+        PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=40)).fit(progress=False)
+    with pytest.raises(ValueError, match="reward"):
+        PoemConfig(reward="accuracy")
+    with pytest.raises(ValueError, match="unknown PoemConfig keys \\['kk'\\]"):
+        PoemConfig.from_dict({"kk": 3})
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PoemOptimizer(sst2, scorer, encoder).select("hello")
+
+
+def test_multiple_choice_task_fits_with_per_query_choices(scorer, encoder):
+    # choices differ per query and span several tokens: length-normalised scoring path
+    task = load_task("piqa", 13)
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=2, k=2))
+    report = opt.fit(task.train[2:4], progress=False)
+    assert report.lm_calls == 4 and 0.0 <= report.mean_reward <= 1.0
+    sel = opt.select(task.test[0])
+    prompt = task.prefix(sel.examples)
+    assert all(d.choices[d.label] in prompt for d in sel.examples)  # demos show their gold answer

@@ -1,0 +1,98 @@
+"""HFScorer: prefix-cached scoring equals full-prompt scoring (real SmolLM2-135M)."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from memrl.lm import HFScorer
+from memrl.models import load_model, model_identity
+
+PREFIX = (
+    "Review: a dull, lifeless film that goes nowhere.\nSentiment: terrible\n\n"
+    "Review: one of the warmest, funniest films of the year.\nSentiment: great\n\n"
+)
+# different lengths on purpose: right padding must not leak into the scores
+SUFFIXES = [
+    "Review: loved it.\nSentiment:",
+    "Review: boring and far too long, I fell asleep twice before the end of it.\nSentiment:",
+    "Review: an uneven but rewarding ride.\nSentiment:",
+    "Review: bad.\nSentiment:",
+    "Review: the best thing I have seen this year, truly remarkable work by everyone.\nSentiment:",
+]
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared 2-core box: see tests/poem/conftest.py
+    model, tok = load_model("smollm2-135m")
+    yield HFScorer(model, tok, identity=model_identity("smollm2-135m"), batch_size=2)
+    torch.set_num_threads(before)
+
+
+def _both(scorer, prefix, suffixes, conts):
+    scorer.prefix_cache = True
+    cached = scorer.score(prefix, suffixes, conts)
+    scorer.prefix_cache = False
+    try:
+        full = scorer.score(prefix, suffixes, conts)
+    finally:
+        scorer.prefix_cache = True
+    return cached, full
+
+
+def test_prefix_cache_matches_full_prompt_labels(scorer):
+    calls = scorer.calls
+    cached, full = _both(scorer, PREFIX, SUFFIXES, [" terrible", " great"])
+    assert cached.logprob.shape == (5, 2)
+    np.testing.assert_allclose(cached.logprob, full.logprob, atol=1e-4, rtol=0)
+    assert scorer.calls - calls == 10  # one call per (prompt, query), both paths
+    assert np.all(cached.logprob < 0)
+    # the LM is a real scorer: the clearly positive and negative reviews go the right way
+    pred = cached.logprob.argmax(axis=1)
+    assert pred[0] == 1 and pred[3] == 0
+
+
+def test_prefix_cache_matches_full_prompt_multi_token_choices(scorer):
+    choices = [[" terrible movie", " great"], [" no", " yes indeed it is"], [" a b c", " d"],
+               [" bad", " good"], [" x", " y z"]]
+    cached, full = _both(scorer, PREFIX, SUFFIXES, choices)
+    np.testing.assert_allclose(cached.logprob, full.logprob, atol=1e-4, rtol=0)
+    assert cached.num_tokens[0, 0] == 2 and cached.num_tokens[1, 1] > 1
+    # length normalisation divides by the token count
+    np.testing.assert_allclose(cached.normalised(True), cached.logprob / cached.num_tokens)
+
+
+def test_cached_prefix_is_not_mutated_between_calls(scorer):
+    a = scorer.score(PREFIX, SUFFIXES[:3], [" terrible", " great"])
+    b = scorer.score(PREFIX, SUFFIXES[:3], [" terrible", " great"])  # reuses the cached KV
+    np.testing.assert_array_equal(a.logprob, b.logprob)
+
+
+def test_empty_prefix_and_bad_input(scorer):
+    zero = scorer.score("", SUFFIXES[:2], [" terrible", " great"])
+    assert zero.logprob.shape == (2, 2)
+    with pytest.raises(ValueError, match="same number of choices"):
+        scorer.score(PREFIX, SUFFIXES[:2], [[" a"], [" a", " b"]])
+    with pytest.raises(ValueError, match="one continuation list per suffix"):
+        scorer.score(PREFIX, SUFFIXES[:2], [[" a", " b"]])
+
+
+@pytest.mark.slow
+def test_prefix_cache_speedup_at_four_shots():
+    from memrl.tasks.classification import load_task
+
+    model, tok = load_model("smollm2-135m")
+    s = HFScorer(model, tok, identity="x", batch_size=16)
+    task = load_task("sst2", 13)
+    prefix, qs = task.prefix(task.train[:4]), task.test[:32]
+    times = {}
+    for cache in (False, True):
+        s.prefix_cache = cache
+        s.clear_cache()
+        t = time.perf_counter()
+        s.score(prefix, [task.suffix(q) for q in qs], task.continuations(qs))
+        times[cache] = time.perf_counter() - t
+    assert times[False] / times[True] >= 3.0

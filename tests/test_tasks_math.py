@@ -59,7 +59,7 @@ def test_malformed_rows_name_file_row_and_field(tmp_path):
 def test_invalid_json_line_reports_line(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text('{"question": "a", "answer": "1"}\n{oops\n')
-    with pytest.raises(ValueError, match="broken.jsonl line 2"):
+    with pytest.raises(ValueError, match="broken.jsonl, row 2: invalid JSON"):
         load_rows(DatasetSpec(name=str(path)))
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memrl.paths import data_dir, resolve_data_path
+from memrl.tasks.files import iter_jsonl, read_table, require_fields
 
 logger = logging.getLogger(__name__)
 
@@ -375,42 +376,15 @@ def _load_superglue(spec: TaskSpec, seed: int) -> tuple[list[Example], list[Exam
 
 
 def _read_jsonl_nli(path: Path, label_names: Sequence[str]) -> list[Example]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is the shared data folder complete?")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            for key in ("premise", "hypothesis", "label"):
-                if key not in rec:
-                    raise ValueError(f"{path}, row {i}: missing field {key!r}")
-            label = _label_index(rec["label"], label_names, path, i, "label")
-            out.append(_example(rec["premise"], label, rec["hypothesis"], path, i))
+    for i, rec in iter_jsonl(path):
+        require_fields(rec, ("premise", "hypothesis", "label"), path, i)
+        label = _label_index(rec["label"], label_names, path, i, "label")
+        out.append(_example(rec["premise"], label, rec["hypothesis"], path, i))
     return out
 
 
 # ---------------------------------------------------------------------------- local files
-def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV, TSV or JSONL file as dicts (by extension)."""
-    path = resolve_data_path(path)
-    suffix = path.suffix.lower()
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        if suffix in (".jsonl", ".json"):
-            rows = []
-            for i, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}, row {i}: invalid JSON ({exc.msg})") from None
-            return rows
-        if suffix in (".csv", ".tsv"):
-            return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .jsonl")
-
-
 def load_local_task(
     train_path: str | Path,
     test_path: str | Path,
@@ -437,7 +411,7 @@ def load_local_task(
         ValueError: naming the file, row and field, for a missing column, an empty text, or a
             label (in any file) that is not in ``labels``.
     """
-    train_rows = read_table(train_path)
+    train_rows = read_table(resolve_data_path(train_path))
     if not train_rows:
         raise ValueError(f"{train_path}: the training file has no rows")
     if labels is None:
@@ -462,8 +436,8 @@ def load_local_task(
         return out
 
     train = convert(train_path, train_rows)
-    test = convert(test_path, read_table(test_path))
-    dev = convert(dev_path, read_table(dev_path)) if dev_path else []
+    test = convert(test_path, read_table(resolve_data_path(test_path)))
+    dev = convert(dev_path, read_table(resolve_data_path(dev_path))) if dev_path else []
     if template is None:
         template = PromptTemplate(input="Input: {text}\nLabel:" if not text_b_column else "Input: {text}\n{text_b}\nLabel:")
     return FewShotTask(

@@ -17,7 +17,6 @@ Datasets (``name`` → source, answer checker):
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -26,12 +25,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memrl.paths import data_dir, resolve_data_path
+from memrl.tasks.files import TABLE_SUFFIXES as LOCAL_SUFFIXES, read_table
 
 logger = logging.getLogger(__name__)
 
 STYLES = ("think", "reasoning")
 BUILTIN = ("gsm8k", "numina-tir", "math500", "aime24", "arith")
-LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 # System prompts. "think" is the paper's, "reasoning" the reference code's (GSM8K). Both spell
 # out the exact layout the format rewards check (tags on their own lines).
@@ -150,39 +149,6 @@ def to_training_rows(rows: Sequence[dict[str, Any]], style: str = "think", shots
 
 
 # ----------------------------------------------------------------------------- loaders
-def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file (as dicts).
-
-    Raises ``ValueError`` naming the file and line for an unparsable JSONL line.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from exc
-        return rows
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict):  # {"data": [...]} or column-oriented
-            data = data.get("data", data.get("rows", data))
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of objects")
-        return data
-    if suffix in (".csv", ".parquet"):
-        import pandas as pd
-
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-        return frame.to_dict(orient="records")
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {LOCAL_SUFFIXES}")
-
-
 def normalize_rows(raw: Sequence[dict[str, Any]], source: str, question_column: str, answer_column: str,
                    skip_bad_rows: bool = False) -> tuple[list[dict[str, str]], int]:
     """Map raw rows to ``{"question", "answer"}``, validating every row.

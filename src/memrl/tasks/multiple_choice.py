@@ -11,12 +11,12 @@ the same for every method of a study.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from memrl.paths import data_dir
 from memrl.tasks.classification import Example, FewShotTask, PromptTemplate
+from memrl.tasks.files import iter_jsonl, require_fields
 
 MC_TASKS = {
     "piqa": "piqa.jsonl",
@@ -34,25 +34,17 @@ MC_TEMPLATE = PromptTemplate(input="{text}\nAnswer:", answer_prefix=" ", demo_se
 
 def read_mc_file(path: Path) -> list[Example]:
     """Rows of a gauntlet JSONL file as :class:`Example` (``choices`` set, ``label`` = gold)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is the shared data folder complete?")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            for key in ("query", "choices", "gold"):
-                if key not in rec:
-                    raise ValueError(f"{path}, row {i}: missing field {key!r}")
-            choices = tuple(str(c).strip() for c in rec["choices"])
-            gold = rec["gold"]
-            if not isinstance(gold, int) or not 0 <= gold < len(choices):
-                raise ValueError(f"{path}, row {i}: field 'gold'={gold!r} is not a choice index")
-            text = str(rec["query"]).strip()
-            if not text or len(choices) < 2:
-                raise ValueError(f"{path}, row {i}: empty query or fewer than 2 choices")
-            out.append(Example(text=text, label=gold, choices=choices))
+    for i, rec in iter_jsonl(path):
+        require_fields(rec, ("query", "choices", "gold"), path, i)
+        choices = tuple(str(c).strip() for c in rec["choices"])
+        gold = rec["gold"]
+        if not isinstance(gold, int) or not 0 <= gold < len(choices):
+            raise ValueError(f"{path}, row {i}: field 'gold'={gold!r} is not a choice index")
+        text = str(rec["query"]).strip()
+        if not text or len(choices) < 2:
+            raise ValueError(f"{path}, row {i}: empty query or fewer than 2 choices")
+        out.append(Example(text=text, label=gold, choices=choices))
     return out
 
 

@@ -110,3 +110,17 @@ def test_multiple_choice_task_fits_with_per_query_choices(scorer, encoder):
     sel = opt.select(task.test[0])
     prompt = task.prefix(sel.examples)
     assert all(d.choices[d.label] in prompt for d in sel.examples)  # demos show their gold answer
+
+
+def test_identity_encoding_with_all_neighbours_picks_the_best_total_reward_order(sst2, scorer, encoder):
+    inputs = sst2.train[:2] + sst2.train[-2:]
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=len(inputs), encoding="identity"))
+    opt.fit(inputs, progress=False)
+    # identity codes are the concrete orders themselves
+    assert all(set(t) == set(opt.order_stats) for t in opt.tables.values())
+    # reading every neighbour with read='sum' is the order with the highest reward summed over inputs
+    best = max(opt.order_stats, key=lambda p: (opt.order_stats[p][1], tuple(-x for x in p)))
+    perms = {sel.perm for sel in opt.select_many(sst2.test[:6])}
+    assert perms == {best}
+    with pytest.raises(ValueError, match="encoding='identity' needs examples='fixed'"):
+        PoemConfig(encoding="identity", examples="knn")

@@ -10,6 +10,7 @@ REWARDS = ("correct", "gold_prob", "margin")
 READS = ("sum", "mean")
 EXAMPLE_MODES = ("fixed", "knn")
 FALLBACKS = ("kate", "kate_reverse")
+ENCODINGS = ("rank", "identity")
 
 
 @dataclass
@@ -47,13 +48,24 @@ class PoemConfig:
         metadata={"help": "order used when memory has nothing for a query: 'kate' (most similar "
                   "last) or 'kate_reverse' (most similar first)"},
     )
+    encoding: str = field(
+        default="rank",
+        metadata={"help": "action encoding: 'rank' (paper: position j holds the a_j-th most similar "
+                  "example, decoded with each query's own ranks) or 'identity' (the concrete order "
+                  "of the fixed demonstrations; keeps which example, and so which label, sits "
+                  "where; needs examples='fixed')"},
+    )
     seed: int = field(default=0, metadata={"help": "seed for drawing demonstrations and sampling orders"})
 
     def __post_init__(self) -> None:
-        checks = (("reward", REWARDS), ("read", READS), ("examples", EXAMPLE_MODES), ("fallback", FALLBACKS))
+        checks = (("reward", REWARDS), ("read", READS), ("examples", EXAMPLE_MODES), ("fallback", FALLBACKS),
+                  ("encoding", ENCODINGS))
         for name, valid in checks:
             if getattr(self, name) not in valid:
                 raise ValueError(f"PoemConfig.{name}={getattr(self, name)!r}; choose one of {list(valid)}")
+        if self.encoding == "identity" and self.examples != "fixed":
+            raise ValueError("PoemConfig.encoding='identity' needs examples='fixed': with per-query "
+                             "(knn) demonstrations a concrete order does not carry over between queries")
         for name in ("n_examples", "k", "budget"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -261,7 +261,7 @@ class PoemOptimizer:
         sums: dict[str, dict[Order, list[float]]] = {}
         self.order_stats = {}
         for i, perm, reward, correct in trials:
-            code = encode_order(perm, cand_of[i][1])
+            code = tuple(perm) if self.config.encoding == "identity" else encode_order(perm, cand_of[i][1])
             acc = sums.setdefault(inputs[i].key_text, {}).setdefault(code, [0.0, 0])
             acc[0] += reward
             acc[1] += 1
@@ -291,6 +291,9 @@ class PoemOptimizer:
         cands, sims = self.candidates(query_vec, exclude_text)
         ranks = similarity_ranks(sims)
         fallback_code = kate_code(len(cands), self.config.fallback == "kate")
+        identity = self.config.encoding == "identity"
+        if identity:  # actions are concrete orders: the fallback is the heuristic's concrete order
+            fallback_code = decode_order(fallback_code, ranks)
         ids: list[str] = []
         nsims: list[float] = []
         if len(self.memory):
@@ -300,7 +303,7 @@ class PoemOptimizer:
         used_fallback = code is None
         if code is None:
             code = fallback_code
-        perm = decode_order(code, ranks)
+        perm = tuple(code) if identity else decode_order(code, ranks)
         top = dict(sorted(scores.items(), key=lambda kv: -kv[1][0])[:5])
         return Selection([cands[p] for p in perm], perm, code, ids, nsims, top, used_fallback)
 

@@ -218,6 +218,8 @@ def results_markdown(data: dict[str, Any]) -> str:
 
 
 def plot_accuracy(data: dict[str, Any], path: Path) -> None:
+    from memrl.utils import save_figure
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,11 +242,7 @@ def plot_accuracy(data: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from memrl.utils import save_figure
+
 logger = logging.getLogger(__name__)
 
 CORRECTNESS_KEYS = ("rewards/correctness_reward/mean", "rewards/math_accuracy_reward/mean",
@@ -134,13 +136,7 @@ def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.P
         ax.axis("off")
     fig.suptitle("GRPO training curves" + (f" (EMA smoothing {smoothing})" if smoothing else ""))
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the title
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def read_eval(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -178,13 +174,7 @@ def plot_eval_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathL
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- tables

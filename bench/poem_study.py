@@ -117,7 +117,10 @@ def write_docs(data: dict, docs: Path, args: Args) -> None:
         f"test: fixed seeded subsample of {args.max_test or 'all'} examples per task (same for every method).",
         f"Run: {len(done)} (task, seed) pairs: {', '.join(f'{t}/{s}' for t, s in done)}.",
         f"Total wall time of the recorded runs: {sum(r.get('wall_s', 0) for r in data['runs']) / 60:.1f} min.", "",
-        "## Accuracy (%; mean ± std over the seeds run)", "", markdown_table(table),
+        "## Accuracy (%; mean ± std over the seeds run)", "",
+        "`poem` uses the paper's similarity-rank encoding of orders; `poem_identity` stores the same fit's "
+        "trials as concrete orders of the fixed demonstrations (`encoding=\"identity\"`: no extra LM call "
+        "to fit; a '–' means the pair was run before this row existed).", "", markdown_table(table),
         "## Cost and speed", "",
         f"- select() latency: {data.get('select_ms_per_query') or float('nan'):.3f} ms per query "
         "(memory read + decode, excluding the query embedding), 0 LM calls.",

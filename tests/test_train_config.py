@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from memrl.callbacks import length_collapse, reward_mode_collapse
 from memrl.cli import main
+from memrl.poem import PoemConfig
 from memrl.train import (
-    CPU_TINY,
     parse_set,
+    preset_names,
     preset_path,
     read_yaml_config,
     resolve_config,
@@ -16,9 +18,21 @@ from memrl.train import (
 )
 
 
-def test_cpu_tiny_yaml_matches_builtin_default():
-    # the YAML preset and the in-code fallback must never drift apart
-    assert read_yaml_config(preset_path("cpu-tiny")) == CPU_TINY
+CPU_TINY = read_yaml_config(preset_path("cpu-tiny"))
+
+
+def test_every_shipped_preset_resolves():
+    # presets ship inside the package (a plain `pip install` has them); each must be valid
+    names = preset_names()
+    assert {"cpu-tiny", "gsm8k-qwen2.5-0.5b", "aimo-qwen2.5-0.5b", "poem-default"} <= set(names)
+    for name in names:
+        if name.startswith("poem"):
+            PoemConfig.from_dict(yaml.safe_load(preset_path(name).read_text()), source=name)
+        else:
+            resolve_config(read_yaml_config(preset_path(name)))
+    assert CPU_TINY["method"] == "memory-r+" and CPU_TINY["model"] == "smollm2-135m"
+    with pytest.raises(FileNotFoundError, match="presets: .*cpu-tiny"):
+        preset_path("cpu-huge")
 
 
 def test_resolve_splits_sections_and_forces_cpu_safe_settings():

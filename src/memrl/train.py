@@ -7,7 +7,7 @@ Configuration is three dataclasses sharing one flat key namespace:
   ``max_steps``, ``output_dir``, ``seed``, ``beta``, ``entropy_coef``, ``use_vllm``, ...);
 * :class:`~memrl.rewards.memory.MemoryRewardConfig`: ``memory_*`` fields.
 
-A YAML file (``--config``: a path or a preset name in ``configs/``) gives values, flat or under
+A YAML file (``--config``: a path or the name of a preset shipped in ``memrl/configs/``) gives values, flat or under
 ``train:``/``grpo:``/``memory:`` sections; ``--set key=value`` and the explicit flags override it.
 Unknown keys are rejected with the list of valid ones. The resolved configuration is written to
 ``<output_dir>/resolved_config.yaml`` before training starts.
@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from memrl.paths import preset_names, preset_path
 from memrl.rewards.memory import MemoryRewardConfig
 
 logger = logging.getLogger(__name__)
@@ -37,36 +38,10 @@ logger = logging.getLogger(__name__)
 # it only takes effect if set before torch loads, which is why it is here at import time.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_PRESET = "cpu-tiny"
 METHODS = ("r1", "cosine", "memory-r", "memory-r+")
 SECTIONS = ("train", "grpo", "memory")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-# The cpu-tiny preset (also configs/cpu-tiny.yaml; a test keeps the two equal). Sized so that
-# `memrl train` with no arguments finishes in <= 15 min on a 2-core CPU; see docs/training.md.
-CPU_TINY: dict[str, Any] = {
-    "model": "smollm2-135m",
-    "dataset": "arith",
-    "arith_level": 1,
-    "dataset_limit": 64,
-    "method": "memory-r+",
-    "prompt_style": "think",
-    "output_dir": "runs/cpu-tiny",
-    "seed": 42,
-    "max_steps": 6,
-    "per_device_train_batch_size": 8,
-    "num_generations": 4,
-    "max_completion_length": 64,
-    "learning_rate": 1.0e-5,
-    "beta": 0.0,
-    "temperature": 0.9,
-    "logging_steps": 1,
-    "save_steps": 3,
-    "save_total_limit": 2,
-    "memory_explore_warmup_steps": 2,
-    "memory_max_keys": 64,
-}
 
 # Fields forced for CPU training (offline.md: bf16 + gradient checkpointing made a step 8x slower).
 CPU_SAFE: dict[str, Any] = {"bf16": False, "fp16": False, "gradient_checkpointing": False}
@@ -130,20 +105,6 @@ def _owner_of(key: str) -> str | None:
     if key in _grpo_fields():
         return "grpo"
     return None
-
-
-def preset_path(name_or_path: str) -> Path:
-    """A YAML path as given, or ``configs/<name>.yaml`` for a preset name."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml"):
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        return p
-    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-    raise FileNotFoundError(f"no config file or preset {name_or_path!r}; presets: {known}")
 
 
 def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -379,7 +340,8 @@ def add_train_subparser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train", help="GRPO training with R1 / Cosine / Memory-R / Memory-R+ rewards",
         description="Train a model with TRL's GRPOTrainer. Options come from --config (a YAML file or a "
-                    f"preset in configs/, default {DEFAULT_PRESET}), then --set key=value overrides "
+                    "preset name shipped with memrl: " + ", ".join(n for n in preset_names() if not n.startswith("poem"))
+                    + f"; default {DEFAULT_PRESET}), then --set key=value overrides "
                     "(any TrainConfig, GRPOConfig or memory_* field), then the explicit flags.",
     )
     p.add_argument("--config", default=None, help=f"YAML file or preset name (default: {DEFAULT_PRESET})")
@@ -403,8 +365,7 @@ def add_train_subparser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Flat option values: preset/YAML, then ``--set``, then explicit flags."""
-    path = preset_path(args.config or DEFAULT_PRESET) if (args.config or CONFIG_DIR.is_dir()) else None
-    values = read_yaml_config(path) if path else dict(CPU_TINY)
+    values = read_yaml_config(preset_path(args.config or DEFAULT_PRESET))
     values.update(parse_set(args.overrides))
     for key in ("model", "dataset", "method", "output_dir", "max_steps", "seed", "prompt_style", "shots",
                 "skip_bad_rows"):

@@ -124,3 +124,25 @@ def test_identity_encoding_with_all_neighbours_picks_the_best_total_reward_order
     assert perms == {best}
     with pytest.raises(ValueError, match="encoding='identity' needs examples='fixed'"):
         PoemConfig(encoding="identity", examples="knn")
+
+
+def test_with_encoding_rebuilds_the_same_memory_as_a_fit_under_that_encoding(fitted, sst2, scorer, encoder, tmp_path):
+    opt, _, inputs = fitted  # rank-encoded fit
+    calls = scorer.calls
+    ident = opt.with_encoding("identity")
+    assert scorer.calls == calls  # re-encoding scores nothing
+    assert opt.config.encoding == "rank" and ident.config.encoding == "identity"
+    direct = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, encoding="identity"))
+    direct.fit(inputs, progress=False)
+    assert ident.tables.keys() == direct.tables.keys()
+    for key in direct.tables:
+        assert ident.tables[key].keys() == direct.tables[key].keys()
+        for code, (mean, count) in direct.tables[key].items():
+            assert ident.tables[key][code][0] == pytest.approx(mean, abs=1e-5) and ident.tables[key][code][1] == count
+    queries = sst2.test[:4]
+    assert [s.perm for s in ident.select_many(queries)] == [s.perm for s in direct.select_many(queries)]
+    with pytest.raises(ValueError, match="encoding"):
+        opt.with_encoding("onehot")
+    loaded = PoemOptimizer.load(opt.save(tmp_path / "poem"), sst2, scorer, encoder)
+    with pytest.raises(RuntimeError, match="with_encoding needs the trials"):
+        loaded.with_encoding("identity")

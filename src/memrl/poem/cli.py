@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Sequence
 
 from memrl.poem.config import PoemConfig
@@ -36,7 +35,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default=None, help="server root for --backend openai, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2", help="sentence encoder")
     p.add_argument("--batch-size", type=int, default=16, help="suffixes per LM forward pass")
-    p.add_argument("--config", default=None, help="YAML file with PoemConfig defaults (e.g. configs/poem-default.yaml)")
+    p.add_argument("--config", default=None, help="YAML file or shipped preset name (poem-default, poem-knn-mean) with PoemConfig defaults")
     p.add_argument("--train-file", default=None, help="with --task local: CSV/TSV/JSONL training file")
     p.add_argument("--test-file", default=None, help="with --task local: CSV/TSV/JSONL test file")
     p.add_argument("--text-column", default="text", help="with --task local: text column")
@@ -81,7 +80,9 @@ def _config(args: argparse.Namespace) -> PoemConfig:
     if args.config:
         import yaml
 
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        from memrl.paths import preset_path
+
+        loaded = yaml.safe_load(preset_path(args.config).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config}: expected a mapping of PoemConfig fields")
         data.update(loaded)

@@ -24,7 +24,7 @@ from memrl.tasks.classification import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("poem", "best_fixed", "kate", "kate_reverse", "random", "globale", "locale", "zero_shot")
+METHODS = ("poem", "poem_identity", "best_fixed", "kate", "kate_reverse", "random", "globale", "locale", "zero_shot")
 
 
 class ScoreBook:
@@ -139,6 +139,18 @@ def evaluate_task(
         acc = book.accuracy([task.prefix(s.examples) for s in sels], progress)
         record("poem", acc, start - fit_wall, fit_calls=optimizer.lm_calls_fit,
                extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
+    if "poem_identity" in methods:
+        # Ablation of the paper's rank encoding: the same fit's trials stored as concrete orders.
+        if config.examples != "fixed" or config.encoding == "identity" or optimizer._fit_record is None:
+            logger.info("poem_identity skipped: needs fixed demonstrations, the rank encoding as the "
+                        "main POEM row and a fit run here")
+        else:
+            start = time.perf_counter()
+            ident = optimizer.with_encoding("identity")
+            sels = [ident.select_vec(v) for v in vecs]
+            record("poem_identity", book.accuracy([task.prefix(s.examples) for s in sels], progress),
+                   start - fit_wall, fit_calls=optimizer.lm_calls_fit,
+                   extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
     if "best_fixed" in methods and config.examples == "fixed":
         start = time.perf_counter()
         best = optimizer.best_fixed_order()

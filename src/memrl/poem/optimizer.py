@@ -144,6 +144,9 @@ class PoemOptimizer:
         # fixed mode: per concrete order, [sum correct, sum reward, trials] (best fixed order baseline)
         self.order_stats: dict[Order, list[float]] = {}
         self.lm_calls_fit = 0
+        # The raw fit trials, kept in this process only (not saved): they let with_encoding() build
+        # the memory under another action encoding without scoring anything again.
+        self._fit_record: tuple[list[Example], np.ndarray, list, list] | None = None
 
     # ------------------------------------------------------------------ identities
     @property
@@ -249,6 +252,7 @@ class PoemOptimizer:
             correct = compute_reward("correct", scores, gold)
             trials += [(i, perm, float(r), float(c)) for (i, perm), r, c in zip(jobs, rewards, correct)]
         self.lm_calls_fit = self.scorer.calls - calls0
+        self._fit_record = (inputs, vecs, cand_of, trials)
         self._write_memory(inputs, vecs, cand_of, trials)
         report = FitReport(
             inputs=len(inputs), trials=len(trials), lm_calls=self.lm_calls_fit,
@@ -256,6 +260,23 @@ class PoemOptimizer:
         )
         logger.info("POEM fit on %s: %s", self.task.name, report)
         return report
+
+    def with_encoding(self, encoding: str) -> "PoemOptimizer":
+        """A copy of this fitted optimiser whose memory stores the same trials under ``encoding``.
+
+        Both encodings are built from one set of scored (input, order) trials, so comparing them
+        costs no LM call. Needs a :meth:`fit` in this process (the trials are not saved).
+        """
+        import copy
+        import dataclasses
+
+        if self._fit_record is None:
+            raise RuntimeError("with_encoding needs the trials of a fit() run in this process; "
+                               "a loaded optimiser does not keep them")
+        other = copy.copy(self)
+        other.config = dataclasses.replace(self.config, encoding=encoding)  # validates the value
+        other._write_memory(*self._fit_record)
+        return other
 
     def _write_memory(self, inputs, vecs, cand_of, trials) -> None:
         sums: dict[str, dict[Order, list[float]]] = {}

@@ -12,7 +12,9 @@ writes:
 
 Resumable at the (method, seed) level: a run with a ``study_result.json`` is not redone, a run
 interrupted mid-training resumes from its newest checkpoint, and the aggregate is recomputed
-from whatever runs exist. ``--aggregate-only`` just redraws.
+from whatever runs exist. ``--aggregate-only`` just redraws. Several processes (``--workers``, or
+copies started by hand) share the work: each claims a run with a lock file in its folder, and a
+claim whose process is gone is taken over.
 
 Example (the full study, several hours on 2 cores; run it in the background)::
 
@@ -62,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep checkpoint-*/ after a run is evaluated (1.6 GB each; final/ is always kept)")
     p.add_argument("--aggregate-only", action="store_true")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained at once, each in its own process with cpu_count/workers torch threads "
+                        "(2 one-thread runs get more done on 2 cores than one two-thread run; s/step is then "
+                        "measured with the cores shared)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of this process (0: torch's default)")
     return p.parse_args(argv)
 
 
@@ -99,15 +106,74 @@ def evaluate(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
-    from memrl.report import read_metrics
-    from memrl.train import resolve_config, run_training
-    from memrl.utils import atomic_write_json
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "?"
 
+
+def _holder_alive(text: str) -> bool:
+    """Whether the claim ``"<pid> <boot id>"`` belongs to a live process of this boot."""
+    try:
+        pid_s, boot = text.split()
+        pid = int(pid_s)
+    except ValueError:
+        return False
+    if boot != _boot_id() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(run_dir: Path) -> bool:
+    """Take the run for this process (atomic lock file); False if a live process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".claim"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = lock.read_text()
+            except OSError:
+                holder = ""
+            if _holder_alive(holder):
+                return False
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {_boot_id()}")
+        return True
+    return False
+
+
+def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any] | None:
+    """Train, evaluate and record one (method, seed); None when another process is on it."""
     run_dir = args.out / "cpu_study" / "runs" / f"{method}-s{seed}"
     result_path = run_dir / "study_result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    if not claim(run_dir):
+        logger.info("%s seed %d is being trained by another process; skipped here", method, seed)
+        return None
+    try:
+        return _train_and_evaluate(args, method, seed, run_dir)
+    finally:
+        (run_dir / ".claim").unlink(missing_ok=True)
+
+
+def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    from memrl.report import read_metrics
+    from memrl.train import resolve_config, run_training
+    from memrl.utils import atomic_write_json
+
+    result_path = run_dir / "study_result.json"
     train, grpo, memory = resolve_config(run_values(args, method, seed, run_dir))
     resume = "latest" if any(run_dir.glob("checkpoint-*")) else None
     t0 = time.time()
@@ -123,6 +189,8 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
         "reward_share": summary["timing"].get("reward_share"),
         "collapse_warnings": summary["collapse_warnings"],
         "resumed": resume is not None,
+        # context for seconds_per_step: threads of this run and runs sharing the CPU
+        "torch_threads": _torch_threads(), "concurrent_runs": args.workers,
     }
     del summary
     gc.collect()
@@ -134,6 +202,12 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any]:
         for ckpt in run_dir.glob("checkpoint-*"):
             shutil.rmtree(ckpt, ignore_errors=True)
     return result
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def base_result(args: argparse.Namespace) -> dict[str, Any]:
@@ -245,20 +319,46 @@ def plot_accuracy(data: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
+def spawn_workers(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Run ``args.workers`` copies of this script, each with an equal share of the cores."""
+    import subprocess
+
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    cmd = [sys.executable, str(Path(__file__).resolve()), *(sys.argv[1:] if argv is None else argv),
+           "--threads", str(threads), "--no-base"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = []
+    for i in range(args.workers):
+        procs.append(subprocess.Popen(cmd, env=env))
+        time.sleep(5)  # stagger the model loads
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"workers exited with {codes}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not args.aggregate_only:
         if not args.no_base:
             base_result(args)
-        for seed in args.seeds:  # seed-major: a partial study still compares every method
-            for method in args.methods:
-                logger.info("run %s seed %d", method, seed)
-                result = run_one(args, method, seed)
-                logger.info("done %s seed %d: %s", method, seed, {k: result.get(k) for k in
-                            ("arith_accuracy", "gsm8k_accuracy", "seconds_per_step")})
-                aggregate(args)
+        if args.workers > 1 and not args.threads:
+            spawn_workers(args, argv)
+        else:
+            for seed in args.seeds:  # seed-major: a partial study still compares every method
+                for method in args.methods:
+                    logger.info("run %s seed %d", method, seed)
+                    result = run_one(args, method, seed)
+                    if result is None:
+                        continue
+                    logger.info("done %s seed %d: %s", method, seed, {k: result.get(k) for k in
+                                ("arith_accuracy", "gsm8k_accuracy", "seconds_per_step")})
+                    aggregate(args)
     data = aggregate(args)
     print(json.dumps(data["per_method"], indent=2))
     return 0

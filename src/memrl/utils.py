@@ -60,8 +60,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Render a matplotlib figure to PNG and write it atomically; the figure is closed."""
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """Render a matplotlib figure to PNG bytes; the figure is closed."""
     import io
 
     import matplotlib.pyplot as plt
@@ -69,8 +69,13 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
+    return buf.getvalue()
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Render a matplotlib figure to PNG and write it atomically; the figure is closed."""
     path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, figure_png(fig, dpi))
     return path
 
 

@@ -129,16 +129,19 @@ def evaluate_task(
                                 "wall_s": time.perf_counter() - start, **(extra or {})}
         logger.info("%s seed %s %-12s acc %.4f", task.name, task.seed, name, acc)
 
+    def record_poem(name: str, opt: PoemOptimizer, start: float) -> float:
+        """Select for every query with ``opt``, score, record; returns select() ms per query."""
+        t_sel = time.perf_counter()
+        sels = [opt.select_vec(v) for v in vecs]
+        sel_ms = 1000 * (time.perf_counter() - t_sel) / len(queries)
+        acc = book.accuracy([task.prefix(s.examples) for s in sels], progress)
+        record(name, acc, start - fit_wall, fit_calls=optimizer.lm_calls_fit,
+               extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
+        return sel_ms
+
     n = config.n_examples
     if "poem" in methods:
-        start = time.perf_counter()
-        t_sel = time.perf_counter()
-        sels = [optimizer.select_vec(v) for v in vecs]
-        sel_ms = 1000 * (time.perf_counter() - t_sel) / len(queries)
-        out["select_ms_per_query"] = sel_ms
-        acc = book.accuracy([task.prefix(s.examples) for s in sels], progress)
-        record("poem", acc, start - fit_wall, fit_calls=optimizer.lm_calls_fit,
-               extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
+        out["select_ms_per_query"] = record_poem("poem", optimizer, time.perf_counter())
     if "poem_identity" in methods:
         # Ablation of the paper's rank encoding: the same fit's trials stored as concrete orders.
         if config.examples != "fixed" or config.encoding == "identity" or optimizer._fit_record is None:
@@ -146,11 +149,7 @@ def evaluate_task(
                         "main POEM row and a fit run here")
         else:
             start = time.perf_counter()
-            ident = optimizer.with_encoding("identity")
-            sels = [ident.select_vec(v) for v in vecs]
-            record("poem_identity", book.accuracy([task.prefix(s.examples) for s in sels], progress),
-                   start - fit_wall, fit_calls=optimizer.lm_calls_fit,
-                   extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
+            record_poem("poem_identity", optimizer.with_encoding("identity"), start)
     if "best_fixed" in methods and config.examples == "fixed":
         start = time.perf_counter()
         best = optimizer.best_fixed_order()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from memrl.utils import atomic_write_bytes, atomic_write_text
+from memrl.utils import atomic_write_bytes, atomic_write_text, figure_png
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -115,10 +114,7 @@ def bar_chart_png(table: dict[str, dict[str, dict[str, float]]], title: str = ""
     if methods:  # an empty study (nothing run yet) still gets a valid, empty chart
         ax.legend(fontsize=7, ncol=min(8, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_report(out_dir: str | Path, runs: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Path]:

@@ -144,5 +144,6 @@ def test_with_encoding_rebuilds_the_same_memory_as_a_fit_under_that_encoding(fit
     with pytest.raises(ValueError, match="encoding"):
         opt.with_encoding("onehot")
     loaded = PoemOptimizer.load(opt.save(tmp_path / "poem"), sst2, scorer, encoder)
+    assert opt.can_reencode and not loaded.can_reencode
     with pytest.raises(RuntimeError, match="with_encoding needs the trials"):
         loaded.with_encoding("identity")

@@ -144,7 +144,7 @@ def evaluate_task(
         out["select_ms_per_query"] = record_poem("poem", optimizer, time.perf_counter())
     if "poem_identity" in methods:
         # Ablation of the paper's rank encoding: the same fit's trials stored as concrete orders.
-        if config.examples != "fixed" or config.encoding == "identity" or optimizer._fit_record is None:
+        if config.examples != "fixed" or config.encoding == "identity" or not optimizer.can_reencode:
             logger.info("poem_identity skipped: needs fixed demonstrations, the rank encoding as the "
                         "main POEM row and a fit run here")
         else:

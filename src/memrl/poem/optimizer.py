@@ -261,6 +261,11 @@ class PoemOptimizer:
         logger.info("POEM fit on %s: %s", self.task.name, report)
         return report
 
+    @property
+    def can_reencode(self) -> bool:
+        """Whether :meth:`with_encoding` can run: a fit() in this process left its trials here."""
+        return self._fit_record is not None
+
     def with_encoding(self, encoding: str) -> "PoemOptimizer":
         """A copy of this fitted optimiser whose memory stores the same trials under ``encoding``.
 
@@ -270,7 +275,7 @@ class PoemOptimizer:
         import copy
         import dataclasses
 
-        if self._fit_record is None:
+        if not self.can_reencode:
             raise RuntimeError("with_encoding needs the trials of a fit() run in this process; "
                                "a loaded optimiser does not keep them")
         other = copy.copy(self)

@@ -85,10 +85,15 @@ def run_values(args: argparse.Namespace, method: str, seed: int, run_dir: Path) 
     }
 
 
-def evaluate(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Greedy accuracy on held-out arith and the first GSM8K test problems."""
+def evaluate(model_path: str, args: argparse.Namespace, save_dir: Path | None = None) -> dict[str, Any]:
+    """Greedy accuracy on held-out arith and the first GSM8K test problems.
+
+    With ``save_dir``, each benchmark's per-example records (prompt, completion, extracted answer,
+    gold, correct) go to ``<save_dir>/eval_<benchmark>.jsonl``, for reading what the model wrote.
+    """
     from memrl.evaluate import EvalConfig, evaluate_benchmark
     from memrl.models import load_model
+    from memrl.utils import atomic_write_text
 
     loaded = load_model(model_path)
     out: dict[str, Any] = {}
@@ -97,10 +102,13 @@ def evaluate(model_path: str, args: argparse.Namespace) -> dict[str, Any]:
             continue
         cfg = EvalConfig(benchmarks=[bench], limit=limit, max_new_tokens=args.eval_max_tokens,
                          arith_level=args.arith_level, batch_size=16)
-        _, summary = evaluate_benchmark(model_path, bench, cfg, loaded)
+        records, summary = evaluate_benchmark(model_path, bench, cfg, loaded)
         out[f"{bench}_accuracy"] = summary["accuracy"]
         out[f"{bench}_n"] = summary["n"]
         out[f"{bench}_self_verification"] = summary["self_verification_rate"]
+        if save_dir is not None:
+            atomic_write_text(save_dir / f"eval_{bench}.jsonl",
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     del loaded
     gc.collect()
     return out
@@ -194,7 +202,7 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
     }
     del summary
     gc.collect()
-    result.update(evaluate(str(run_dir / "final"), args))
+    result.update(evaluate(str(run_dir / "final"), args, save_dir=run_dir))
     atomic_write_json(result_path, result)
     if not args.keep_checkpoints:  # only needed to resume an interrupted run, which is now done
         import shutil
@@ -216,7 +224,7 @@ def base_result(args: argparse.Namespace) -> dict[str, Any]:
     path = args.out / "cpu_study" / "base.json"
     if path.is_file():
         return json.loads(path.read_text())
-    result = {"method": "base", "seed": None, **evaluate("smollm2-135m", args)}
+    result = {"method": "base", "seed": None, **evaluate("smollm2-135m", args, save_dir=path.parent / "base")}
     atomic_write_json(path, result)
     return result
 
@@ -240,6 +248,10 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
                 entry[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+        for bench in ("arith", "gsm8k"):
+            pooled = pooled_accuracy(rs, bench)
+            if pooled:
+                entry[f"{bench}_pooled"] = pooled
         per_method[method] = entry
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "docs", "aggregate_only", "keep_checkpoints")}
     data = {"settings": settings, "base": base, "runs": runs, "per_method": per_method}
@@ -253,6 +265,40 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     if per_method:
         plot_accuracy(data, args.docs / "cpu_study_accuracy.png")
     return data
+
+
+def pooled_accuracy(runs: list[dict[str, Any]], bench: str) -> dict[str, Any] | None:
+    """Correct answers over all seeds' problems, with a 95% Wilson interval.
+
+    The seeds share the same evaluation problems, so the pooled n over-states independence a
+    little; it still shows the binomial noise of ~100 problems that a mean ± std of two seeds hides.
+    """
+    from memrl.evaluate import wilson_interval
+
+    rs = [r for r in runs if r.get(f"{bench}_n")]
+    if not rs:
+        return None
+    correct = sum(round(r[f"{bench}_accuracy"] * r[f"{bench}_n"]) for r in rs)
+    n = sum(r[f"{bench}_n"] for r in rs)
+    lo, hi = wilson_interval(correct, n)
+    return {"correct": correct, "n": n, "accuracy": correct / n, "ci95": [lo, hi]}
+
+
+def _ci(run: dict[str, Any], bench: str) -> str:
+    from memrl.evaluate import wilson_interval
+
+    n = run.get(f"{bench}_n")
+    if not n:
+        return "-"
+    lo, hi = wilson_interval(round(run[f"{bench}_accuracy"] * n), n)
+    return f"{100 * run[f'{bench}_accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def _pooled(entry: dict[str, Any], bench: str) -> str:
+    p = entry.get(f"{bench}_pooled")
+    if not p:
+        return "-"
+    return f"{p['correct']}/{p['n']} = {100 * p['accuracy']:.1f} [{100 * p['ci95'][0]:.0f}, {100 * p['ci95'][1]:.0f}]"
 
 
 def _pm(entry: dict[str, Any], key: str, scale: float = 1.0, digits: int = 1) -> str:
@@ -280,13 +326,21 @@ def results_markdown(data: dict[str, Any]) -> str:
     for method, e in data["per_method"].items():
         lines.append(f"| {method} | {e['n_seeds']} | {_pm(e, 'arith_accuracy', 100)} | {_pm(e, 'gsm8k_accuracy', 100)} | "
                      f"{_pm(e, 'final_mean_length')} | {_pm(e, 'seconds_per_step')} | "
-                     f"{_pm(e, 'generation_share', 100, 0)}% | {_pm(e, 'reward_share', 100, 0)}% | {e['collapse_warnings']} |")
-    lines += ["", "Per run:", "", "| method | seed | arith % | GSM8K % | final length | s/step | warnings |",
+                     f"{_pm(e, 'generation_share', 100, 0)}% | {_pm(e, 'reward_share', 100, 4)}% | {e['collapse_warnings']} |")
+    lines += ["", "Mean ± std over seeds. Binomial noise of the evaluation itself, pooled over seeds "
+              "(correct / problems, accuracy %, 95% Wilson interval):", "",
+              "| method | held-out arith | GSM8K |", "|---|---|---|"]
+    if data.get("base"):
+        lines.append(f"| base (no RL) | {_ci(data['base'], 'arith')} | {_ci(data['base'], 'gsm8k')} |")
+    for method, e in data["per_method"].items():
+        lines.append(f"| {method} | {_pooled(e, 'arith')} | {_pooled(e, 'gsm8k')} |")
+    lines += ["", "Per run (accuracy % [95% Wilson interval]):", "",
+              "| method | seed | arith % | GSM8K % | final length | s/step | warnings |",
               "|---|---|---|---|---|---|---|"]
     for r in data["runs"]:
         warns = ", ".join(f"{w['kind']}@{w['step']}" for w in r["collapse_warnings"]) or "-"
-        lines.append(f"| {r['method']} | {r['seed']} | {100 * r.get('arith_accuracy', float('nan')):.1f} | "
-                     f"{100 * r.get('gsm8k_accuracy', float('nan')):.1f} | {r.get('final_mean_length') or float('nan'):.1f} | "
+        lines.append(f"| {r['method']} | {r['seed']} | {_ci(r, 'arith')} | {_ci(r, 'gsm8k')} | "
+                     f"{r.get('final_mean_length') or float('nan'):.1f} | "
                      f"{r.get('seconds_per_step') or float('nan'):.1f} | {warns} |")
     return "\n".join(lines) + "\n"
 

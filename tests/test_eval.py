@@ -17,6 +17,7 @@ from memrl.evaluate import (
     mean_pairwise_cosine,
     pass_at_k,
     run_eval,
+    wilson_interval,
 )
 from memrl.rewards.outcome import is_correct_numeric
 
@@ -31,6 +32,22 @@ def test_pass_at_k_matches_brute_force():
         assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
     with pytest.raises(ValueError):
         pass_at_k(3, 4, 1)
+
+
+@pytest.mark.parametrize("successes,n", [(56, 100), (0, 100), (100, 100), (1, 3), (7, 8)])
+def test_wilson_interval_endpoints_are_where_the_score_test_turns(successes, n):
+    # The Wilson interval is {p : |p_hat - p| <= z sqrt(p (1 - p) / n)}; check that definition at the ends.
+    z, p_hat = 1.96, successes / n
+    lo, hi = wilson_interval(successes, n)
+    assert 0.0 <= lo <= p_hat <= hi <= 1.0 and hi - lo > 0
+    for end in (lo, hi):
+        if 0.0 < end < 1.0:
+            assert abs(p_hat - end) == pytest.approx(z * math.sqrt(end * (1 - end) / n), rel=1e-9)
+    assert (lo == 0.0) == (successes == 0) and (hi == 1.0) == (successes == n)
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(5, 4)
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0, 0)
 
 
 def test_diversity_measures():
@@ -73,6 +90,8 @@ def test_gsm8k_handful_from_shared_data(shared_data, tmp_path, capsys):
         assert r["correct"] == is_correct_numeric(r["completion"], r["gold"])
         assert r["completion"].strip()  # the model did generate something
     assert result["accuracy"] == sum(r["correct"] for r in records) / 3
+    lo, hi = result["accuracy_ci95"]
+    assert lo <= result["accuracy"] <= hi and hi - lo > 0.3  # 3 problems say little, and the CI shows it
     assert "gsm8k" in capsys.readouterr().out
 
 

@@ -97,6 +97,27 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% for the default ``z``).
+
+    Used instead of the normal approximation because benchmark accuracies here are often near 0
+    or 1 on ~100 problems, where ``p ± z·sqrt(p(1−p)/n)`` leaves [0, 1] or collapses to a point.
+
+    >>> [round(x, 3) for x in wilson_interval(56, 100)]
+    [0.462, 0.653]
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need n >= 1 and 0 <= successes <= n, got successes={successes}, n={n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at 0 or n successes an end is exactly 0 or 1; set it so rounding cannot leave it at 0.99999
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
 def mean_pairwise_cosine(vectors: Any) -> float:
     """Mean cosine similarity over distinct pairs of rows (NaN for fewer than two rows)."""
     import numpy as np
@@ -274,6 +295,8 @@ def evaluate_benchmark(model_path: str, benchmark: str, cfg: EvalConfig, loaded:
         "mean_completion_chars": statistics.fmean(len(r["completion"]) for r in records),
         "generation_seconds": gen_s,
     }
+    if k == 1:  # one sample per question: accuracy is a binomial proportion over n questions
+        summary["accuracy_ci95"] = list(wilson_interval(sum(c[0] for c in per_q), n))
     if k > 1:
         for kk in sorted({1, k} | ({2} if k > 2 else set())):
             summary[f"pass@{kk}"] = statistics.fmean(pass_at_k(len(c), sum(c), kk) for c in per_q)
@@ -374,10 +397,12 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
 
 def format_table(summary: dict[str, Any]) -> str:
     """Plain-text tables: every (model, benchmark) result, then last/best and mean ± std."""
-    lines = [f"{'model':40s} {'benchmark':10s} {'n':>5s} {'acc %':>7s} {'self-verif %':>12s}"]
+    lines = [f"{'model':40s} {'benchmark':10s} {'n':>5s} {'acc %':>7s} {'95% CI':>13s} {'self-verif %':>12s}"]
     for r in summary["results"]:
+        ci = r.get("accuracy_ci95")
+        ci_s = f"[{100 * ci[0]:4.1f}, {100 * ci[1]:5.1f}]" if ci else "-"
         lines.append(f"{r['label'][:40]:40s} {bench_label(r['benchmark'])[:10]:10s} {r['n']:5d} "
-                     f"{100 * r['accuracy']:7.1f} {100 * r['self_verification_rate']:12.1f}"
+                     f"{100 * r['accuracy']:7.1f} {ci_s:>13s} {100 * r['self_verification_rate']:12.1f}"
                      + "".join(f"  {k}={100 * r[k]:.1f}" for k in r if k.startswith("pass@"))
                      + (f"  lex-div={r['lexical_diversity']:.3f} sem-div={r['semantic_diversity']:.3f}"
                         if "lexical_diversity" in r else ""))

@@ -212,6 +212,39 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
     return result
 
 
+def backfill_records(args: argparse.Namespace) -> None:
+    """Re-evaluate finished runs whose per-example records were not kept (runs of older versions).
+
+    Greedy decoding of the saved ``final/`` model, so the re-evaluation should reproduce the stored
+    accuracy; when it does not (a different thread count can flip a near-tie argmax), both are kept
+    and the difference is logged. Runs are claimed like training runs, so workers share the work.
+    """
+    from memrl.utils import atomic_write_json
+
+    for seed in args.seeds:
+        for method in args.methods:
+            run_dir = args.out / "cpu_study" / "runs" / f"{method}-s{seed}"
+            result_path = run_dir / "study_result.json"
+            benches = [b for b, limit in (("arith", args.eval_arith), ("gsm8k", args.eval_gsm8k)) if limit]
+            if (not result_path.is_file() or not (run_dir / "final").is_dir()
+                    or all((run_dir / f"eval_{b}.jsonl").is_file() for b in benches)):
+                continue
+            if not claim(run_dir):
+                continue
+            try:
+                logger.info("re-evaluating %s seed %d to keep its per-example records", method, seed)
+                result = json.loads(result_path.read_text())
+                again = evaluate(str(run_dir / "final"), args, save_dir=run_dir)
+                for b in benches:
+                    if again[f"{b}_accuracy"] != result.get(f"{b}_accuracy"):
+                        logger.warning("%s seed %d %s: re-evaluation %.3f vs stored %.3f", method, seed, b,
+                                       again[f"{b}_accuracy"], result.get(f"{b}_accuracy"))
+                        result[f"{b}_accuracy_records"] = again[f"{b}_accuracy"]
+                atomic_write_json(result_path, result)
+            finally:
+                (run_dir / ".claim").unlink(missing_ok=True)
+
+
 def _torch_threads() -> int:
     import torch
 
@@ -253,8 +286,9 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
             if pooled:
                 entry[f"{bench}_pooled"] = pooled
         per_method[method] = entry
+    paired = paired_with_baseline(root, runs)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "docs", "aggregate_only", "keep_checkpoints")}
-    data = {"settings": settings, "base": base, "runs": runs, "per_method": per_method}
+    data = {"settings": settings, "base": base, "runs": runs, "per_method": per_method, "paired_vs_r1": paired}
     atomic_write_json(args.out / "cpu_study.json", data)
     atomic_write_text(args.docs / "cpu_study_results.md", results_markdown(data))
     run_dirs = [p.parent for p in sorted(root.glob("runs/*/metrics.jsonl"))]
@@ -265,6 +299,44 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     if per_method:
         plot_accuracy(data, args.docs / "cpu_study_accuracy.png")
     return data
+
+
+def _correct_by_question(path: Path) -> dict[str, bool]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["question"]: bool(r["correct"]) for r in rows}
+
+
+def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str = "r1") -> list[dict[str, Any]]:
+    """Each method against ``baseline`` on the same evaluation problems (exact McNemar test).
+
+    Uses the per-example records (``eval_<bench>.jsonl``) of runs with the same seed; runs
+    evaluated before those records were kept are left out (and so counted in ``seeds``).
+    Discordant counts are also summed over seeds, for one test per method and benchmark.
+    """
+    from memrl.evaluate import mcnemar_exact_p
+
+    out = []
+    for method in METHODS:
+        if method == baseline:
+            continue
+        for bench in ("arith", "gsm8k"):
+            only_m = only_b = 0
+            seeds = []
+            for seed in sorted({r["seed"] for r in runs if r["method"] == method}):
+                mine = root / "runs" / f"{method}-s{seed}" / f"eval_{bench}.jsonl"
+                theirs = root / "runs" / f"{baseline}-s{seed}" / f"eval_{bench}.jsonl"
+                if not (mine.is_file() and theirs.is_file()):
+                    continue
+                a, b = _correct_by_question(mine), _correct_by_question(theirs)
+                common = a.keys() & b.keys()
+                only_m += sum(a[q] and not b[q] for q in common)
+                only_b += sum(b[q] and not a[q] for q in common)
+                seeds.append(seed)
+            if seeds:
+                out.append({"method": method, "baseline": baseline, "benchmark": bench, "seeds": seeds,
+                            "only_method": only_m, "only_baseline": only_b,
+                            "p_value": mcnemar_exact_p(only_m, only_b)})
+    return out
 
 
 def pooled_accuracy(runs: list[dict[str, Any]], bench: str) -> dict[str, Any] | None:
@@ -334,6 +406,13 @@ def results_markdown(data: dict[str, Any]) -> str:
         lines.append(f"| base (no RL) | {_ci(data['base'], 'arith')} | {_ci(data['base'], 'gsm8k')} |")
     for method, e in data["per_method"].items():
         lines.append(f"| {method} | {_pooled(e, 'arith')} | {_pooled(e, 'gsm8k')} |")
+    if data.get("paired_vs_r1"):
+        lines += ["", "Paired with r1 on the same problems and seeds (problems only this method solved / only r1 "
+                  "solved; exact McNemar p, two-sided):", "",
+                  "| method | benchmark | seeds | only method | only r1 | p |", "|---|---|---|---|---|---|"]
+        for c in data["paired_vs_r1"]:
+            lines.append(f"| {c['method']} | {c['benchmark']} | {', '.join(map(str, c['seeds']))} | "
+                         f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} |")
     lines += ["", "Per run (accuracy % [95% Wilson interval]):", "",
               "| method | seed | arith % | GSM8K % | final length | s/step | warnings |",
               "|---|---|---|---|---|---|---|"]
@@ -413,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                     logger.info("done %s seed %d: %s", method, seed, {k: result.get(k) for k in
                                 ("arith_accuracy", "gsm8k_accuracy", "seconds_per_step")})
                     aggregate(args)
+            backfill_records(args)
     data = aggregate(args)
     print(json.dumps(data["per_method"], indent=2))
     return 0

@@ -17,6 +17,7 @@ from memrl.evaluate import (
     mean_pairwise_cosine,
     pass_at_k,
     run_eval,
+    mcnemar_exact_p,
     wilson_interval,
 )
 from memrl.rewards.outcome import is_correct_numeric
@@ -48,6 +49,23 @@ def test_wilson_interval_endpoints_are_where_the_score_test_turns(successes, n):
         wilson_interval(5, 4)
     with pytest.raises(ValueError, match="n >= 1"):
         wilson_interval(0, 0)
+
+
+def test_mcnemar_exact_p_by_enumeration():
+    from itertools import product
+
+    # Enumerate every way 7 discordant problems can split under a fair coin; the p-value is the
+    # probability of a split at least as lopsided as the observed one.
+    n = 7
+    splits = [sum(bits) for bits in product((0, 1), repeat=n)]
+    for a in range(n + 1):
+        extremity = abs(a - n / 2)
+        expected = sum(abs(k - n / 2) >= extremity for k in splits) / len(splits)
+        assert mcnemar_exact_p(a, n - a) == pytest.approx(expected)
+        assert mcnemar_exact_p(a, n - a) == mcnemar_exact_p(n - a, a)
+    assert mcnemar_exact_p(0, 0) == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 2)
 
 
 def test_diversity_measures():

@@ -118,6 +118,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return lo, hi
 
 
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for two models graded on the same problems.
+
+    ``only_a``: problems only model A solved; ``only_b``: only B. Problems both or neither solved
+    carry no information about which is better. Under "equally good" each discordant problem is a
+    fair coin, so p = P(a split at least this lopsided) = 2 · BinomCDF(min; a + b, 1/2), capped at 1.
+
+    >>> mcnemar_exact_p(0, 6), mcnemar_exact_p(3, 3)
+    (0.03125, 1.0)
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def mean_pairwise_cosine(vectors: Any) -> float:
     """Mean cosine similarity over distinct pairs of rows (NaN for fewer than two rows)."""
     import numpy as np

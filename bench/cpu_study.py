@@ -185,7 +185,8 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
     train, grpo, memory = resolve_config(run_values(args, method, seed, run_dir))
     resume = "latest" if any(run_dir.glob("checkpoint-*")) else None
     t0 = time.time()
-    summary = run_training(train, grpo, memory, resume=resume)
+    # a run folder without a checkpoint holds at most the start of an interrupted run: begin afresh
+    summary = run_training(train, grpo, memory, resume=resume, overwrite=resume is None)
     train_s = time.time() - t0
     rows = read_metrics(run_dir)
     lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]

@@ -75,8 +75,8 @@ def test_final_memory_equals_last_checkpoint_memory(trained):
 
 def test_resume_continues_with_the_same_memory(trained):
     saved = _contents(_memory(trained / "checkpoint-2" / "memrl_memory"))
-    rc = main(["train", *TINY, "--max-steps", "3", "--output-dir", str(trained), "--resume",
-               "--set", "plot=false"])
+    # only the checkpoint and the new step budget: the run's own options are read from its folder
+    rc = main(["train", "--resume", str(trained / "checkpoint-2"), "--max-steps", "3", "--set", "plot=false"])
     assert rc == 0
     summary = json.loads((trained / "run_summary.json").read_text())
     assert summary["global_step"] == 3 and summary["resumed_from"].endswith("checkpoint-2")
@@ -91,3 +91,30 @@ def test_resume_continues_with_the_same_memory(trained):
     assert n_after == n_saved + 2  # step 3 wrote its 2 completions on top of the restored memory
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # one history across the resume
+
+
+def test_a_used_run_folder_is_not_overwritten_by_accident(trained, capsys):
+    before = (trained / "metrics.jsonl").read_bytes()
+    assert main(["train", *TINY, "--max-steps", "1", "--output-dir", str(trained)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert (trained / "metrics.jsonl").read_bytes() == before
+    # resuming under settings that define another experiment is refused before anything is loaded
+    assert main(["train", "--resume", str(trained / "checkpoint-2"), "--method", "r1"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "method: saved 'memory-r+', now 'r1'" in err
+    assert (trained / "metrics.jsonl").read_bytes() == before
+
+
+def test_overwrite_replaces_the_earlier_run_and_keeps_other_files(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoint-7").mkdir(parents=True)
+    (out / "checkpoint-7" / "model.safetensors").write_bytes(b"old")
+    (out / "metrics.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", *TINY, "--max-steps", "1", "--set", "save_steps=5", "--set", "plot=false",
+                 "--output-dir", str(out), "--overwrite"]) == 0
+    assert not (out / "checkpoint-7").exists() and (out / "notes.txt").read_text() == "mine"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1]
+    assert json.loads((out / "run_options.json").read_text())["output_dir"] == str(out)

@@ -9,6 +9,8 @@ from memrl.callbacks import length_collapse, reward_mode_collapse
 from memrl.cli import main
 from memrl.poem import PoemConfig
 from memrl.train import (
+    TrainConfig,
+    format_output_dir,
     parse_set,
     preset_names,
     preset_path,
@@ -67,6 +69,38 @@ def test_yaml_sections_are_checked(tmp_path):
         read_yaml_config(path)
     path.write_text("grpo:\n  learning_rate: 2.0e-5\nmethod: r1\n")
     assert read_yaml_config(path) == {"learning_rate": 2.0e-5, "method": "r1"}
+
+
+def test_yaml_numbers_and_yaml_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    # YAML 1.1 reads 5e-6 (no dot) as text; as a learning rate it must still be a number
+    path.write_text("grpo:\n  learning_rate: 5e-6\nrun_name: 1e5x\n")
+    assert read_yaml_config(path) == {"learning_rate": 5e-6, "run_name": "1e5x"}
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: not valid YAML"):
+        read_yaml_config(path)
+
+
+def test_option_types_are_checked_by_name():
+    with pytest.raises(ValueError, match="option 'shots' must be an int, got 'abc'"):
+        resolve_config(parse_set(["shots=abc"]))
+    with pytest.raises(ValueError, match="option 'memory_top_k' must be an int"):
+        resolve_config({"memory_top_k": "three"})
+    with pytest.raises(ValueError, match="dataset_limit must be >= 1"):
+        resolve_config({"dataset_limit": 0})
+    assert resolve_config({"dataset_limit": None})[0].dataset_limit is None
+
+
+def test_output_dir_names_each_method_and_seed():
+    # one preset, several methods and seeds: each run gets a folder of its own
+    dirs = {resolve_config({**CPU_TINY, "method": m, "seed": s})[1].output_dir
+            for m in ("r1", "memory-r+") for s in (0, 1)}
+    assert dirs == {f"runs/cpu-tiny/{m}-s{s}" for m in ("r1", "memory-r+") for s in (0, 1)}
+    assert resolve_config({"method": "r1", "seed": 3})[1].output_dir == "runs/r1-arith-s3"
+    train = TrainConfig(model="org/Qwen2.5-0.5B/", dataset="data/my.jsonl")
+    assert format_output_dir("out/{model}-{dataset}-{method}", train, 0) == "out/Qwen2.5-0.5B-my-memory-r+"
+    with pytest.raises(ValueError, match=r"unknown or malformed placeholder.*\{method\}"):
+        resolve_config({"output_dir": "runs/{lr}"})
 
 
 def test_set_overrides_parse_yaml_types():

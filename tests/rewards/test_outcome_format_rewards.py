@@ -39,6 +39,8 @@ REASONING_OK = "<reasoning>\nline one\nline two\n</reasoning>\n<answer>\n5\n</an
         ("no digits here", None),
         ("", None),  # empty completion: no answer, not an error
         ("<answer>\n41\n", "41"),  # unclosed final tag still counts
+        ("<answer>0.0000000001</answer>", "1e-10"),  # tiny decimal: not cut to 1e-1 (= 0.1)
+        ("<answer>0.1</answer>", "0.1"),
     ],
 )
 def test_extract_answer(text, expected):

@@ -44,6 +44,8 @@ def normalize_number(text: str | None) -> str | None:
     '1234.5'
     >>> normalize_number("-7.0 apples")
     '-7'
+    >>> normalize_number("0.0000000001"), normalize_number("0.10")
+    ('1e-10', '0.1')
     """
     if text is None:
         return None
@@ -57,7 +59,10 @@ def normalize_number(text: str | None) -> str | None:
         return None
     if value.denominator == 1:
         return str(value.numerator)
-    return repr(float(value)).rstrip("0").rstrip(".")
+    text = repr(float(value))
+    if "e" in text:  # 1e-10: stripping zeros would turn it into 1e-1
+        return text
+    return text.rstrip("0").rstrip(".")
 
 
 def extract_answer(text: str) -> str | None:

@@ -17,9 +17,11 @@ Datasets (``name`` → source, answer checker):
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -137,8 +139,16 @@ def to_training_rows(rows: Sequence[dict[str, Any]], style: str = "think", shots
     if shots and len(pool) <= shots:
         raise ValueError(f"shots={shots} needs more than {shots} exemplar rows, got {len(pool)}")
     rng = random.Random(seed)
+    if shots:
+        # distinct pool rows per question: a row can only draw exemplars with another question,
+        # and with too few of those the draw below would never finish
+        distinct = {json.dumps(ex, sort_keys=True, default=str): ex["question"] for ex in pool}
+        per_question = Counter(distinct.values())
     out = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if shots and len(distinct) - per_question.get(row["question"], 0) < shots:
+            raise ValueError(f"row {i}: shots={shots} needs {shots} distinct exemplars with another question; "
+                             f"the pool has {len(distinct) - per_question.get(row['question'], 0)}")
         exemplars: list[dict[str, Any]] = []
         while len(exemplars) < shots:
             ex = pool[rng.randrange(len(pool))]

@@ -14,10 +14,11 @@ from memrl.evaluate import (
     expand_targets,
     has_self_verification,
     lexical_diversity,
+    mcnemar_exact_p,
     mean_pairwise_cosine,
     pass_at_k,
     run_eval,
-    mcnemar_exact_p,
+    unique_run_names,
     wilson_interval,
 )
 from memrl.rewards.outcome import is_correct_numeric
@@ -137,22 +138,44 @@ def test_run_directory_expands_to_checkpoints(tmp_path, tiny_model_path, encoder
     assert 0.0 <= r["semantic_diversity"] <= 2.0 and 0.0 <= r["lexical_diversity"] <= 1.0
     # same seed, same weights: both checkpoints sample the same completions
     assert summary["results"][0]["accuracy"] == summary["results"][1]["accuracy"]
+    # a later evaluation on another benchmark adds to the run's record instead of replacing it
+    greedy = EvalConfig(benchmarks=["gsm8k"], limit=1, max_new_tokens=8)
+    run_eval([str(run)], greedy, encoder=encoder)
+    saved = json.loads((run / "eval" / "summary.json").read_text())
+    assert sorted((r["benchmark"], r["step"]) for r in saved["results"]) == [
+        ("arith", 1), ("arith", 2), ("gsm8k", 1), ("gsm8k", 2)]
+    assert set(saved["per_benchmark"]) == {"arith", "gsm8k"}
+    assert {r["benchmark"]: r["decoding"]["do_sample"] for r in saved["results"]} == {"arith": True, "gsm8k": False}
 
 
 def test_aggregate_last_best_and_across_runs():
     results = [
-        {"run": "a", "label": "a/checkpoint-1", "step": 1, "benchmark": "gsm8k", "accuracy": 0.30},
-        {"run": "a", "label": "a/checkpoint-2", "step": 2, "benchmark": "gsm8k", "accuracy": 0.20},
-        {"run": "b", "label": "b/checkpoint-1", "step": 1, "benchmark": "gsm8k", "accuracy": 0.10},
-        {"run": "b", "label": "b/checkpoint-2", "step": 2, "benchmark": "gsm8k", "accuracy": 0.40},
+        {"run": "a", "group": "r1", "label": "a/checkpoint-1", "step": 1, "benchmark": "gsm8k", "accuracy": 0.30},
+        {"run": "a", "group": "r1", "label": "a/checkpoint-2", "step": 2, "benchmark": "gsm8k", "accuracy": 0.20},
+        {"run": "b", "group": "r1", "label": "b/checkpoint-1", "step": 1, "benchmark": "gsm8k", "accuracy": 0.10},
+        {"run": "b", "group": "r1", "label": "b/checkpoint-2", "step": 2, "benchmark": "gsm8k", "accuracy": 0.40},
+        # another method: averaged on its own, never with r1; its final model's step is unknown
+        {"run": "c", "group": "memory-r+", "label": "c/checkpoint-5", "step": 5, "benchmark": "gsm8k", "accuracy": 0.9},
+        {"run": "c", "group": "memory-r+", "label": "c/final", "step": None, "benchmark": "gsm8k", "accuracy": 0.5},
+        # a bare model: its own row, not part of any average
+        {"run": None, "model": "base", "label": "base", "step": None, "benchmark": "gsm8k", "accuracy": 0.05},
     ]
     agg = aggregate(results)
     assert agg["per_run"]["a"]["gsm8k"] | {} == {"last": 0.20, "last_label": "a/checkpoint-2", "best": 0.30,
                                                "best_label": "a/checkpoint-1", "best_step": 1}
+    assert agg["per_run"]["c"]["gsm8k"]["last_label"] == "c/final" and agg["per_run"]["c"]["gsm8k"]["best_step"] == 5
     across = agg["across_runs"]["gsm8k"]
-    assert across["n_runs"] == 2
-    assert across["last_mean"] == pytest.approx(0.30) and across["best_mean"] == pytest.approx(0.35)
-    assert across["best_std"] == pytest.approx(0.0707, abs=1e-3)
+    assert set(across) == {"r1", "memory-r+"}
+    assert across["r1"]["n_runs"] == 2
+    assert across["r1"]["last_mean"] == pytest.approx(0.30) and across["r1"]["best_mean"] == pytest.approx(0.35)
+    assert across["r1"]["best_std"] == pytest.approx(0.0707, abs=1e-3)
+    assert across["memory-r+"] == {"n_runs": 1, "last_mean": 0.5, "last_std": 0.0, "best_mean": 0.9, "best_std": 0.0}
+
+
+def test_run_display_names_grow_only_where_they_clash():
+    names = unique_run_names(["/x/cpu-tiny/memory-r+-s0", "/x/gsm8k/memory-r+-s0", "/x/cpu-tiny/r1-s0"])
+    assert names == {"/x/cpu-tiny/memory-r+-s0": "cpu-tiny/memory-r+-s0", "/x/gsm8k/memory-r+-s0": "gsm8k/memory-r+-s0",
+                     "/x/cpu-tiny/r1-s0": "r1-s0"}
 
 
 def test_missing_run_content_is_an_error(tmp_path):

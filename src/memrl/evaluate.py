@@ -345,28 +345,68 @@ def diversity_summary(samples: list[list[str]], encoder: Any = None) -> dict[str
 
 # ----------------------------------------------------------------------------- orchestration
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Last and best accuracy per (run, benchmark), and mean ± std across runs.
+    """Last and best accuracy per (run, benchmark), and mean ± std across the runs of each group.
 
-    ``results`` are per (model, benchmark) summaries with ``run``, ``step`` and ``accuracy``.
+    ``results`` are per (model, benchmark) summaries with ``run``, ``step``, ``label``,
+    ``accuracy`` and optionally ``group`` (the runs to average: one method on one model and
+    dataset, different seeds — the shape of the paper's Table 1). Bare models (no ``run``) get
+    last/best rows but are not averaged with runs. A ``final`` model whose step is unknown counts
+    as the last point of its run.
     """
     per_run: dict[str, dict[str, dict[str, Any]]] = {}
+    group_of: dict[str, str | None] = {}
     for r in results:
         run = r.get("run") or r["model"]
+        group_of[run] = (r.get("group") or "runs") if r.get("run") else None
+        step = r.get("step")
+        order = step if step is not None else (math.inf if r["label"].endswith("final") else -1)
         entry = per_run.setdefault(run, {}).setdefault(r["benchmark"], {"points": []})
-        entry["points"].append((r.get("step") if r.get("step") is not None else -1, r["accuracy"], r["label"]))
+        entry["points"].append((order, r["accuracy"], r["label"]))
     for run, benches in per_run.items():
         for bench, entry in benches.items():
-            pts = sorted(entry.pop("points"))
+            pts = sorted(entry.pop("points"), key=lambda p: p[0])
             best = max(pts, key=lambda p: p[1])
             entry.update(last=pts[-1][1], last_label=pts[-1][2], best=best[1], best_label=best[2],
-                         best_step=best[0] if best[0] >= 0 else None)
-    across: dict[str, dict[str, Any]] = {}
+                         best_step=best[0] if 0 <= best[0] < math.inf else None)
+    across: dict[str, dict[str, dict[str, Any]]] = {}
     for bench in sorted({b for benches in per_run.values() for b in benches}):
-        lasts = [benches[bench]["last"] for benches in per_run.values() if bench in benches]
-        bests = [benches[bench]["best"] for benches in per_run.values() if bench in benches]
-        (lm, ls), (bm, bs) = mean_std(lasts), mean_std(bests)
-        across[bench] = {"n_runs": len(lasts), "last_mean": lm, "last_std": ls, "best_mean": bm, "best_std": bs}
+        for group in sorted({g for g in group_of.values() if g is not None}):
+            members = [benches[bench] for run, benches in per_run.items() if group_of[run] == group and bench in benches]
+            if not members:
+                continue
+            (lm, ls), (bm, bs) = mean_std([m["last"] for m in members]), mean_std([m["best"] for m in members])
+            across.setdefault(bench, {})[group] = {"n_runs": len(members), "last_mean": lm, "last_std": ls,
+                                                   "best_mean": bm, "best_std": bs}
     return {"per_run": per_run, "across_runs": across}
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A run's ``resolved_config.json`` (sections ``train``/``grpo``/``memory``), if it has one."""
+    path = Path(run_dir) / "resolved_config.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_group(run_dir: str | os.PathLike) -> str | None:
+    """What the runs averaged together share: ``"<method> | <model> | <dataset>"`` (seeds differ)."""
+    cfg = read_run_config(run_dir)
+    if not cfg:
+        return None
+    t = cfg["train"]
+    return f"{t['method']} | {Path(str(t['model']).rstrip('/')).name} | {Path(str(t['dataset'])).stem}"
+
+
+def unique_run_names(runs: Sequence[str]) -> dict[str, str]:
+    """Short display names for run folders: the folder name, with parent folders added only where
+    two runs share it (``a/memory-r+-s0`` vs ``b/memory-r+-s0``), so output paths never collide."""
+    parts = {r: Path(r).resolve().parts for r in dict.fromkeys(runs)}
+    depth = {r: 1 for r in parts}
+    while True:
+        names = {r: "/".join(parts[r][-depth[r]:]) for r in parts}
+        clash = {r for r in parts if list(names.values()).count(names[r]) > 1 and depth[r] < len(parts[r])}
+        if not clash:
+            return names
+        for r in clash:
+            depth[r] += 1
 
 
 def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None = None,
@@ -385,33 +425,61 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
         runs = {t["run"] for t in expanded}
         out_dir = Path(next(iter(runs))) / "eval" if len(runs) == 1 and None not in runs else Path("eval_results")
     out = Path(out_dir)
+    names = unique_run_names([t["run"] for t in expanded if t["run"]])
     results = []
     for t in expanded:
         loaded = load_model(t["model"]) if cfg.backend == "hf" else None
-        label = t["label"] if t["run"] is None else f"{Path(t['run']).name}/{t['label']}"
+        label = t["label"] if t["run"] is None else f"{names[t['run']]}/{t['label']}"
         for bench in cfg.benchmarks:
             records, summary = evaluate_benchmark(t["model"], bench, cfg, loaded, encoder)
-            summary.update(model=t["model"], label=label, step=t["step"], run=t["run"])
+            summary.update(model=t["model"], label=label, step=t["step"], run=t["run"],
+                           group=run_group(t["run"]) if t["run"] else None, decoding=cfg.decoding())
             results.append(summary)
             bench_name = bench_label(bench)
             atomic_write_text(out / label / f"{bench_name}.jsonl",
                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             logger.info("%s on %s: %.1f%% (n=%d)", label, bench, 100 * summary["accuracy"], summary["n"])
         del loaded
+    run_dirs = [run for run in dict.fromkeys(r["run"] for r in results if r.get("run")) if is_run_dir(run)]
+    if len(run_dirs) == 1 and Path(run_dirs[0]) / "eval" == out:
+        # the run's own record, which `memrl report` reads: keep what earlier evaluations added
+        results = merge_results(out / "summary.json", results)
     agg = aggregate(results)
     summary_all = {"decoding": cfg.decoding(), "config": asdict(cfg), "results": results, **agg}
-    atomic_write_json(out / "summary.json", summary_all)
-    for run, benches in agg["per_run"].items():
-        if run and Path(run).is_dir() and is_run_dir(run) and Path(run) / "eval" != out:
-            own = [r for r in results if r.get("run") == run]
-            atomic_write_json(Path(run) / "eval" / "summary.json",
-                              {"decoding": cfg.decoding(), "config": asdict(cfg), "results": own,
-                               "per_benchmark": benches})
     if len(agg["per_run"]) == 1:
         summary_all["per_benchmark"] = next(iter(agg["per_run"].values()))
-        atomic_write_json(out / "summary.json", summary_all)
+    atomic_write_json(out / "summary.json", summary_all)
+    for run in run_dirs:
+        path = Path(run) / "eval" / "summary.json"
+        if path.parent == out:
+            continue
+        own = merge_results(path, [r for r in results if r.get("run") == run])
+        atomic_write_json(path, {"decoding": cfg.decoding(), "config": asdict(cfg), "results": own,
+                                 "per_benchmark": aggregate(own)["per_run"][run]})
     summary_all["out_dir"] = str(out)
     return summary_all
+
+
+def merge_results(summary_path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``new`` results plus those saved in ``summary_path`` for other (label, benchmark) pairs.
+
+    For one run's own summary: evaluating it on gsm8k and later on math500 keeps both;
+    evaluating the same checkpoint on the same benchmark again replaces the older result. Each
+    result carries its own ``decoding``.
+    """
+    if not summary_path.is_file():
+        return new
+    try:
+        saved = json.loads(summary_path.read_text()).get("results", [])
+    except (json.JSONDecodeError, AttributeError):
+        logger.warning("%s is not a memrl eval summary; replacing it", summary_path)
+        return new
+    def key(r: dict[str, Any]) -> tuple:  # a checkpoint of this run, whatever display name it had
+        return r.get("step"), str(r.get("label", "")).rsplit("/", 1)[-1], r.get("benchmark")
+
+    fresh = {key(r) for r in new}
+    run = new[0].get("run") if new else None
+    return [{**r, "run": run} for r in saved if key(r) not in fresh] + new
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -425,13 +493,14 @@ def format_table(summary: dict[str, Any]) -> str:
                      + "".join(f"  {k}={100 * r[k]:.1f}" for k in r if k.startswith("pass@"))
                      + (f"  lex-div={r['lexical_diversity']:.3f} sem-div={r['semantic_diversity']:.3f}"
                         if "lexical_diversity" in r else ""))
-    if any(r.get("run") for r in summary["results"]):
+    if summary.get("across_runs"):
         lines.append("")
-        lines.append(f"{'benchmark':10s} {'runs':>4s} {'last %':>14s} {'best %':>14s}")
-        for bench, a in summary["across_runs"].items():
-            lines.append(f"{bench_label(bench)[:10]:10s} {a['n_runs']:4d} "
-                         f"{100 * a['last_mean']:7.1f} ± {100 * a['last_std']:4.1f} "
-                         f"{100 * a['best_mean']:7.1f} ± {100 * a['best_std']:4.1f}")
+        lines.append(f"{'runs (method | model | data)':40s} {'benchmark':10s} {'runs':>4s} {'last %':>14s} {'best %':>14s}")
+        for bench, groups in summary["across_runs"].items():
+            for group, a in groups.items():
+                lines.append(f"{group[:40]:40s} {bench_label(bench)[:10]:10s} {a['n_runs']:4d} "
+                             f"{100 * a['last_mean']:7.1f} ± {100 * a['last_std']:4.1f} "
+                             f"{100 * a['best_mean']:7.1f} ± {100 * a['best_std']:4.1f}")
     return "\n".join(lines)
 
 

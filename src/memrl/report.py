@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from memrl.evaluate import read_run_config
 from memrl.utils import save_figure
 
 logger = logging.getLogger(__name__)
@@ -44,18 +45,15 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def run_label(run_dir: str | os.PathLike) -> str:
     """``<method> seed <seed>`` from the run's resolved config, else the folder name."""
-    cfg_path = Path(run_dir) / "resolved_config.json"
-    if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
+    cfg = read_run_config(run_dir)
+    if cfg:
         return f"{cfg['train']['method']} s{cfg['grpo'].get('seed', '?')}"
     return Path(run_dir).name
 
 
 def run_method(run_dir: str | os.PathLike) -> str:
-    cfg_path = Path(run_dir) / "resolved_config.json"
-    if cfg_path.is_file():
-        return json.loads(cfg_path.read_text())["train"]["method"]
-    return Path(run_dir).name
+    cfg = read_run_config(run_dir)
+    return cfg["train"]["method"] if cfg else Path(run_dir).name
 
 
 def ema(values: Sequence[float], alpha: float) -> list[float]:
@@ -156,7 +154,10 @@ def plot_eval_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathL
     for d in run_dirs:
         ev = read_eval(d)
         if ev:
-            data[run_label(d)] = ev
+            label = run_label(d)
+            while label in data:  # two runs of one method and seed (other models, other K): keep both
+                label += "'"
+            data[label] = ev
     if not data:
         return None
     benchmarks = sorted({r["benchmark"] for ev in data.values() for r in ev["results"]})

@@ -92,6 +92,8 @@ def test_bad_decoding_settings():
         EvalConfig(num_samples=4)  # several greedy samples would be identical
     with pytest.raises(ValueError, match="backend"):
         EvalConfig(backend="onnx")
+    with pytest.raises(ValueError, match="device='gpu'"):
+        EvalConfig(device="gpu")
 
 
 def test_gsm8k_handful_from_shared_data(shared_data, tmp_path, capsys):
@@ -100,6 +102,7 @@ def test_gsm8k_handful_from_shared_data(shared_data, tmp_path, capsys):
     assert rc == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["decoding"]["do_sample"] is False and summary["decoding"]["max_new_tokens"] == 32
+    assert summary["decoding"]["device"] in ("cpu", "cuda") and summary["decoding"]["dtype"] == "float32"
     (result,) = summary["results"]
     records = [json.loads(line) for line in (tmp_path / "smollm2-135m" / "gsm8k.jsonl").read_text().splitlines()]
     assert len(records) == 3 and records[0]["question"].startswith("Janet")

@@ -60,6 +60,7 @@ class EvalConfig:
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate call."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     backend: str = field(default="hf", metadata={"help": "hf (transformers generate) or vllm."})
+    device: str = field(default="auto", metadata={"help": "hf backend: auto (cuda when present), cpu, cuda, cuda:N."})
     arith_level: int = field(default=1, metadata={"help": "arith difficulty of the held-out set."})
     arith_size: int = field(default=200, metadata={"help": "Held-out arith problems (before limit)."})
     question_column: str = field(default="question", metadata={"help": "Question column of local files."})
@@ -76,11 +77,22 @@ class EvalConfig:
             raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
         if self.prompt_style not in ("think", "reasoning"):
             raise ValueError(f"prompt_style={self.prompt_style!r}: choose 'think' or 'reasoning'")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device={self.device!r}: choose auto, cpu, cuda or cuda:N")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def decoding(self) -> dict[str, Any]:
         return {"do_sample": self.temperature > 0, "temperature": self.temperature,
                 "top_p": self.top_p if self.temperature > 0 else 1.0, "num_samples": self.num_samples,
-                "max_new_tokens": self.max_new_tokens, "seed": self.seed, "backend": self.backend}
+                "max_new_tokens": self.max_new_tokens, "seed": self.seed, "backend": self.backend,
+                # float32 on every device, so a GPU and a CPU evaluation compute the same thing
+                "device": self.resolved_device() if self.backend == "hf" else "vllm", "dtype": "float32"}
 
 
 # ----------------------------------------------------------------------------- pure measures
@@ -248,16 +260,27 @@ def _exemplars(name: str, cfg: EvalConfig) -> list[dict[str, str]]:
 
 
 # ----------------------------------------------------------------------------- generation
+def load_vllm(model_path: str, cfg: EvalConfig) -> Any:
+    """One vLLM engine for ``model_path`` (float32, like the hf backend), reused across benchmarks.
+
+    vLLM does not give its GPU memory back when an engine is dropped, so :func:`run_eval` builds
+    one per model, not one per (model, benchmark).
+    """
+    try:
+        from vllm import LLM
+    except ImportError as exc:
+        raise ImportError("backend 'vllm' needs vLLM (GPU): pip install vllm") from exc
+    from memrl.models import resolve_model
+
+    return LLM(model=resolve_model(model_path), seed=cfg.seed, dtype="float32")
+
+
 def _generate(model_path: str, prompts: list[list[dict]], cfg: EvalConfig, loaded: Any = None) -> list[list[str]]:
     """Completion texts per prompt (``num_samples`` each)."""
     if cfg.backend == "vllm":
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError as exc:
-            raise ImportError("backend 'vllm' needs vLLM (GPU): pip install vllm") from exc
-        from memrl.models import resolve_model
+        from vllm import SamplingParams
 
-        llm = LLM(model=resolve_model(model_path), seed=cfg.seed)
+        llm = loaded if loaded is not None else load_vllm(model_path, cfg)
         params = SamplingParams(n=cfg.num_samples, temperature=cfg.temperature,
                                 top_p=cfg.top_p if cfg.temperature > 0 else 1.0, max_tokens=cfg.max_new_tokens,
                                 seed=cfg.seed)
@@ -283,7 +306,7 @@ def evaluate_benchmark(model_path: str, benchmark: str, cfg: EvalConfig, loaded:
         model_path: anything :func:`memrl.models.resolve_model` accepts.
         benchmark: a name in :data:`BENCHMARKS` or a local data file.
         cfg: decoding and data settings.
-        loaded: ``(model, tokenizer)`` already loaded (hf backend).
+        loaded: ``(model, tokenizer)`` already loaded (hf backend), or a :func:`load_vllm` engine.
         encoder: a :class:`~memrl.encoders.Encoder` for semantic diversity (built when needed).
     """
     from memrl.rewards.outcome import CorrectnessReward, extract_answer, extract_tagged_answer
@@ -428,7 +451,10 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
     names = unique_run_names([t["run"] for t in expanded if t["run"]])
     results = []
     for t in expanded:
-        loaded = load_model(t["model"]) if cfg.backend == "hf" else None
+        if cfg.backend == "hf":
+            loaded = load_model(t["model"], device=cfg.resolved_device())
+        else:
+            loaded = load_vllm(t["model"], cfg)
         label = t["label"] if t["run"] is None else f"{names[t['run']]}/{t['label']}"
         for bench in cfg.benchmarks:
             records, summary = evaluate_benchmark(t["model"], bench, cfg, loaded, encoder)
@@ -522,6 +548,7 @@ def add_eval_subparser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--prompt-style", choices=("think", "reasoning"), default="think")
     p.add_argument("--shots", type=int, default=0)
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    p.add_argument("--device", default="auto", help="hf backend: auto (cuda when present), cpu, cuda, cuda:N")
     p.add_argument("--arith-level", type=int, default=1)
     p.add_argument("--question-column", default="question")
     p.add_argument("--answer-column", default="answer")
@@ -536,7 +563,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(benchmarks=list(args.benchmarks), limit=args.limit, prompt_style=args.prompt_style,
                      shots=args.shots, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                      top_p=args.top_p, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                     backend=args.backend, arith_level=args.arith_level, question_column=args.question_column,
+                     backend=args.backend, device=args.device, arith_level=args.arith_level, question_column=args.question_column,
                      answer_column=args.answer_column, checker=args.checker)
     summary = run_eval(args.targets, cfg, args.out)
     print(format_table(summary))

@@ -313,10 +313,18 @@ class MemoryRPlus:
 
     @staticmethod
     def _normalize(raw: np.ndarray, norm: RunningMinMax, empty_value: float) -> np.ndarray:
+        """Min-max normalise the found raw values over the window and the whole step's batch.
+
+        Under several processes each holds a shard of the batch (a GRPO group may straddle
+        ranks): the found values of every rank are gathered, so all ranks use the same bounds and
+        keep the same window, as one process scoring the whole batch would. Every rank must take
+        part in the gather, even one whose shard found nothing.
+        """
         out = np.full(raw.shape, empty_value, dtype=np.float64)
         found = ~np.isnan(raw)
-        if found.any():
-            out[found] = norm.update_and_normalize(raw[found])
+        everyone = np.concatenate([np.asarray(part, np.float64) for part in all_gather_objects(raw[found])])
+        if everyone.size:
+            out[found] = norm.update_and_normalize(raw[found], batch=everyone)
         return out
 
     def _step(self, trainer_state: Any) -> int:

@@ -63,14 +63,20 @@ class RunningMinMax:
         self.eps = eps
         self.values: deque[float] = deque(maxlen=window)
 
-    def update_and_normalize(self, raw: np.ndarray) -> np.ndarray:
+    def update_and_normalize(self, raw: np.ndarray, batch: np.ndarray | None = None) -> np.ndarray:
+        """Normalise ``raw`` with bounds over the window and ``batch``, then add ``batch`` to the window.
+
+        ``batch`` is the whole step's values when ``raw`` is one process's share of them (default:
+        ``raw`` itself), so every process normalises with the same bounds.
+        """
         raw = np.asarray(raw, np.float64)
-        if raw.size == 0:
+        batch = raw if batch is None else np.asarray(batch, np.float64)
+        if batch.size == 0:
             return raw
-        lo, hi = float(raw.min()), float(raw.max())
+        lo, hi = float(batch.min()), float(batch.max())
         if self.values:
             lo, hi = min(lo, min(self.values)), max(hi, max(self.values))
-        self.values.extend(raw.tolist())
+        self.values.extend(batch.tolist())
         return minmax_normalize(raw, lo, hi, self.eps)
 
     def state_dict(self) -> dict:

@@ -100,6 +100,34 @@ def test_math_correctness_on_and_off_main_thread():
     assert r(completions=["\\boxed{2\\pi}", "\\boxed{6}"], answer=["2\\pi", "7"]) == [1.0, 0.0]
 
 
+def test_hung_math_checks_do_not_starve_later_ones(monkeypatch):
+    import time
+
+    from memrl.rewards import outcome
+
+    real = outcome._verify_no_signal
+
+    def slow_on_hang(gold, target):  # stands in for an input that makes math-verify hang
+        if gold == "hang":
+            time.sleep(6.0)
+        return real(gold, target)
+
+    outcome._math_verify_imports()  # import cost is not what this test measures
+    monkeypatch.setattr(outcome, "_verify_no_signal", slow_on_hang)
+    results = []
+
+    def off_main_thread():
+        results.append(is_correct_math("\\boxed{1}", "hang", timeout_s=0.2))
+        results.append(is_correct_math("\\boxed{1}", "hang", timeout_s=0.2))
+        # both pool workers may still be stuck; this check must still get one
+        results.append(is_correct_math("\\boxed{12}", "12", timeout_s=3.0))
+
+    t = threading.Thread(target=off_main_thread)
+    t.start()
+    t.join()
+    assert results == [False, False, True]
+
+
 @pytest.mark.parametrize(
     "reward, text, expected",
     [

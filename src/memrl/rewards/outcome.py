@@ -154,7 +154,11 @@ def is_correct_math(completion: str, gold: Any, timeout_s: float = 5.0) -> bool:
     try:
         return future.result(timeout=timeout_s)
     except concurrent.futures.TimeoutError:
+        # A thread cannot be stopped: the hung check keeps its worker. Later checks get a fresh
+        # pool, or two hung checks would leave no worker and every later answer would time out.
         logger.warning("math-verify timed out after %.1fs; scoring as wrong", timeout_s)
+        _MV_POOL.shutdown(wait=False, cancel_futures=True)
+        _MV_POOL = None
         return False
 
 

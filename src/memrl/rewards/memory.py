@@ -14,8 +14,10 @@ Semantics (fixing the reference code, see the spec):
 
 * every completion is keyed by its **own** question (the reference used ``prompts[0]``);
 * ``score_then_write`` (default): the whole batch is scored against the memory as it was before
-  the batch, then written. Rewards do not depend on completion order, and a wrong but novel
-  answer earns explore reward. ``write_then_score`` reproduces the reference: each completion is
+  the batch, then written. A step's rewards do not depend on completion order, and a wrong but
+  novel answer earns explore reward. (Later steps can: the memories' FIFO lists and the
+  normalisers' windows keep the newest entries in completion order, which matters only when a
+  batch overflows a list or a window.) ``write_then_score`` reproduces the reference: each completion is
   inserted, then scored, in order (a wrong answer then always gets explore 0).
 * each completion is encoded once per step although two reward functions read it: the first
   function called on a batch computes both rewards and writes the memory; the second returns the

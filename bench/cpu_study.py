@@ -268,7 +268,7 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     from memrl.utils import atomic_write_json, atomic_write_text
 
     root = args.out / "cpu_study"
-    runs = [json.loads(p.read_text()) for p in sorted(root.glob("runs/*/study_result.json"))]
+    runs = [with_logged_timing(p.parent, json.loads(p.read_text())) for p in sorted(root.glob("runs/*/study_result.json"))]
     base = json.loads((root / "base.json").read_text()) if (root / "base.json").is_file() else None
     keys = ("arith_accuracy", "gsm8k_accuracy", "final_mean_length", "seconds_per_step", "generation_share",
             "reward_share")
@@ -300,6 +300,35 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     if per_method:
         plot_accuracy(data, args.docs / "cpu_study_accuracy.png")
     return data
+
+
+def with_logged_timing(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with seconds per step and the generation/reward shares averaged over every logged
+    step of ``metrics.jsonl``.
+
+    The trainer's own summary (what ``study_result.json`` stores) covers only the steps since the
+    run's last resume; the metrics file has them all. The stored figures stay under ``*_last_segment``.
+    """
+    from memrl.report import read_metrics
+
+    logged = read_metrics(run_dir)
+    rows = [r for r in logged if "time/step_s" in r]
+    if not rows:
+        return result
+    out = dict(result)
+    # how the training batches fared: sampled correctness and groups without reward variance
+    steps = [r for r in logged if "loss" in r]
+    for key, metric in (("train_correct", "rewards/correctness_reward/mean"), ("zero_std_groups", "frac_reward_zero_std")):
+        vals = [r[metric] for r in steps if metric in r]
+        if len(vals) >= 20:
+            out[f"{key}_first10"], out[f"{key}_last10"] = statistics.fmean(vals[:10]), statistics.fmean(vals[-10:])
+    for key, metric in (("seconds_per_step", "time/step_s"), ("generation_share", "time/generation_share"),
+                        ("reward_share", "time/reward_share")):
+        if key in result:
+            out[f"{key}_last_segment"] = result[key]
+        out[key] = statistics.fmean(r[metric] for r in rows if metric in r)
+    out["steps_timed"] = len(rows)
+    return out
 
 
 def _correct_by_question(path: Path) -> dict[str, bool]:
@@ -367,6 +396,12 @@ def _ci(run: dict[str, Any], bench: str) -> str:
     return f"{100 * run[f'{bench}_accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+def _first_last(run: dict[str, Any], key: str) -> str:
+    if f"{key}_first10" not in run:
+        return "-"
+    return f"{100 * run[f'{key}_first10']:.0f} -> {100 * run[f'{key}_last10']:.0f}"
+
+
 def _pooled(entry: dict[str, Any], bench: str) -> str:
     p = entry.get(f"{bench}_pooled")
     if not p:
@@ -414,12 +449,15 @@ def results_markdown(data: dict[str, Any]) -> str:
         for c in data["paired_vs_r1"]:
             lines.append(f"| {c['method']} | {c['benchmark']} | {', '.join(map(str, c['seeds']))} | "
                          f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} |")
-    lines += ["", "Per run (accuracy % [95% Wilson interval]):", "",
-              "| method | seed | arith % | GSM8K % | final length | s/step | warnings |",
-              "|---|---|---|---|---|---|---|"]
-    for r in data["runs"]:
+    lines += ["", "Per run (accuracy % [95% Wilson interval]; training columns: mean of the first -> last 10 "
+              "steps, sampled at temperature 0.9):", "",
+              "| method | seed | arith % | GSM8K % | train correctness % | groups w/o reward variance % | "
+              "final length | s/step | warnings |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(data["runs"], key=lambda r: (METHODS.index(r["method"]), r["seed"])):
         warns = ", ".join(f"{w['kind']}@{w['step']}" for w in r["collapse_warnings"]) or "-"
         lines.append(f"| {r['method']} | {r['seed']} | {_ci(r, 'arith')} | {_ci(r, 'gsm8k')} | "
+                     f"{_first_last(r, 'train_correct')} | {_first_last(r, 'zero_std_groups')} | "
                      f"{r.get('final_mean_length') or float('nan'):.1f} | "
                      f"{r.get('seconds_per_step') or float('nan'):.1f} | {warns} |")
     return "\n".join(lines) + "\n"

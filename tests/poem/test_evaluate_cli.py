@@ -50,12 +50,15 @@ def test_cli_fit_then_eval(local_files, tmp_path, capsys):
     assert main(["poem", "fit", *common, "--seed", "13", "--out", str(tmp_path / "fit")]) == 0
     assert "4 inputs, 8 trials, 8 LM calls" in capsys.readouterr().out
     out = tmp_path / "eval"
-    code = main(["poem", "eval", "--tasks", "local", *common[2:], "--methods", "poem,kate,zero_shot,best_fixed",
+    # no --n-examples here: the loaded optimiser's settings (n = 2) must drive every method
+    code = main(["poem", "eval", "--tasks", "local", "--train-file", str(train), "--test-file", str(test),
+                 "--no-progress", "--methods", "poem,kate,random,zero_shot,best_fixed",
                  "--load", str(tmp_path / "fit"), "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "poem" in printed and "kate" in printed and "LM calls fit" in printed
     data = json.loads((out / "results.json").read_text())
     assert data["runs"][0]["methods"]["poem"]["lm_calls_fit"] == 8  # from the loaded memory
+    assert data["runs"][0]["config"]["n_examples"] == 2
     assert (out / "results.md").read_text().startswith("| task |")
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 

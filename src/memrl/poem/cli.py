@@ -154,7 +154,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         for seed in args.seeds:
             task = _task(args, name, seed)
             opt = PoemOptimizer.load(args.load, task, scorer, encoder) if args.load else None
-            runs.append(evaluate_task(task, scorer, encoder, config, methods=methods,
+            # a loaded optimiser brings its own settings; the fit flags apply to a fresh fit only
+            runs.append(evaluate_task(task, scorer, encoder, None if opt else config, methods=methods,
                                       max_test=args.max_test or None, random_draws=args.random_draws,
                                       progress=not args.no_progress, optimizer=opt))
     paths = write_report(args.out, runs, {"wall_s": time.perf_counter() - t0})

@@ -90,7 +90,8 @@ def evaluate_task(
         random_draws: draws of the random-order baseline (mean and std reported).
         probe_orders: orders whose sampled continuations form the GlobalE/LocalE probe set
             (one probe each); all orders are then scored on it.
-        optimizer: an already fitted optimiser (then its fit cost is reported, not re-run).
+        optimizer: an already fitted optimiser (then its fit cost is reported, not re-run, and its
+            config is used: ``config`` must then be None or equal to it).
 
     Returns:
         JSON-able dict: ``methods[name] = {accuracy, accuracy_std, lm_calls_fit,
@@ -99,6 +100,13 @@ def evaluate_task(
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if optimizer is not None:
+        # the baselines must use the fitted optimiser's settings (n, kNN or fixed demonstrations),
+        # or POEM and the baselines would be compared on different prompts
+        if config is not None and config != optimizer.config:
+            raise ValueError(f"evaluate_task: config {config.to_dict()} differs from the loaded optimiser's "
+                             f"{optimizer.config.to_dict()}; pass config=None to use the optimiser's")
+        config = optimizer.config
     config = config or PoemConfig()
     queries = subsample(task.test, max_test)
     book = ScoreBook(task, scorer, queries)

@@ -86,6 +86,24 @@ def test_knn_examples_and_sampled_orders(sst2, scorer, encoder):
     assert {e.text for e in sel.examples} == top
 
 
+def test_knn_with_duplicate_training_texts(sst2, scorer, encoder):
+    from dataclasses import replace
+
+    # the input's text appears twice in the pool: both copies are skipped, and n others still drawn
+    pool = sst2.train[:5] + [sst2.train[0]]
+    task = replace(sst2, train=pool)
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=3, budget=2, examples="knn", k=1))
+    opt.fit([sst2.train[0]], progress=False)
+    cands, sims = opt.candidates(encoder.encode([sst2.train[0].key_text])[0], exclude_text=sst2.train[0].key_text)
+    assert len(cands) == 3 == len(sims) and sst2.train[0].text not in {c.text for c in cands}
+    assert all(len(code) == 3 for table in opt.tables.values() for code in table)
+    assert len(opt.select(sst2.test[0]).examples) == 3
+    same = replace(sst2, train=[sst2.train[0]] * 3 + sst2.train[1:3])
+    with pytest.raises(ValueError, match="only 2 pool examples differ from the input"):
+        PoemOptimizer(same, scorer, encoder, PoemConfig(n_examples=3, budget=2, examples="knn")).fit(
+            [sst2.train[0]], progress=False)
+
+
 def test_bad_inputs(sst2, scorer, encoder):
     from dataclasses import replace
 

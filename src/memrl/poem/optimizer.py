@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -139,6 +140,7 @@ class PoemOptimizer:
         self.pool: list[Example] = []  # "knn" mode: candidates drawn per query
         self._demo_vecs: np.ndarray | None = None
         self._pool_memory: EpisodicMemory | None = None
+        self._pool_text_counts: Counter[str] = Counter()
         self.memory: EpisodicMemory | None = None
         self.tables: dict[str, dict[Order, tuple[float, int]]] = {}
         # fixed mode: per concrete order, [sum correct, sum reward, trials] (best fixed order baseline)
@@ -189,6 +191,8 @@ class PoemOptimizer:
             self._pool_memory = EpisodicMemory(vecs.shape[1], max_keys=len(self.pool), max_values=1,
                                                encoder_name=self.identities["encoder"])
             self._pool_memory.add([str(i) for i in range(len(self.pool))], vecs, vecs)
+            # copies of one text in the pool: an input excluded as its own demo drops all of them
+            self._pool_text_counts = Counter(ex.key_text for ex in self.pool)
 
     def candidates(self, query_vec: np.ndarray, exclude_text: str | None = None) -> tuple[list[Example], np.ndarray]:
         """The query's ``n`` candidate demonstrations and their similarities ``(n,)``.
@@ -201,9 +205,13 @@ class PoemOptimizer:
             assert self._demo_vecs is not None
             return self.demos, self._demo_vecs @ query_vec
         assert self._pool_memory is not None
-        sims, ids = self._pool_memory.search(query_vec[None], n + 1)
+        skipped = self._pool_text_counts.get(exclude_text, 0) if exclude_text is not None else 0
+        sims, ids = self._pool_memory.search(query_vec[None], min(len(self.pool), n + skipped))
         picked = [(int(i), float(s)) for i, s in zip(ids[0], sims[0])
                   if self.pool[int(i)].key_text != exclude_text][:n]
+        if len(picked) < n:
+            raise ValueError(f"task {self.task.name!r}: only {len(picked)} pool examples differ from the input "
+                             f"{exclude_text!r:.80}; n_examples={n} needs more distinct training texts")
         return [self.pool[i] for i, _ in picked], np.array([s for _, s in picked])
 
     # ------------------------------------------------------------------ fit

@@ -61,13 +61,16 @@ def globale_locale_scores(probs: np.ndarray) -> tuple[float, float]:
 
 def _template_regex(template_input: str) -> re.Pattern[str]:
     """Regex that parses a rendered query back into ``text`` (and ``text_b``)."""
-    parts = re.split(r"(\{text\}|\{text_b\})", template_input)
+    parts = [p for p in re.split(r"(\{text\}|\{text_b\})", template_input) if p]
     pattern = ""
-    for part in parts:
+    for i, part in enumerate(parts):
+        # a placeholder followed by literal text stops at it (lazy); one that ends the template
+        # has nothing to stop at and takes the rest (lazy would take a single character)
+        quant = ".+?" if i < len(parts) - 1 else ".+"
         if part == "{text}":
-            pattern += r"(?P<text>.+?)"
+            pattern += rf"(?P<text>{quant})"
         elif part == "{text_b}":
-            pattern += r"(?P<text_b>.+?)"
+            pattern += rf"(?P<text_b>{quant})"
         else:
             pattern += re.escape(part)
     return re.compile(pattern, re.S)

@@ -107,6 +107,21 @@ def test_exact_key_match_appends_and_fifo_eviction_order():
         mem.values_of("a")
 
 
+@settings(max_examples=50, deadline=None)
+@given(n_keys=st.integers(1, 60), k=st.integers(1, 12), levels=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_exact_topk_breaks_ties_by_lower_index(n_keys, k, levels, seed):
+    # few distinct similarity levels: many exact ties, also across the k-th place
+    rng = np.random.default_rng(seed)
+    sims_row = rng.integers(0, levels, size=n_keys).astype(np.float32)
+    keys = np.zeros((n_keys, 2), np.float32)
+    keys[:, 0] = sims_row
+    query = np.array([[1.0, 0.0]], np.float32)
+    s, i = topk_search(query, keys, k, "exact")
+    expected = sorted(range(n_keys), key=lambda j: (-sims_row[j], j))[: min(k, n_keys)]
+    assert i[0].tolist() == expected
+    np.testing.assert_array_equal(s[0], sims_row[expected])
+
+
 @settings(max_examples=25, deadline=None)
 @given(n_keys=st.integers(1, 300), k=st.integers(1, 12), seed=st.integers(0, 10_000))
 def test_exact_backend_equals_faiss(n_keys, k, seed):

@@ -27,6 +27,12 @@ def _topk_rows(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = sims.shape[1]
     if k < n:
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        # argpartition picks arbitrarily among values equal to the k-th largest; where such ties
+        # straddle the cut, choose them by lower index (rare with real embeddings, so per row)
+        kth = np.take_along_axis(sims, part, axis=1).min(axis=1)
+        for r in np.flatnonzero((sims >= kth[:, None]).sum(axis=1) > k):
+            cand = np.flatnonzero(sims[r] >= kth[r])
+            part[r] = cand[np.lexsort((cand, -sims[r, cand]))[:k]]
     else:
         part = np.broadcast_to(np.arange(n), sims.shape).copy()
     part_sims = np.take_along_axis(sims, part, axis=1)

@@ -64,3 +64,15 @@ def test_local_files(tmp_path):
     (tmp_path / "empty.csv").write_text("text,label\n")
     with pytest.raises(ValueError, match="no rows"):
         load_local_task(tmp_path / "empty.csv", tmp_path / "test.jsonl")
+    with pytest.raises(ValueError, match=r"empty.csv: the file has no rows"):  # an empty test file too
+        load_local_task(tmp_path / "train.csv", tmp_path / "empty.csv")
+    # a short CSV row / a JSON null is a missing value, not the text "None" or a label of its own
+    (tmp_path / "short.csv").write_text("text,label\ngood stuff,pos\nawful\n")
+    with pytest.raises(ValueError, match=r"short.csv, row 2: missing value in field 'label'"):
+        load_local_task(tmp_path / "short.csv", tmp_path / "test.jsonl")
+    (tmp_path / "null.jsonl").write_text('{"text": null, "label": "neg"}\n')
+    with pytest.raises(ValueError, match=r"null.jsonl, row 1: missing value in field 'text'"):
+        load_local_task(tmp_path / "train.csv", tmp_path / "null.jsonl")
+    # the same task name over other data is another task: a POEM memory of one refuses the other
+    (tmp_path / "train2.csv").write_text("text,label\nlovely,pos\nawful,neg\nfine,pos\n")
+    assert load_local_task(tmp_path / "train2.csv", tmp_path / "test.jsonl").identity() != task.identity()

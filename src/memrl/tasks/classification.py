@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -142,16 +143,20 @@ class FewShotTask:
         return len(self.test[0].choices or ()) if self.test else 0
 
     def identity(self) -> str:
-        """Stable name of what a POEM memory is specific to: task, data seed, template and
-        verbalizer. Two tasks with different prompts get different identities."""
+        """Stable name of what a POEM memory is specific to: task, data seed, template,
+        verbalizer and the training data itself. Two tasks with different prompts, or two local
+        files under one task name, get different identities."""
         spec = json.dumps(
             {"template": asdict(self.template), "verbalizer": self.verbalizer,
              "length_normalise": self.length_normalise},
             sort_keys=True,
         )
         digest = hashlib.sha1(spec.encode()).hexdigest()[:10]
+        data = json.dumps({"labels": list(self.label_names),
+                           "train": [[ex.text, ex.text_b, ex.label, ex.choices] for ex in self.train]})
+        data_digest = hashlib.sha1(data.encode()).hexdigest()[:10]
         seed = "" if self.seed is None else f"/seed{self.seed}"
-        return f"{self.name}{seed}/prompt-{digest}"
+        return f"{self.name}{seed}/prompt-{digest}/data-{data_digest}"
 
     def with_prompt(
         self, template: PromptTemplate | None = None, verbalizer: Sequence[str] | None = None
@@ -385,6 +390,28 @@ def _read_jsonl_nli(path: Path, label_names: Sequence[str]) -> list[Example]:
 
 
 # ---------------------------------------------------------------------------- local files
+def _rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a local task file; an empty file is an error naming it."""
+    rows = read_table(resolve_data_path(path))
+    if not rows:
+        raise ValueError(f"{path}: the file has no rows")
+    return rows
+
+
+def _field(row: Any, column: str, path: str | Path, i: int) -> Any:
+    """``row[column]``, or a ValueError naming the file, row and field when it is absent or empty
+    (``None`` from a short CSV row or a JSON null, NaN from parquet): ``str()`` would turn those
+    into the text "None"/"nan" and, for labels, into a class of their own."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}, row {i}: expected an object with fields, got {type(row).__name__}")
+    if column not in row:
+        raise ValueError(f"{path}, row {i}: missing field {column!r} (fields: {sorted(row)})")
+    value = row[column]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError(f"{path}, row {i}: missing value in field {column!r}")
+    return value
+
+
 def load_local_task(
     train_path: str | Path,
     test_path: str | Path,
@@ -411,13 +438,10 @@ def load_local_task(
         ValueError: naming the file, row and field, for a missing column, an empty text, or a
             label (in any file) that is not in ``labels``.
     """
-    train_rows = read_table(resolve_data_path(train_path))
-    if not train_rows:
-        raise ValueError(f"{train_path}: the training file has no rows")
+    train_rows = _rows(train_path)
     if labels is None:
         for i, r in enumerate(train_rows, start=1):
-            if label_column not in r:
-                raise ValueError(f"{train_path}, row {i}: missing field {label_column!r}")
+            _field(r, label_column, train_path, i)
         labels = sorted({str(r[label_column]).strip() for r in train_rows})
     labels = tuple(str(x) for x in labels)
     verbalizer = tuple(verbalizer) if verbalizer is not None else labels
@@ -427,17 +451,15 @@ def load_local_task(
     def convert(path: str | Path, rows: list[dict[str, Any]]) -> list[Example]:
         out = []
         for i, r in enumerate(rows, start=1):
-            for col in (text_column, label_column) + ((text_b_column,) if text_b_column else ()):
-                if col not in r:
-                    raise ValueError(f"{path}, row {i}: missing field {col!r} (fields: {sorted(r)})")
-            label = _label_index(r[label_column], labels, Path(path), i, label_column)
-            text_b = str(r[text_b_column]) if text_b_column else None
-            out.append(_example(str(r[text_column]), label, text_b, Path(path), i))
+            text = _field(r, text_column, path, i)
+            label = _label_index(_field(r, label_column, path, i), labels, Path(path), i, label_column)
+            text_b = str(_field(r, text_b_column, path, i)) if text_b_column else None
+            out.append(_example(str(text), label, text_b, Path(path), i))
         return out
 
     train = convert(train_path, train_rows)
-    test = convert(test_path, read_table(resolve_data_path(test_path)))
-    dev = convert(dev_path, read_table(resolve_data_path(dev_path))) if dev_path else []
+    test = convert(test_path, _rows(test_path))
+    dev = convert(dev_path, _rows(dev_path)) if dev_path else []
     if template is None:
         template = PromptTemplate(input="Input: {text}\nLabel:" if not text_b_column else "Input: {text}\n{text_b}\nLabel:")
     return FewShotTask(

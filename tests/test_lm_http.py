@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from memrl.lm import LogprobsUnavailableError, OpenAICompletionsScorer
+from memrl.lm.openai_http import _continuation_logprob
 from memrl.lm.server import CompletionsServer, prompt_logprobs
 from memrl.models import load_model
 
@@ -73,3 +74,14 @@ def test_unreachable_server_and_bad_request(server):
     bad = OpenAICompletionsScorer(server.url.replace("/v1", "/v2"), "smol")
     with pytest.raises(RuntimeError, match="HTTP 404"):
         bad.score("", SUFFIXES[:1], LABELS)
+
+
+def test_continuation_sum_is_bounded_to_the_prompt():
+    # "ab|cd": prompt of 4 characters, continuation "cd" from offset 2; the server also returned a
+    # generated token at offset 4, which must not be counted
+    echoed = {"logprobs": {"token_logprobs": [None, -1.0, -2.0, -3.0, -9.0], "text_offset": [0, 1, 2, 3, 4]}}
+    assert _continuation_logprob(echoed, 2, "u", end=4) == (-5.0, 2)
+    # log-probabilities of generated tokens only (no echo): plausible numbers, meaningless; refused
+    not_echoed = {"logprobs": {"token_logprobs": [-0.5], "text_offset": [4]}}
+    with pytest.raises(LogprobsUnavailableError, match="did not echo the prompt"):
+        _continuation_logprob(not_echoed, 2, "u", end=4)

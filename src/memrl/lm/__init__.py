@@ -2,7 +2,7 @@
 
 * :class:`HFScorer` — transformers causal LM, batched, with a KV cache of the shared prefix.
 * :class:`OpenAICompletionsScorer` — any OpenAI-compatible ``/v1/completions`` server that
-  returns prompt log-probabilities (vLLM, llama.cpp server, hosted APIs).
+  returns prompt log-probabilities (vLLM; other servers only if they honour ``echo``).
 """
 
 from memrl.lm.base import ContinuationScores, Scorer

@@ -1,8 +1,9 @@
-"""Scoring through an OpenAI-compatible ``/v1/completions`` endpoint (vLLM, llama.cpp, hosted).
+"""Scoring through an OpenAI-compatible ``/v1/completions`` endpoint that echoes prompt log-probabilities (vLLM).
 
 The server must support *prompt* log-probabilities: ``echo=true, logprobs=1, max_tokens=0``
 returns, for every prompt token, its log-probability and character offset. A continuation's
-score is the sum over the tokens that start at or after the continuation's first character.
+score is the sum over the prompt tokens that start at or after the continuation's first
+character (tokens past the prompt's end, which some servers generate anyway, are not counted).
 
 Only the standard library is used (``urllib``), so the backend works wherever Python does.
 """
@@ -112,7 +113,7 @@ class OpenAICompletionsScorer:
                     f"{self.url}: asked for {len(batch)} prompts, server returned {len(got)} choices"
                 )
             for j, choice in enumerate(got):
-                lp, nt = _continuation_logprob(choice, starts[lo + j], self.url)
+                lp, nt = _continuation_logprob(choice, starts[lo + j], self.url, end=len(batch[j]))
                 logprob[lo + j] = lp
                 num_tokens[lo + j] = nt
         self.calls += m
@@ -150,18 +151,29 @@ class OpenAICompletionsScorer:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _continuation_logprob(choice: dict[str, Any], start: int, url: str) -> tuple[float, int]:
-    """Sum the echoed log-probabilities of tokens starting at character ``start`` or later."""
+def _continuation_logprob(choice: dict[str, Any], start: int, url: str, end: int | None = None) -> tuple[float, int]:
+    """Sum the echoed log-probabilities of the prompt tokens starting in ``[start, end)``.
+
+    ``end`` is the prompt's length: a token a server generates despite ``max_tokens=0`` starts
+    there and is not part of the continuation. A reply whose tokens all start at or after
+    ``start`` did not echo the prompt (a server giving log-probabilities of generated tokens
+    only): its numbers would look plausible and mean nothing, so it is an error.
+    """
     lp = choice.get("logprobs")
     if not lp or lp.get("token_logprobs") is None or lp.get("text_offset") is None:
         raise LogprobsUnavailableError(
             f"{url} returned no prompt log-probabilities. POEM needs a completions endpoint that "
-            "supports echo=true with logprobs (vLLM: yes; llama.cpp server: use its "
-            "OpenAI-compatible /v1/completions with logprobs; chat-only APIs cannot score labels)."
+            "supports echo=true with logprobs (vLLM does; llama.cpp's server has rejected or ignored "
+            "echo in several versions; chat-only APIs cannot score labels)."
         )
+    offsets = lp["text_offset"]
+    if not offsets or min(offsets) >= start:
+        raise LogprobsUnavailableError(
+            f"{url} did not echo the prompt's tokens (first offset {min(offsets) if offsets else None}, "
+            f"continuation at {start}); POEM needs log-probabilities of prompt tokens (echo=true)")
     total, count = 0.0, 0
-    for value, offset in zip(lp["token_logprobs"], lp["text_offset"]):
-        if offset >= start:
+    for value, offset in zip(lp["token_logprobs"], offsets):
+        if offset >= start and (end is None or offset < end):
             if value is None:  # only the very first prompt token may lack a log-probability
                 raise LogprobsUnavailableError(f"{url}: continuation token without a log-probability")
             total += float(value)

@@ -96,3 +96,25 @@ def test_prefix_cache_speedup_at_four_shots():
         s.score(prefix, [task.suffix(q) for q in qs], task.continuations(qs))
         times[cache] = time.perf_counter() - t
     assert times[False] / times[True] >= 3.0
+
+
+def test_final_logit_softcapping_is_applied_like_the_model_family_does(scorer):
+    # SmolLM2 has no soft-capping; pretend its config had Gemma's and check the scorer caps the
+    # logits it projects itself exactly as tanh(logits / cap) * cap of the full forward pass
+    text, label = SUFFIXES[0], " great"
+    ids = scorer.tokenizer(text + label, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    n_label = len(scorer.tokenizer(text + label, add_special_tokens=False)["input_ids"]) - len(
+        scorer.tokenizer(text, add_special_tokens=False)["input_ids"])
+    with torch.inference_mode():
+        logits = scorer.model(ids).logits[0].float()
+    cap = 2.0
+    capped = torch.log_softmax(torch.tanh(logits / cap) * cap, dim=-1)
+    expected = sum(float(capped[ids.shape[1] - n_label - 1 + j, ids[0, ids.shape[1] - n_label + j]])
+                   for j in range(n_label))
+    scorer.model.config.final_logit_softcapping = cap
+    try:
+        got = scorer.score("", [text], [label]).logprob[0, 0]
+    finally:
+        del scorer.model.config.final_logit_softcapping
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert got != pytest.approx(scorer.score("", [text], [label]).logprob[0, 0], abs=1e-3)  # capping changed it

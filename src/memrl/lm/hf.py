@@ -196,7 +196,7 @@ class HFScorer:
                         tsel.append(tok)
                         owner.append(b)
                 h = hidden[torch.tensor(rsel), torch.tensor(psel)]
-                logits = self._head(h).float()
+                logits = self._final_logits(self._head(h).float())
                 lp = torch.log_softmax(logits, dim=-1)[torch.arange(len(tsel)), torch.tensor(tsel)]
                 lp_np = lp.double().cpu().numpy()
                 k = 0
@@ -219,6 +219,22 @@ class HFScorer:
     @property
     def _head(self) -> Any:
         return self.model.get_output_embeddings()
+
+    def _final_logits(self, logits: Any) -> Any:
+        """What the model's own forward applies after the output embedding, since scoring
+        projects hidden states itself: a logit scale (Cohere) and final soft-capping (Gemma 2/3).
+        SmolLM2, Llama and Qwen have neither (the soft-capping path is tested on SmolLM2 with the
+        setting switched on)."""
+        import torch
+
+        cfg = getattr(self.model.config, "get_text_config", lambda: self.model.config)()
+        scale = getattr(cfg, "logit_scale", None)
+        if isinstance(scale, (int, float)) and scale != 1:
+            logits = logits * scale
+        cap = getattr(cfg, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     def _prefix_kv(self, prefix_ids: list[int]) -> Any:
         """KV cache of ``prefix_ids`` at batch size 1 (LRU-cached across calls)."""

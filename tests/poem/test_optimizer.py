@@ -163,5 +163,8 @@ def test_with_encoding_rebuilds_the_same_memory_as_a_fit_under_that_encoding(fit
         opt.with_encoding("onehot")
     loaded = PoemOptimizer.load(opt.save(tmp_path / "poem"), sst2, scorer, encoder)
     assert opt.can_reencode and not loaded.can_reencode
+    (tmp_path / "poem" / "poem.json").write_text('{"format": "memrl-poem", "config"')  # damaged save
+    with pytest.raises(ValueError, match=r"poem.json: not valid JSON"):
+        PoemOptimizer.load(tmp_path / "poem", sst2, scorer, encoder)
     with pytest.raises(RuntimeError, match="with_encoding needs the trials"):
         loaded.with_encoding("identity")

@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:  # user-facing: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -391,7 +391,15 @@ class PoemOptimizer:
         meta_path = path / "poem.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} not found: not a saved POEM optimiser")
-        state = json.loads(meta_path.read_text())
+        try:
+            state = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{meta_path}: not valid JSON ({exc}); the saved optimiser is damaged") from exc
+        if not isinstance(state, dict):
+            raise ValueError(f"{meta_path}: expected a JSON object")
+        missing = [k for k in ("config", "identities", "tables", "order_stats", "lm_calls_fit") if k not in state]
+        if state.get("format") == FORMAT_NAME and missing:
+            raise ValueError(f"{meta_path}: missing field(s) {missing}; the saved optimiser is incomplete")
         if state.get("format") != FORMAT_NAME or state.get("version") != FORMAT_VERSION:
             raise ValueError(f"{meta_path}: format {state.get('format')!r} v{state.get('version')}, "
                              f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}")

@@ -351,6 +351,8 @@ def with_logged_timing(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}_last_segment"] = result[key]
         out[key] = statistics.fmean(r[metric] for r in rows if metric in r)
     out["steps_timed"] = len(rows)
+    # whole-run training time; ``train_seconds`` of a resumed run covers its last segment only
+    out["logged_train_seconds"] = sum(r["time/step_s"] for r in rows)
     return out
 
 

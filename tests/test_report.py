@@ -7,7 +7,7 @@ import json
 import pytest
 
 from memrl.cli import main
-from memrl.report import build_report, ema, read_metrics, summary_table
+from memrl.report import build_report, ema, read_metrics, run_colours, summary_table
 
 
 def _run(root, name, method, seed, correctness):
@@ -38,6 +38,19 @@ def test_ema():
     assert ema([0.0, float("nan"), 1.0], 0.5)[2] == 0.5
     with pytest.raises(ValueError):
         ema([1.0], 1.0)
+
+
+def test_run_colours_separate_seeds_within_a_method_hue():
+    import matplotlib
+
+    labels = ["r1 s0", "r1 s1", "memory-r+ s0", "memory-r+ s1", "cosine s0"]
+    colours = run_colours(labels, matplotlib.colormaps["tab10"])
+    assert set(colours) == set(labels) and len(set(colours.values())) == len(labels)
+    # seeds of one method: the same hue, the later seed darker
+    a, b = colours["r1 s0"], colours["r1 s1"]
+    ratios = {round(y / x, 6) for x, y in zip(a, b) if x > 0}
+    assert len(ratios) == 1 and ratios.pop() < 1.0
+    assert colours["cosine s0"] != colours["r1 s0"]
 
 
 def test_read_metrics_skips_torn_and_summary_lines(tmp_path):

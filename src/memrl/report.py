@@ -85,6 +85,20 @@ def reward_component_keys(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- plots
+def run_colours(labels: Sequence[str], cmap: Any) -> dict[str, tuple[float, float, float]]:
+    """A colour per run label: one hue per method (the label's first word), and for several runs of
+    a method (seeds) successively darker shades of it, so seeds stay apart in one legend."""
+    methods = sorted({label.split(" ")[0] for label in labels})
+    hues = {m: cmap(i % 10)[:3] for i, m in enumerate(methods)}
+    out: dict[str, tuple[float, float, float]] = {}
+    for method in methods:
+        own = [label for label in labels if label.split(" ")[0] == method]
+        for k, label in enumerate(own):
+            shade = 1.0 - 0.5 * k / max(len(own) - 1, 1)  # first run full colour, last at half brightness
+            out[label] = tuple(c * shade for c in hues[method])
+    return out
+
+
 def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathLike,
                          smoothing: float = 0.0) -> Path:
     """One PNG with a panel per metric (correctness, each reward component, completion length,
@@ -112,8 +126,7 @@ def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.P
     ncols = 3
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
-    methods = sorted({label.split(" ")[0] for label in runs})
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    colours = run_colours(list(runs), plt.cm.tab10)
     for ax, (title, keys, ylabel) in zip(axes.flat, panels):
         for label, rows in runs.items():
             for key in keys:
@@ -122,7 +135,7 @@ def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.P
                     continue
                 style = "--" if "failure" in key else "-"
                 suffix = f" ({key.split('/')[-1]})" if len(keys) > 1 and key.startswith("memory/") else ""
-                ax.plot(steps, ema(vals, smoothing), style, color=colours[label.split(" ")[0]], label=label + suffix,
+                ax.plot(steps, ema(vals, smoothing), style, color=colours[label], label=label + suffix,
                         marker="o" if len(steps) < 20 else None, markersize=3)
         ax.set_title(title)
         ax.set_xlabel("training step")

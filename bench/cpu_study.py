@@ -123,18 +123,15 @@ _DATASET_TEXT_FIELDS = ("question", "prompt", "completion", "gold")
 
 def write_records(save_dir: Path, bench: str, records: list[dict[str, Any]]) -> None:
     """Write ``eval_<bench>.jsonl`` (tracked) and, for external datasets, ``full_eval_<bench>.jsonl``."""
-    from memrl.utils import atomic_write_text
-
-    def dump(rows: list[dict[str, Any]]) -> str:
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    from memrl.utils import atomic_write_jsonl
 
     if bench == "arith":
-        atomic_write_text(save_dir / f"eval_{bench}.jsonl", dump(records))
+        atomic_write_jsonl(save_dir / f"eval_{bench}.jsonl", records)
         return
-    atomic_write_text(save_dir / f"full_eval_{bench}.jsonl", dump(records))
+    atomic_write_jsonl(save_dir / f"full_eval_{bench}.jsonl", records)
     slim = [{"question_sha256": _question_key(r), **{k: v for k, v in r.items() if k not in _DATASET_TEXT_FIELDS}}
             for r in records]
-    atomic_write_text(save_dir / f"eval_{bench}.jsonl", dump(slim))
+    atomic_write_jsonl(save_dir / f"eval_{bench}.jsonl", slim)
 
 
 def _boot_id() -> str:
@@ -364,8 +361,9 @@ def _question_key(record: dict[str, Any]) -> str:
 
 
 def _correct_by_question(path: Path) -> dict[str, bool]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {_question_key(r): bool(r["correct"]) for r in rows}
+    from memrl.tasks.files import iter_jsonl
+
+    return {_question_key(r): bool(r["correct"]) for _, r in iter_jsonl(path)}
 
 
 def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str = "r1") -> list[dict[str, Any]]:

@@ -414,8 +414,9 @@ def run_group(run_dir: str | os.PathLike) -> str | None:
     cfg = read_run_config(run_dir)
     if not cfg:
         return None
-    t = cfg["train"]
-    return f"{t['method']} | {Path(str(t['model']).rstrip('/')).name} | {Path(str(t['dataset'])).stem}"
+    from memrl.paths import run_names
+
+    return " | ".join(run_names(cfg["train"]["method"], cfg["train"]["model"], cfg["train"]["dataset"]).values())
 
 
 def unique_run_names(runs: Sequence[str]) -> dict[str, str]:
@@ -441,7 +442,7 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
     ``<run>/eval`` (where ``memrl report`` looks); each run dir also gets its own summary there.
     """
     from memrl.models import load_model
-    from memrl.utils import atomic_write_json, atomic_write_text
+    from memrl.utils import atomic_write_json, atomic_write_jsonl
 
     expanded = [t for target in targets for t in expand_targets(target)]
     if out_dir is None:
@@ -449,6 +450,7 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
         out_dir = Path(next(iter(runs))) / "eval" if len(runs) == 1 and None not in runs else Path("eval_results")
     out = Path(out_dir)
     names = unique_run_names([t["run"] for t in expanded if t["run"]])
+    decoding = cfg.decoding()
     results = []
     for t in expanded:
         if cfg.backend == "hf":
@@ -456,14 +458,14 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
         else:
             loaded = load_vllm(t["model"], cfg)
         label = t["label"] if t["run"] is None else f"{names[t['run']]}/{t['label']}"
+        group = run_group(t["run"]) if t["run"] else None
         for bench in cfg.benchmarks:
             records, summary = evaluate_benchmark(t["model"], bench, cfg, loaded, encoder)
-            summary.update(model=t["model"], label=label, step=t["step"], run=t["run"],
-                           group=run_group(t["run"]) if t["run"] else None, decoding=cfg.decoding())
+            summary.update(model=t["model"], label=label, step=t["step"], run=t["run"], group=group,
+                           decoding=decoding)
             results.append(summary)
             bench_name = bench_label(bench)
-            atomic_write_text(out / label / f"{bench_name}.jsonl",
-                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            atomic_write_jsonl(out / label / f"{bench_name}.jsonl", records)
             logger.info("%s on %s: %.1f%% (n=%d)", label, bench, 100 * summary["accuracy"], summary["n"])
         del loaded
     run_dirs = [run for run in dict.fromkeys(r["run"] for r in results if r.get("run")) if is_run_dir(run)]
@@ -471,7 +473,7 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
         # the run's own record, which `memrl report` reads: keep what earlier evaluations added
         results = merge_results(out / "summary.json", results)
     agg = aggregate(results)
-    summary_all = {"decoding": cfg.decoding(), "config": asdict(cfg), "results": results, **agg}
+    summary_all = {"decoding": decoding, "config": asdict(cfg), "results": results, **agg}
     if len(agg["per_run"]) == 1:
         summary_all["per_benchmark"] = next(iter(agg["per_run"].values()))
     atomic_write_json(out / "summary.json", summary_all)
@@ -480,7 +482,7 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
         if path.parent == out:
             continue
         own = merge_results(path, [r for r in results if r.get("run") == run])
-        atomic_write_json(path, {"decoding": cfg.decoding(), "config": asdict(cfg), "results": own,
+        atomic_write_json(path, {"decoding": decoding, "config": asdict(cfg), "results": own,
                                  "per_benchmark": aggregate(own)["per_run"][run]})
     summary_all["out_dir"] = str(out)
     return summary_all

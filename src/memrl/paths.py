@@ -15,6 +15,14 @@ PRESET_DIR = Path(__file__).resolve().parent / "configs"
 CACHE_ENV = "MEMRL_CACHE_DIR"
 
 
+def run_names(method: str, model: str | os.PathLike, dataset: str | os.PathLike) -> dict[str, str]:
+    """Short names that tell runs apart: the method, the model's last path part (a hub id's
+    repository name; not its stem, which would cut ``Qwen2.5-0.5B`` at the dot) and the
+    dataset file's stem (``gsm8k`` or ``train`` of ``.../train.jsonl``). Run folders and the
+    groups ``memrl eval`` averages over are named from these."""
+    return {"method": method, "model": Path(str(model).rstrip("/")).name, "dataset": Path(str(dataset)).stem}
+
+
 def cache_dir() -> Path:
     """Folder for converted models and other derived artefacts (``$MEMRL_CACHE_DIR`` or
     ``~/.cache/memrl``). Created on first use."""

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Container, Sequence
 
 from memrl.evaluate import read_run_config
 from memrl.utils import save_figure
@@ -49,6 +49,15 @@ def run_label(run_dir: str | os.PathLike) -> str:
     if cfg:
         return f"{cfg['train']['method']} s{cfg['grpo'].get('seed', '?')}"
     return Path(run_dir).name
+
+
+def distinct_run_label(run_dir: str | os.PathLike, taken: Container[str]) -> str:
+    """:func:`run_label`, primed (``'``) until it differs from every label in ``taken``: two runs of
+    one method and seed (other models, other K) each keep their own line in a plot."""
+    label = run_label(run_dir)
+    while label in taken:
+        label += "'"
+    return label
 
 
 def run_method(run_dir: str | os.PathLike) -> str:
@@ -110,10 +119,7 @@ def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.P
 
     runs = {}
     for d in run_dirs:
-        label = run_label(d)
-        while label in runs:
-            label += "'"
-        runs[label] = read_metrics(d)
+        runs[distinct_run_label(d, runs)] = read_metrics(d)
     panels: list[tuple[str, list[str], str]] = [
         ("outcome reward (correctness; cosine-length for cosine)", list(CORRECTNESS_KEYS), "mean reward"),
         ("completion length", [LENGTH_KEY], "tokens"),
@@ -167,10 +173,7 @@ def plot_eval_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathL
     for d in run_dirs:
         ev = read_eval(d)
         if ev:
-            label = run_label(d)
-            while label in data:  # two runs of one method and seed (other models, other K): keep both
-                label += "'"
-            data[label] = ev
+            data[distinct_run_label(d, data)] = ev
     if not data:
         return None
     benchmarks = sorted({r["benchmark"] for ev in data.values() for r in ev["results"]})

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from memrl.paths import preset_names, preset_path
+from memrl.paths import preset_names, preset_path, run_names
 from memrl.rewards.memory import MemoryRewardConfig
 from memrl.utils import check_field_types
 
@@ -218,8 +218,7 @@ def format_output_dir(template: str, train: TrainConfig, seed: int) -> str:
     Presets name their folder this way so that runs of several methods and seeds from one preset
     land in folders of their own instead of overwriting each other.
     """
-    names = {"method": train.method, "seed": seed, "dataset": Path(str(train.dataset)).stem,
-             "model": Path(str(train.model).rstrip("/")).name}
+    names = {**run_names(train.method, train.model, train.dataset), "seed": seed}
     try:
         return str(template).format_map(names)
     except (KeyError, IndexError, ValueError) as exc:
@@ -345,10 +344,11 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     from memrl.utils import atomic_write_json, atomic_write_text, set_seed
 
     out = Path(grpo.output_dir)
-    if resume is None and previous_run_artifacts(out):
+    earlier = previous_run_artifacts(out) if resume is None else []
+    if earlier:
         if not overwrite:
             raise FileExistsError(
-                f"{out} already holds a run ({', '.join(previous_run_artifacts(out))}); pass --resume to continue "
+                f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue "
                 "it, --overwrite to replace it, or choose another --output-dir")
         if rank() == 0:
             logger.warning("overwrite: deleting the earlier run in %s", out)

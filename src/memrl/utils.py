@@ -9,7 +9,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def _umask() -> int:
@@ -20,8 +20,9 @@ def _umask() -> int:
 
 # mkstemp/mkdtemp create 0600 files and 0700 folders; the renamed result should have the
 # permissions a plain open()/mkdir() would give, so other users can read shared runs and caches.
-_FILE_MODE = 0o666 & ~_umask()
-_DIR_MODE = 0o777 & ~_umask()
+_UMASK = _umask()
+_FILE_MODE = 0o666 & ~_UMASK
+_DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -96,6 +97,11 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """One JSON object per line (UTF-8 text kept as is), written atomically."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in records))
 
 
 def _json_default(obj: Any) -> Any:

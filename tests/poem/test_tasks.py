@@ -55,24 +55,22 @@ def test_local_files(tmp_path):
     (tmp_path / "test.jsonl").write_text('{"text": "meh", "label": "neg"}\n')
     task = load_local_task(tmp_path / "train.csv", tmp_path / "test.jsonl")
     assert task.label_names == ("neg", "pos") and task.train[0].label == 1
-    (tmp_path / "bad.tsv").write_text("text\tlabel\nok\tpos\nhmm\tneutral\n")
-    with pytest.raises(ValueError, match=r"bad.tsv, row 2: unknown label 'neutral' in field 'label'"):
-        load_local_task(tmp_path / "train.csv", tmp_path / "bad.tsv")
-    (tmp_path / "nolabel.csv").write_text("text,y\nok,1\n")
-    with pytest.raises(ValueError, match=r"nolabel.csv, row 1: missing field 'label'"):
-        load_local_task(tmp_path / "train.csv", tmp_path / "nolabel.csv")
-    (tmp_path / "empty.csv").write_text("text,label\n")
-    with pytest.raises(ValueError, match="no rows"):
-        load_local_task(tmp_path / "empty.csv", tmp_path / "test.jsonl")
-    with pytest.raises(ValueError, match=r"empty.csv: the file has no rows"):  # an empty test file too
-        load_local_task(tmp_path / "train.csv", tmp_path / "empty.csv")
+
+    def refused(name: str, content: str, match: str, as_train: bool = False) -> None:
+        """Loading with ``name`` (holding ``content``) as the train or test file fails with ``match``."""
+        (tmp_path / name).write_text(content)
+        train, test = (name, "test.jsonl") if as_train else ("train.csv", name)
+        with pytest.raises(ValueError, match=match):
+            load_local_task(tmp_path / train, tmp_path / test)
+
+    refused("bad.tsv", "text\tlabel\nok\tpos\nhmm\tneutral\n", r"bad.tsv, row 2: unknown label 'neutral' in field 'label'")
+    refused("nolabel.csv", "text,y\nok,1\n", r"nolabel.csv, row 1: missing field 'label'")
+    refused("empty.csv", "text,label\n", "no rows", as_train=True)
+    refused("empty.csv", "text,label\n", r"empty.csv: the file has no rows")  # an empty test file too
     # a short CSV row / a JSON null is a missing value, not the text "None" or a label of its own
-    (tmp_path / "short.csv").write_text("text,label\ngood stuff,pos\nawful\n")
-    with pytest.raises(ValueError, match=r"short.csv, row 2: missing value in field 'label'"):
-        load_local_task(tmp_path / "short.csv", tmp_path / "test.jsonl")
-    (tmp_path / "null.jsonl").write_text('{"text": null, "label": "neg"}\n')
-    with pytest.raises(ValueError, match=r"null.jsonl, row 1: missing value in field 'text'"):
-        load_local_task(tmp_path / "train.csv", tmp_path / "null.jsonl")
+    refused("short.csv", "text,label\ngood stuff,pos\nawful\n", r"short.csv, row 2: missing value in field 'label'",
+            as_train=True)
+    refused("null.jsonl", '{"text": null, "label": "neg"}\n', r"null.jsonl, row 1: missing value in field 'text'")
     # the same task name over other data is another task: a POEM memory of one refuses the other
     (tmp_path / "train2.csv").write_text("text,label\nlovely,pos\nawful,neg\nfine,pos\n")
     assert load_local_task(tmp_path / "train2.csv", tmp_path / "test.jsonl").identity() != task.identity()

@@ -146,9 +146,10 @@ def to_training_rows(rows: Sequence[dict[str, Any]], style: str = "think", shots
         per_question = Counter(distinct.values())
     out = []
     for i, row in enumerate(rows):
-        if shots and len(distinct) - per_question.get(row["question"], 0) < shots:
+        available = len(distinct) - per_question.get(row["question"], 0) if shots else 0
+        if available < shots:
             raise ValueError(f"row {i}: shots={shots} needs {shots} distinct exemplars with another question; "
-                             f"the pool has {len(distinct) - per_question.get(row['question'], 0)}")
+                             f"the pool has {available}")
         exemplars: list[dict[str, Any]] = []
         while len(exemplars) < shots:
             ex = pool[rng.randrange(len(pool))]

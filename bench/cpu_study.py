@@ -93,8 +93,8 @@ def evaluate(model_path: str, args: argparse.Namespace, save_dir: Path | None = 
     gold, correct) are kept, for reading what the model wrote and for the paired test (see
     :func:`write_records`).
     """
-    from memrl.evaluate import EvalConfig, evaluate_benchmark
-    from memrl.models import load_model
+    from memrl.grpo.evaluate import EvalConfig, evaluate_benchmark
+    from memrl.lm.loading import load_model
 
     loaded = load_model(model_path)
     out: dict[str, Any] = {}
@@ -123,7 +123,7 @@ _DATASET_TEXT_FIELDS = ("question", "prompt", "completion", "gold")
 
 def write_records(save_dir: Path, bench: str, records: list[dict[str, Any]]) -> None:
     """Write ``eval_<bench>.jsonl`` (tracked) and, for external datasets, ``full_eval_<bench>.jsonl``."""
-    from memrl.utils import atomic_write_jsonl
+    from memrl.io import atomic_write_jsonl
 
     if bench == "arith":
         atomic_write_jsonl(save_dir / f"eval_{bench}.jsonl", records)
@@ -197,9 +197,9 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any] 
 
 
 def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    from memrl.report import read_metrics
+    from memrl.grpo.report import read_metrics
     from memrl.train import resolve_config, run_training
-    from memrl.utils import atomic_write_json
+    from memrl.io import atomic_write_json
 
     result_path = run_dir / "study_result.json"
     train, grpo, memory = resolve_config(run_values(args, method, seed, run_dir))
@@ -240,7 +240,7 @@ def backfill_records(args: argparse.Namespace) -> None:
     accuracy; when it does not (a different thread count can flip a near-tie argmax), both are kept
     and the difference is logged. Runs are claimed like training runs, so workers share the work.
     """
-    from memrl.utils import atomic_write_json
+    from memrl.io import atomic_write_json
 
     for seed in args.seeds:
         for method in args.methods:
@@ -273,7 +273,7 @@ def _torch_threads() -> int:
 
 
 def base_result(args: argparse.Namespace) -> dict[str, Any]:
-    from memrl.utils import atomic_write_json
+    from memrl.io import atomic_write_json
 
     path = args.out / "cpu_study" / "base.json"
     if path.is_file():
@@ -285,7 +285,7 @@ def base_result(args: argparse.Namespace) -> dict[str, Any]:
 
 def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     """Recompute cpu_study.json, plots and the Markdown table from the runs on disk."""
-    from memrl.utils import atomic_write_json, atomic_write_text
+    from memrl.io import atomic_write_json, atomic_write_text
 
     root = args.out / "cpu_study"
     runs = [with_logged_timing(p.parent, json.loads(p.read_text())) for p in sorted(root.glob("runs/*/study_result.json"))]
@@ -314,7 +314,7 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     atomic_write_text(args.docs / "cpu_study_results.md", results_markdown(data))
     run_dirs = [p.parent for p in sorted(root.glob("runs/*/metrics.jsonl"))]
     if run_dirs:
-        from memrl.report import plot_training_curves
+        from memrl.grpo.report import plot_training_curves
 
         plot_training_curves(run_dirs, args.docs / "cpu_study_curves.png", smoothing=0.6)
     if per_method:
@@ -329,7 +329,7 @@ def with_logged_timing(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     The trainer's own summary (what ``study_result.json`` stores) covers only the steps since the
     run's last resume; the metrics file has them all. The stored figures stay under ``*_last_segment``.
     """
-    from memrl.report import read_metrics
+    from memrl.grpo.report import read_metrics
 
     logged = read_metrics(run_dir)
     rows = [r for r in logged if "time/step_s" in r]
@@ -373,7 +373,7 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
     evaluated before those records were kept are left out (and so counted in ``seeds``).
     Discordant counts are also summed over seeds, for one test per method and benchmark.
     """
-    from memrl.evaluate import mcnemar_exact_p
+    from memrl.grpo.evaluate import mcnemar_exact_p
 
     out = []
     for method in METHODS:
@@ -405,7 +405,7 @@ def pooled_accuracy(runs: list[dict[str, Any]], bench: str) -> dict[str, Any] | 
     The seeds share the same evaluation problems, so the pooled n over-states independence a
     little; it still shows the binomial noise of ~100 problems that a mean ± std of two seeds hides.
     """
-    from memrl.evaluate import wilson_interval
+    from memrl.grpo.evaluate import wilson_interval
 
     rs = [r for r in runs if r.get(f"{bench}_n")]
     if not rs:
@@ -417,7 +417,7 @@ def pooled_accuracy(runs: list[dict[str, Any]], bench: str) -> dict[str, Any] | 
 
 
 def _ci(run: dict[str, Any], bench: str) -> str:
-    from memrl.evaluate import wilson_interval
+    from memrl.grpo.evaluate import wilson_interval
 
     n = run.get(f"{bench}_n")
     if not n:
@@ -494,7 +494,7 @@ def results_markdown(data: dict[str, Any]) -> str:
 
 
 def plot_accuracy(data: dict[str, Any], path: Path) -> None:
-    from memrl.utils import save_figure
+    from memrl.io import save_figure
 
     import matplotlib
 

@@ -112,7 +112,7 @@ def backfill(data: dict, scorer, encoder, args: Args, save) -> None:
     from memrl.poem import PoemConfig
     from memrl.poem.evaluate import METHODS, evaluate_task
     from memrl.tasks.classification import load_task
-    from memrl.utils import set_seed
+    from memrl.runtime import set_seed
 
     start = time.perf_counter()
     wanted = {(t, int(s)) for s in args.seeds.split(",") for t in args.tasks.split(",")}
@@ -142,7 +142,7 @@ def backfill(data: dict, scorer, encoder, args: Args, save) -> None:
 
 def write_docs(data: dict, docs: Path, args: Args) -> None:
     from memrl.poem.report import aggregate, bar_chart_png, markdown_table
-    from memrl.utils import atomic_write_bytes, atomic_write_text
+    from memrl.io import atomic_write_bytes, atomic_write_text
 
     table = aggregate(data["runs"])
     done = sorted({(r["task"], r["seed"]) for r in data["runs"]})
@@ -195,7 +195,8 @@ def main() -> None:
     from memrl.poem.evaluate import evaluate_task
     from memrl.poem.report import aggregate
     from memrl.tasks.classification import load_task
-    from memrl.utils import atomic_write_json, set_seed
+    from memrl.io import atomic_write_json
+    from memrl.runtime import set_seed
 
     out = Path(args.out)
     data = {"runs": []}

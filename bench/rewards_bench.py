@@ -37,7 +37,7 @@ from memrl.memory import EpisodicMemory, topk_search  # noqa: E402
 from memrl.paths import data_dir  # noqa: E402
 from memrl.rewards import MemoryRPlus  # noqa: E402
 from memrl.rewards.scoring import exploit_raw, explore_raw  # noqa: E402
-from memrl.utils import atomic_write_json  # noqa: E402
+from memrl.io import atomic_write_json  # noqa: E402
 
 D = 384
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see memrl.train: spinning OpenMP threads crawl on shared CPUs
+from memrl.runtime import setup_process
 
-import pytest
+setup_process()  # as the CLI does, before torch loads: passive OpenMP waiting, no tokenizer threads
+
+import pytest  # noqa: E402
 
 # The hub is unreachable on the CI machines; fail fast instead of retrying network calls.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
     """Local folder of SmolLM2-135M-Instruct (the offline bundle, converted once and cached)."""
-    from memrl.models import resolve_model
+    from memrl.lm.loading import resolve_model
 
     return resolve_model("smollm2-135m")
 
@@ -24,7 +25,7 @@ def tiny_model_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
     """``(model, tokenizer)`` of the real SmolLM2-135M-Instruct, float32 on CPU (shared: do not train it)."""
-    from memrl.models import load_model
+    from memrl.lm.loading import load_model
 
     return load_model(tiny_model_path)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from memrl.encoders import Encoder, resolve_encoder_path
-from memrl.models import SMOLLM2_HUB_ID, model_identity, resolve_model
+from memrl.lm.loading import SMOLLM2_HUB_ID, model_identity, resolve_model
 
 
 def test_alias_resolves_to_converted_offline_bundle():

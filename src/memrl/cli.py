@@ -16,9 +16,9 @@ from typing import Sequence
 # (module, function) pairs registering sub-commands, in help order. A module that is missing
 # (an optional part not installed) is skipped rather than breaking the whole CLI.
 _COMMANDS = (
-    ("memrl.train", "add_train_subparser"),
-    ("memrl.evaluate", "add_eval_subparser"),
-    ("memrl.report", "add_report_subparser"),
+    ("memrl.grpo.cli", "add_train_subparser"),
+    ("memrl.grpo.cli", "add_eval_subparser"),
+    ("memrl.grpo.cli", "add_report_subparser"),
     ("memrl.poem.cli", "add_poem_subparser"),
     ("memrl.demo", "add_demo_subparser"),
 )
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from memrl.runtime import setup_process
+
+    setup_process()  # before anything imports torch
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:

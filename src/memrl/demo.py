@@ -11,6 +11,8 @@ import argparse
 import time
 from typing import Any
 
+from memrl.names import PROMPT_STYLES
+
 
 def add_demo_subparser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -25,7 +27,7 @@ def add_demo_subparser(subparsers: Any) -> None:
     p.add_argument("--level", type=int, default=1, help="arith difficulty 1..4 (default 1: bare sums)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.9)
-    p.add_argument("--style", default="think", choices=("think", "reasoning"))
+    p.add_argument("--style", default="think", choices=PROMPT_STYLES)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_demo)
 
@@ -34,11 +36,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from transformers import TrainerState
 
     from memrl.encoders import Encoder
-    from memrl.models import generate, load_model
+    from memrl.lm.loading import generate, load_model
     from memrl.rewards import MemoryRPlus, r1_rewards
     from memrl.tasks.arith import generate_problems
     from memrl.tasks.math import make_messages
-    from memrl.utils import set_seed
+    from memrl.runtime import set_seed
 
     set_seed(args.seed)
     t0 = time.perf_counter()

@@ -1,11 +1,11 @@
-"""Small shared helpers: atomic file writes, seeding, config field checks."""
+"""File output that never leaves a half-written file: atomic writes of bytes, text, JSON, JSONL,
+folders and matplotlib figures."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -111,46 +111,3 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def set_seed(seed: int) -> None:
-    """Seed python, numpy and torch (if installed) in one place."""
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a hard dependency, but keep utils light
-        pass
-
-
-_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
-                                              "str": (str, os.PathLike)}
-
-
-def check_field_types(obj: Any) -> None:
-    """Raise ``ValueError`` naming the field when a dataclass field of a simple annotated type
-    (``int``, ``float``, ``bool``, ``str``, optionally ``| None``) holds a value of another type.
-
-    Config values arrive from YAML and ``--set`` as whatever YAML parsed; without this a typo such
-    as ``shots=abc`` fails later inside a comparison, far from the option that caused it.
-    """
-    import dataclasses
-
-    for f in dataclasses.fields(obj):
-        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        parts = [p.strip() for p in annotation.split("|")]
-        optional = "None" in parts
-        names = [p for p in parts if p != "None"]
-        if len(names) != 1 or names[0] not in _SIMPLE_TYPES:
-            continue
-        value = getattr(obj, f.name)
-        if value is None and optional:
-            continue
-        allowed = _SIMPLE_TYPES[names[0]]
-        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-            raise ValueError(f"option {f.name!r} must be {'an' if names[0] == 'int' else 'a'} {names[0]}"
-                             f"{' or null' if optional else ''}, got {value!r}")

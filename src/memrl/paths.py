@@ -10,17 +10,7 @@ import os
 from pathlib import Path
 
 DATA_ENV = "MEMRL_DATA_DIR"
-# YAML presets ship inside the package so that a plain `pip install` has them too.
-PRESET_DIR = Path(__file__).resolve().parent / "configs"
 CACHE_ENV = "MEMRL_CACHE_DIR"
-
-
-def run_names(method: str, model: str | os.PathLike, dataset: str | os.PathLike) -> dict[str, str]:
-    """Short names that tell runs apart: the method, the model's last path part (a hub id's
-    repository name; not its stem, which would cut ``Qwen2.5-0.5B`` at the dot) and the
-    dataset file's stem (``gsm8k`` or ``train`` of ``.../train.jsonl``). Run folders and the
-    groups ``memrl eval`` averages over are named from these."""
-    return {"method": method, "model": Path(str(model).rstrip("/")).name, "dataset": Path(str(dataset)).stem}
 
 
 def cache_dir() -> Path:
@@ -65,21 +55,3 @@ def resolve_data_path(path: str | os.PathLike) -> Path:
     if root is not None and (root / p).exists():
         return root / p
     raise FileNotFoundError(f"data file not found: {path}")
-
-
-def preset_path(name_or_path: str | os.PathLike) -> Path:
-    """A YAML path as given, or the shipped preset ``<name>.yaml`` (see :func:`preset_names`)."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml"):
-        if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
-        return p
-    candidate = PRESET_DIR / f"{p}.yaml"
-    if candidate.is_file():
-        return candidate
-    raise FileNotFoundError(f"no config file or preset {str(name_or_path)!r}; presets: {preset_names()}")
-
-
-def preset_names() -> list[str]:
-    """Names of the YAML presets shipped with memrl (``cpu-tiny``, ``gsm8k-qwen2.5-0.5b``, ...)."""
-    return sorted(q.stem for q in PRESET_DIR.glob("*.yaml"))

@@ -5,33 +5,24 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from memrl.callbacks import length_collapse, reward_mode_collapse
+from memrl.grpo.callbacks import length_collapse, reward_mode_collapse
 from memrl.cli import main
 from memrl.poem import PoemConfig
-from memrl.train import (
-    TrainConfig,
-    format_output_dir,
-    parse_set,
-    preset_names,
-    preset_path,
-    read_yaml_config,
-    resolve_config,
-    reward_weight_list,
-)
-
+from memrl.grpo.config import TrainConfig, format_output_dir, read_yaml_config, resolve_config
+from memrl.grpo.train import reward_weight_list
+from memrl.options import parse_set, preset_names, preset_path
 
 CPU_TINY = read_yaml_config(preset_path("cpu-tiny"))
 
 
 def test_every_shipped_preset_resolves():
     # presets ship inside the package (a plain `pip install` has them); each must be valid
-    names = preset_names()
-    assert {"cpu-tiny", "gsm8k-qwen2.5-0.5b", "aimo-qwen2.5-0.5b", "poem-default"} <= set(names)
-    for name in names:
-        if name.startswith("poem"):
-            PoemConfig.from_dict(yaml.safe_load(preset_path(name).read_text()), source=name)
-        else:
-            resolve_config(read_yaml_config(preset_path(name)))
+    assert {"cpu-tiny", "gsm8k-qwen2.5-0.5b", "aimo-qwen2.5-0.5b"} <= set(preset_names("grpo"))
+    assert "default" in preset_names("poem")
+    for name in preset_names("poem"):
+        PoemConfig.from_dict(yaml.safe_load(preset_path(name, "poem").read_text()), source=name)
+    for name in preset_names("grpo"):
+        resolve_config(read_yaml_config(preset_path(name, "grpo")))
     assert CPU_TINY["method"] == "memory-r+" and CPU_TINY["model"] == "smollm2-135m"
     with pytest.raises(FileNotFoundError, match="presets: .*cpu-tiny"):
         preset_path("cpu-huge")
@@ -174,7 +165,7 @@ def test_reward_mode_collapse():
 
 
 def test_collapse_detector_knows_the_real_reward_names():
-    from memrl.callbacks import CORRECTNESS_MARKERS, FORMAT_MARKERS, reward_keys
+    from memrl.grpo.callbacks import CORRECTNESS_MARKERS, FORMAT_MARKERS, reward_keys
     from memrl.rewards.registry import r1_rewards
 
     for checker in ("numeric", "math"):

@@ -3,70 +3,21 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from memrl.cli import main
-from memrl.evaluate import (
+from memrl.grpo.evaluate import (
     EvalConfig,
     aggregate,
     expand_targets,
     has_self_verification,
     lexical_diversity,
-    mcnemar_exact_p,
     mean_pairwise_cosine,
-    pass_at_k,
     run_eval,
     unique_run_names,
-    wilson_interval,
 )
 from memrl.rewards.outcome import is_correct_numeric
-
-
-def test_pass_at_k_matches_brute_force():
-    from itertools import combinations
-
-    n, c = 5, 2
-    samples = [True] * c + [False] * (n - c)
-    for k in range(1, n + 1):
-        subsets = list(combinations(samples, k))
-        assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
-    with pytest.raises(ValueError):
-        pass_at_k(3, 4, 1)
-
-
-@pytest.mark.parametrize("successes,n", [(56, 100), (0, 100), (100, 100), (1, 3), (7, 8)])
-def test_wilson_interval_endpoints_are_where_the_score_test_turns(successes, n):
-    # The Wilson interval is {p : |p_hat - p| <= z sqrt(p (1 - p) / n)}; check that definition at the ends.
-    z, p_hat = 1.96, successes / n
-    lo, hi = wilson_interval(successes, n)
-    assert 0.0 <= lo <= p_hat <= hi <= 1.0 and hi - lo > 0
-    for end in (lo, hi):
-        if 0.0 < end < 1.0:
-            assert abs(p_hat - end) == pytest.approx(z * math.sqrt(end * (1 - end) / n), rel=1e-9)
-    assert (lo == 0.0) == (successes == 0) and (hi == 1.0) == (successes == n)
-    with pytest.raises(ValueError, match="successes"):
-        wilson_interval(5, 4)
-    with pytest.raises(ValueError, match="n >= 1"):
-        wilson_interval(0, 0)
-
-
-def test_mcnemar_exact_p_by_enumeration():
-    from itertools import product
-
-    # Enumerate every way 7 discordant problems can split under a fair coin; the p-value is the
-    # probability of a split at least as lopsided as the observed one.
-    n = 7
-    splits = [sum(bits) for bits in product((0, 1), repeat=n)]
-    for a in range(n + 1):
-        extremity = abs(a - n / 2)
-        expected = sum(abs(k - n / 2) >= extremity for k in splits) / len(splits)
-        assert mcnemar_exact_p(a, n - a) == pytest.approx(expected)
-        assert mcnemar_exact_p(a, n - a) == mcnemar_exact_p(n - a, a)
-    assert mcnemar_exact_p(0, 0) == 1.0
-    with pytest.raises(ValueError):
-        mcnemar_exact_p(-1, 2)
 
 
 def test_diversity_measures():

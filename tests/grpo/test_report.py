@@ -7,7 +7,7 @@ import json
 import pytest
 
 from memrl.cli import main
-from memrl.report import build_report, ema, read_metrics, run_colours, summary_table
+from memrl.grpo.report import build_report, ema, read_metrics, run_colours, summary_table
 
 
 def _run(root, name, method, seed, correctness):

@@ -18,7 +18,7 @@ TINY = [
 
 def _memory(path):
     from memrl.encoders import Encoder
-    from memrl.rewards.memory import MemoryRPlus
+    from memrl.rewards.memory_rewards import MemoryRPlus
 
     m = MemoryRPlus(encoder=Encoder())
     m.load(path)

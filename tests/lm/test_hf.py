@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from memrl.lm import HFScorer
-from memrl.models import load_model, model_identity
+from memrl.lm.loading import load_model, model_identity
 
 PREFIX = (
     "Review: a dull, lifeless film that goes nowhere.\nSentiment: terrible\n\n"

@@ -7,8 +7,9 @@ import torch
 
 from memrl.lm import LogprobsUnavailableError, OpenAICompletionsScorer
 from memrl.lm.openai_http import _continuation_logprob
-from memrl.lm.server import CompletionsServer, prompt_logprobs
-from memrl.models import load_model
+from helpers.completions_server import CompletionsServer, prompt_logprobs
+
+from memrl.lm.loading import load_model
 
 PREFIX = "Review: dull and lifeless.\nSentiment: terrible\n\nReview: a warm, funny delight.\nSentiment: great\n\n"
 SUFFIXES = ["Review: I loved every minute.\nSentiment:", "Review: a waste of time.\nSentiment:"]

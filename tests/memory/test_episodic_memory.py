@@ -285,7 +285,7 @@ def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
     original = path.read_bytes()
     mem.add(["b"], unit(rng, 1), unit(rng, 1))
 
-    import memrl.utils as utils
+    import memrl.io as utils
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

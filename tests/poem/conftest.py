@@ -19,7 +19,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def lm():
-    from memrl.models import load_model
+    from memrl.lm.loading import load_model
 
     return load_model("smollm2-135m")
 
@@ -27,7 +27,7 @@ def lm():
 @pytest.fixture(scope="session")
 def scorer(lm):
     from memrl.lm import HFScorer
-    from memrl.models import model_identity
+    from memrl.lm.loading import model_identity
 
     model, tokenizer = lm
     return HFScorer(model, tokenizer, identity=model_identity("smollm2-135m"), batch_size=8)

@@ -12,6 +12,6 @@ def encoder() -> Encoder:
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from memrl.models import load_model
+    from memrl.lm.loading import load_model
 
     return load_model("smollm2-135m")

@@ -33,7 +33,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         from memrl.encoders import Encoder
-        from memrl.rewards.memory import MemoryRPlus
+        from memrl.rewards.memory_rewards import MemoryRPlus
 
         rewards = MemoryRPlus(encoder=Encoder(), memory_explore_warmup_steps=0, memory_top_k=1)
         # one GRPO group of 4 completions straddles the two ranks, as TRL shards it
@@ -54,7 +54,7 @@ def test_two_processes_hold_the_same_memory(tmp_path):
     import torch.multiprocessing as mp
 
     from memrl.encoders import Encoder
-    from memrl.rewards.memory import MemoryRPlus
+    from memrl.rewards.memory_rewards import MemoryRPlus
 
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     loaded = []

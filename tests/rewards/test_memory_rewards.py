@@ -241,7 +241,7 @@ def test_build_rewards_methods(encoder):
 
 
 def test_end_to_end_with_real_smollm2_completions(encoder, smollm2):
-    from memrl.models import generate
+    from memrl.lm.loading import generate
     from memrl.rewards import r1_rewards
 
     model, tokenizer = smollm2

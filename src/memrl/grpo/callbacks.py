@@ -1,4 +1,4 @@
-"""Trainer callbacks for ``memrl train``: metrics JSONL, step timing, memory checkpoints, collapse
+"""Trainer callbacks of ``memrl train``: metrics JSONL, step timing, memory checkpoints, collapse
 warnings.
 
 The collapse detectors are small pure functions over a metrics history (a list of TRL log dicts),
@@ -7,19 +7,22 @@ so they can be tested on synthetic histories; :class:`CollapseMonitor` only call
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from transformers import TrainerCallback
 
+from memrl.grpo.rundir import RunDir, memory_dir_of
+from memrl.io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
-MEMORY_DIRNAME = "memrl_memory"
 LENGTH_KEY = "completions/mean_length"
 CLIPPED_KEY = "completions/clipped_ratio"
 # reward names that measure form, not correctness (their saturation is "reward hacking")
@@ -105,8 +108,6 @@ class MetricsJsonlCallback(TrainerCallback):
                     kept.append(line)
             except json.JSONDecodeError:  # a torn last line from a killed run
                 continue
-        from memrl.utils import atomic_write_text
-
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -119,42 +120,30 @@ class MetricsJsonlCallback(TrainerCallback):
 
 
 class StepTimer(TrainerCallback):
-    """Time each optimizer step and the parts spent generating and computing rewards.
+    """Time each optimizer step and the parts of it spent generating and computing rewards.
 
-    ``attach(trainer)`` wraps the trainer's ``_generate`` and ``_calculate_rewards`` (GRPOTrainer
-    internals; skipped with a warning when absent) and feeds ``time/step_s``,
-    ``time/generation_share`` and ``time/reward_share`` into the trainer's metric buffer, so they
-    reach the console, the JSONL file and ``report_to`` like TRL's own metrics.
+    :class:`memrl.grpo.trainer.MemrlGRPOTrainer` wraps its generation and reward calls in
+    :meth:`part`; at each step end the step's ``time/step_s``, ``time/<part>_s`` and
+    ``time/<part>_share`` go to ``sink(name, value)`` (the trainer's metric buffer), so they reach
+    the console, ``metrics.jsonl`` and ``report_to`` like TRL's own metrics.
     """
 
-    PARTS = {"generation": "_generate", "reward": "_calculate_rewards"}
+    PARTS = ("generation", "reward")
 
-    def __init__(self) -> None:
-        self.trainer: Any = None
+    def __init__(self, sink: Any = None) -> None:
+        self.sink = sink
         self.acc: dict[str, float] = defaultdict(float)
         self.totals: dict[str, float] = defaultdict(float)
         self.steps = 0
         self._t0: float | None = None
 
-    def attach(self, trainer: Any) -> "StepTimer":
-        self.trainer = trainer
-        for part, name in self.PARTS.items():
-            original = getattr(trainer, name, None)
-            if original is None:
-                logger.warning("trainer has no %s; %s time is not measured", name, part)
-                continue
-            setattr(trainer, name, self._timed(part, original))
-        trainer.add_callback(self)
-        return self
-
-    def _timed(self, part: str, fn):
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.acc[part] += time.perf_counter() - t0
-        return wrapper
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.acc[name] += time.perf_counter() - t0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
@@ -171,13 +160,13 @@ class StepTimer(TrainerCallback):
         self.totals["step"] += dt
         self.steps += 1
         self.acc.clear()
-        buffer = getattr(self.trainer, "_metrics", None)
-        if isinstance(buffer, dict) and "train" in buffer:
+        if self.sink is not None:
             for k, v in metrics.items():
-                buffer["train"][k].append(v)
+                self.sink(k, v)
 
     def summary(self) -> dict[str, float]:
-        """Mean seconds per step and the generation/reward shares over the whole run."""
+        """Mean seconds per step and the generation/reward shares over the steps timed by this
+        process (a resumed run's earlier segments are in ``metrics.jsonl``: RunDir.step_timing)."""
         if not self.steps:
             return {}
         step = self.totals["step"]
@@ -198,13 +187,13 @@ class MemoryCheckpointCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            self.memory.save(ckpt / MEMORY_DIRNAME)
-            logger.info("saved memory to %s (%r)", ckpt / MEMORY_DIRNAME, self.memory)
+            target = memory_dir_of(RunDir(args.output_dir).checkpoint_dir(state.global_step))
+            self.memory.save(target)
+            logger.info("saved memory to %s (%r)", target, self.memory)
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.memory.save(Path(args.output_dir) / MEMORY_DIRNAME)
+            self.memory.save(RunDir(args.output_dir).memory_dir)
 
 
 class CollapseMonitor(TrainerCallback):

@@ -16,11 +16,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import os
 import re
 import statistics
 import time
@@ -28,12 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-logger = logging.getLogger(__name__)
+from memrl.grpo.rundir import RunDir, checkpoint_step
+from memrl.grpo.stats import mean_std, pass_at_k, wilson_interval
+from memrl.io import atomic_write_json, atomic_write_jsonl
+from memrl.names import CHECKERS, PROMPT_STYLES, check_choice
+from memrl.options import check_field_types
 
-# OpenMP threads that spin while waiting make torch 5x slower when the CPU is shared (measured:
-# 95 s vs 16 s for the same sampling on 2 busy cores). Passive waiting computes the same thing;
-# it only takes effect if set before torch loads, which is why it is here at import time.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+logger = logging.getLogger(__name__)
 
 BENCHMARKS = ("gsm8k", "math500", "aime24", "arith")
 # Phrases of a model checking its own work (the paper counts "self-verification" responses).
@@ -49,9 +48,11 @@ SELF_VERIFICATION = re.compile(
 class EvalConfig:
     """Decoding and data settings of one evaluation (recorded in the summary)."""
 
-    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"], metadata={"help": "Benchmarks or local files."})
-    limit: int | None = field(default=None, metadata={"help": "First N problems of each benchmark."})
-    prompt_style: str = field(default="think", metadata={"help": "think or reasoning (as in training)."})
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"],
+                                  metadata={"help": f"{', '.join(BENCHMARKS)} or data file paths.", "nargs": "+"})
+    limit: int | None = field(default=None, metadata={"help": "First N problems of each benchmark (>= 1)."})
+    prompt_style: str = field(default="think", metadata={"help": "think or reasoning (as in training).",
+                                                          "choices": PROMPT_STYLES})
     shots: int = field(default=0, metadata={"help": "Worked exemplars from the benchmark's train split (0: paper)."})
     max_new_tokens: int = field(default=256, metadata={"help": "Completion token cap."})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy."})
@@ -59,24 +60,28 @@ class EvalConfig:
     num_samples: int = field(default=1, metadata={"help": "Samples per question (needs temperature > 0 if > 1)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate call."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    backend: str = field(default="hf", metadata={"help": "hf (transformers generate) or vllm."})
+    backend: str = field(default="hf", metadata={"help": "hf (transformers generate) or vllm.",
+                                                 "choices": ("hf", "vllm")})
     device: str = field(default="auto", metadata={"help": "hf backend: auto (cuda when present), cpu, cuda, cuda:N."})
     arith_level: int = field(default=1, metadata={"help": "arith difficulty of the held-out set."})
     arith_size: int = field(default=200, metadata={"help": "Held-out arith problems (before limit)."})
     question_column: str = field(default="question", metadata={"help": "Question column of local files."})
     answer_column: str = field(default="answer", metadata={"help": "Answer column of local files."})
-    checker: str | None = field(default=None, metadata={"help": "numeric or math for local files."})
+    checker: str | None = field(default=None, metadata={"help": "numeric or math for local files.",
+                                                        "choices": CHECKERS})
     diversity: bool = field(default=True, metadata={"help": "Diversity measures when num_samples >= 2."})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
         if self.num_samples > 1 and self.temperature <= 0:
             raise ValueError("num_samples > 1 needs sampling: set --temperature > 0 (e.g. 0.9)")
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
-        if self.prompt_style not in ("think", "reasoning"):
-            raise ValueError(f"prompt_style={self.prompt_style!r}: choose 'think' or 'reasoning'")
+        check_choice("backend", self.backend, ("hf", "vllm"))
+        check_choice("prompt_style", self.prompt_style, PROMPT_STYLES)
+        check_choice("checker", self.checker, CHECKERS, nullable=True)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device={self.device!r}: choose auto, cpu, cuda or cuda:N")
 
@@ -96,59 +101,6 @@ class EvalConfig:
 
 
 # ----------------------------------------------------------------------------- pure measures
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k (Chen et al. 2021): ``1 − C(n−c, k) / C(n, k)``.
-
-    >>> pass_at_k(4, 1, 1), pass_at_k(4, 0, 2), pass_at_k(4, 4, 4)
-    (0.25, 0.0, 1.0)
-    """
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% for the default ``z``).
-
-    Used instead of the normal approximation because benchmark accuracies here are often near 0
-    or 1 on ~100 problems, where ``p ± z·sqrt(p(1−p)/n)`` leaves [0, 1] or collapses to a point.
-
-    >>> [round(x, 3) for x in wilson_interval(56, 100)]
-    [0.462, 0.653]
-    """
-    if n < 1 or not 0 <= successes <= n:
-        raise ValueError(f"need n >= 1 and 0 <= successes <= n, got successes={successes}, n={n}")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # at 0 or n successes an end is exactly 0 or 1; set it so rounding cannot leave it at 0.99999
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)
-    hi = 1.0 if successes == n else min(1.0, centre + half)
-    return lo, hi
-
-
-def mcnemar_exact_p(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value for two models graded on the same problems.
-
-    ``only_a``: problems only model A solved; ``only_b``: only B. Problems both or neither solved
-    carry no information about which is better. Under "equally good" each discordant problem is a
-    fair coin, so p = P(a split at least this lopsided) = 2 · BinomCDF(min; a + b, 1/2), capped at 1.
-
-    >>> mcnemar_exact_p(0, 6), mcnemar_exact_p(3, 3)
-    (0.03125, 1.0)
-    """
-    if only_a < 0 or only_b < 0:
-        raise ValueError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
 def mean_pairwise_cosine(vectors: Any) -> float:
     """Mean cosine similarity over distinct pairs of rows (NaN for fewer than two rows)."""
     import numpy as np
@@ -188,12 +140,6 @@ def has_self_verification(text: str) -> bool:
     return SELF_VERIFICATION.search(text) is not None
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    vals = [float(v) for v in values]
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
 def bench_label(bench: str) -> str:
     """Short name of a benchmark: itself, or ``<folder>-<stem>`` for a data file
     (``math_eval/math500/test.jsonl`` -> ``math500-test``)."""
@@ -204,32 +150,20 @@ def bench_label(bench: str) -> str:
 
 
 # ----------------------------------------------------------------------------- targets
-def checkpoint_step(path: Path) -> int | None:
-    m = re.fullmatch(r"checkpoint-(\d+)", path.name)
-    return int(m.group(1)) if m else None
-
-
-def is_run_dir(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and ((p / "metrics.jsonl").is_file() or (p / "resolved_config.json").is_file())
-
-
 def expand_targets(target: str) -> list[dict[str, Any]]:
     """``[{"label", "model", "step", "run"}]`` for a model (alias, hub id, folder) or a run
     directory (every ``checkpoint-N`` plus ``final``, in step order)."""
     p = Path(target)
-    if not is_run_dir(p):
+    run = RunDir(p)
+    if not run.is_run():
         return [{"label": p.name if p.is_dir() else target, "model": target, "step": None, "run": None}]
     out = []
-    for ckpt in sorted(p.glob("checkpoint-*"), key=lambda q: checkpoint_step(q) or -1):
-        if checkpoint_step(ckpt) is not None and (ckpt / "config.json").is_file():
+    for ckpt in run.checkpoints():
+        if (ckpt / "config.json").is_file():
             out.append({"label": ckpt.name, "model": str(ckpt), "step": checkpoint_step(ckpt), "run": str(p)})
-    final = p / "final"
+    final = run.final_dir
     if (final / "config.json").is_file():
-        step = None
-        summary = p / "run_summary.json"
-        if summary.is_file():
-            step = json.loads(summary.read_text()).get("global_step")
+        step = run.summary().get("global_step")
         if step is None or step not in {t["step"] for t in out}:  # the last checkpoint is the final model
             out.append({"label": "final", "model": str(final), "step": step, "run": str(p)})
     if not out:
@@ -270,7 +204,7 @@ def load_vllm(model_path: str, cfg: EvalConfig) -> Any:
         from vllm import LLM
     except ImportError as exc:
         raise ImportError("backend 'vllm' needs vLLM (GPU): pip install vllm") from exc
-    from memrl.models import resolve_model
+    from memrl.lm.loading import resolve_model
 
     return LLM(model=resolve_model(model_path), seed=cfg.seed, dtype="float32")
 
@@ -286,7 +220,7 @@ def _generate(model_path: str, prompts: list[list[dict]], cfg: EvalConfig, loade
                                 seed=cfg.seed)
         outs = llm.chat(prompts, params, use_tqdm=True)
         return [[o.text for o in out.outputs] for out in outs]
-    from memrl.models import generate
+    from memrl.lm.loading import generate
 
     model, tokenizer = loaded
     results = generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -303,7 +237,7 @@ def evaluate_benchmark(model_path: str, benchmark: str, cfg: EvalConfig, loaded:
     """Evaluate one model on one benchmark: per-example records and a summary dict.
 
     Args:
-        model_path: anything :func:`memrl.models.resolve_model` accepts.
+        model_path: anything :func:`memrl.lm.resolve_model` accepts.
         benchmark: a name in :data:`BENCHMARKS` or a local data file.
         cfg: decoding and data settings.
         loaded: ``(model, tokenizer)`` already loaded (hf backend), or a :func:`load_vllm` engine.
@@ -403,22 +337,6 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"per_run": per_run, "across_runs": across}
 
 
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """A run's ``resolved_config.json`` (sections ``train``/``grpo``/``memory``), if it has one."""
-    path = Path(run_dir) / "resolved_config.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def run_group(run_dir: str | os.PathLike) -> str | None:
-    """What the runs averaged together share: ``"<method> | <model> | <dataset>"`` (seeds differ)."""
-    cfg = read_run_config(run_dir)
-    if not cfg:
-        return None
-    from memrl.paths import run_names
-
-    return " | ".join(run_names(cfg["train"]["method"], cfg["train"]["model"], cfg["train"]["dataset"]).values())
-
-
 def unique_run_names(runs: Sequence[str]) -> dict[str, str]:
     """Short display names for run folders: the folder name, with parent folders added only where
     two runs share it (``a/memory-r+-s0`` vs ``b/memory-r+-s0``), so output paths never collide."""
@@ -441,13 +359,12 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
     holds all summaries and the aggregate. A run directory given alone defaults ``out`` to
     ``<run>/eval`` (where ``memrl report`` looks); each run dir also gets its own summary there.
     """
-    from memrl.models import load_model
-    from memrl.utils import atomic_write_json, atomic_write_jsonl
+    from memrl.lm.loading import load_model
 
     expanded = [t for target in targets for t in expand_targets(target)]
     if out_dir is None:
         runs = {t["run"] for t in expanded}
-        out_dir = Path(next(iter(runs))) / "eval" if len(runs) == 1 and None not in runs else Path("eval_results")
+        out_dir = RunDir(next(iter(runs))).eval_dir if len(runs) == 1 and None not in runs else Path("eval_results")
     out = Path(out_dir)
     names = unique_run_names([t["run"] for t in expanded if t["run"]])
     decoding = cfg.decoding()
@@ -458,7 +375,7 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
         else:
             loaded = load_vllm(t["model"], cfg)
         label = t["label"] if t["run"] is None else f"{names[t['run']]}/{t['label']}"
-        group = run_group(t["run"]) if t["run"] else None
+        group = RunDir(t["run"]).group() if t["run"] else None
         for bench in cfg.benchmarks:
             records, summary = evaluate_benchmark(t["model"], bench, cfg, loaded, encoder)
             summary.update(model=t["model"], label=label, step=t["step"], run=t["run"], group=group,
@@ -468,8 +385,8 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
             atomic_write_jsonl(out / label / f"{bench_name}.jsonl", records)
             logger.info("%s on %s: %.1f%% (n=%d)", label, bench, 100 * summary["accuracy"], summary["n"])
         del loaded
-    run_dirs = [run for run in dict.fromkeys(r["run"] for r in results if r.get("run")) if is_run_dir(run)]
-    if len(run_dirs) == 1 and Path(run_dirs[0]) / "eval" == out:
+    run_dirs = [run for run in dict.fromkeys(r["run"] for r in results if r.get("run")) if RunDir(run).is_run()]
+    if len(run_dirs) == 1 and RunDir(run_dirs[0]).eval_dir == out:
         # the run's own record, which `memrl report` reads: keep what earlier evaluations added
         results = merge_results(out / "summary.json", results)
     agg = aggregate(results)
@@ -478,7 +395,7 @@ def run_eval(targets: Sequence[str], cfg: EvalConfig, out_dir: str | Path | None
         summary_all["per_benchmark"] = next(iter(agg["per_run"].values()))
     atomic_write_json(out / "summary.json", summary_all)
     for run in run_dirs:
-        path = Path(run) / "eval" / "summary.json"
+        path = RunDir(run).eval_summary_file
         if path.parent == out:
             continue
         own = merge_results(path, [r for r in results if r.get("run") == run])
@@ -530,44 +447,3 @@ def format_table(summary: dict[str, Any]) -> str:
                              f"{100 * a['last_mean']:7.1f} ± {100 * a['last_std']:4.1f} "
                              f"{100 * a['best_mean']:7.1f} ± {100 * a['best_std']:4.1f}")
     return "\n".join(lines)
-
-
-def add_eval_subparser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "eval", help="evaluate models / checkpoints / run directories on math benchmarks",
-        description="Accuracy on gsm8k, math500, aime24, arith or local files; a run directory expands to "
-                    "its checkpoints (last and best reported), several runs to mean ± std.")
-    p.add_argument("targets", nargs="+", help="model aliases, hub ids, checkpoint folders or run directories")
-    p.add_argument("--benchmarks", nargs="+", default=["gsm8k"], help=f"{', '.join(BENCHMARKS)} or data file paths")
-    p.add_argument("--limit", type=int, help="first N problems of each benchmark")
-    p.add_argument("--out", help="output folder (default: <run>/eval for one run, else eval_results)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--num-samples", type=int, default=1, help="samples per question (pass@k, diversity)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prompt-style", choices=("think", "reasoning"), default="think")
-    p.add_argument("--shots", type=int, default=0)
-    p.add_argument("--backend", choices=("hf", "vllm"), default="hf")
-    p.add_argument("--device", default="auto", help="hf backend: auto (cuda when present), cpu, cuda, cuda:N")
-    p.add_argument("--arith-level", type=int, default=1)
-    p.add_argument("--question-column", default="question")
-    p.add_argument("--answer-column", default="answer")
-    p.add_argument("--checker", choices=("numeric", "math"))
-    p.set_defaults(func=_cmd_eval)
-    return p
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    cfg = EvalConfig(benchmarks=list(args.benchmarks), limit=args.limit, prompt_style=args.prompt_style,
-                     shots=args.shots, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                     top_p=args.top_p, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                     backend=args.backend, device=args.device, arith_level=args.arith_level, question_column=args.question_column,
-                     answer_column=args.answer_column, checker=args.checker)
-    summary = run_eval(args.targets, cfg, args.out)
-    print(format_table(summary))
-    print(f"\nper-example JSONL and summary.json in {summary['out_dir']}")
-    return 0

@@ -7,62 +7,36 @@ Markdown summary table.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import os
 from pathlib import Path
 from typing import Any, Container, Sequence
 
-from memrl.evaluate import read_run_config
-from memrl.utils import save_figure
+from memrl.grpo.callbacks import LENGTH_KEY
+from memrl.grpo.rundir import RunDir
+from memrl.io import atomic_write_text, save_figure
 
 logger = logging.getLogger(__name__)
 
 CORRECTNESS_KEYS = ("rewards/correctness_reward/mean", "rewards/math_accuracy_reward/mean",
                     "rewards/cosine_length_reward/mean")
-LENGTH_KEY = "completions/mean_length"
 MEMORY_KEYS = ("memory/success_values", "memory/failure_values")
 
 
 # ----------------------------------------------------------------------------- reading
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Training log dicts of a run (lines of ``metrics.jsonl`` with a ``step``; torn lines skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl (is it a `memrl train` output folder?)")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "step" in row and "loss" in row or any(k.startswith("rewards/") for k in row):
-            rows.append(row)
-    return rows
-
-
-def run_label(run_dir: str | os.PathLike) -> str:
-    """``<method> seed <seed>`` from the run's resolved config, else the folder name."""
-    cfg = read_run_config(run_dir)
-    if cfg:
-        return f"{cfg['train']['method']} s{cfg['grpo'].get('seed', '?')}"
-    return Path(run_dir).name
+    """Training log dicts of a run (see :meth:`RunDir.metrics`)."""
+    return RunDir(run_dir).metrics()
 
 
 def distinct_run_label(run_dir: str | os.PathLike, taken: Container[str]) -> str:
-    """:func:`run_label`, primed (``'``) until it differs from every label in ``taken``: two runs of
+    """The run's label (:meth:`RunDir.label`), primed (``'``) until it differs from every label in ``taken``: two runs of
     one method and seed (other models, other K) each keep their own line in a plot."""
-    label = run_label(run_dir)
+    label = RunDir(run_dir).label()
     while label in taken:
         label += "'"
     return label
-
-
-def run_method(run_dir: str | os.PathLike) -> str:
-    cfg = read_run_config(run_dir)
-    return cfg["train"]["method"] if cfg else Path(run_dir).name
 
 
 def ema(values: Sequence[float], alpha: float) -> list[float]:
@@ -156,12 +130,6 @@ def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.P
     return save_figure(fig, path)
 
 
-def read_eval(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``memrl eval`` summary of a run (``<run>/eval/summary.json``), if any."""
-    path = Path(run_dir) / "eval" / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def plot_eval_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathLike) -> Path | None:
     """Accuracy per checkpoint step, a panel per benchmark, one line per run."""
     import matplotlib
@@ -171,7 +139,7 @@ def plot_eval_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.PathL
 
     data = {}
     for d in run_dirs:
-        ev = read_eval(d)
+        ev = RunDir(d).eval_summary()
         if ev:
             data[distinct_run_label(d, data)] = ev
     if not data:
@@ -216,10 +184,10 @@ def summary_table(run_dirs: Sequence[str | os.PathLike]) -> str:
               "s/step", "eval (last / best, %)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for d in run_dirs:
-        rows = read_metrics(d)
-        summ_path = Path(d) / "run_summary.json"
-        summ = json.loads(summ_path.read_text()) if summ_path.is_file() else {}
-        ev = read_eval(d)
+        run = RunDir(d)
+        rows = run.metrics()
+        summ = run.summary()
+        ev = run.eval_summary()
         evals = "-"
         if ev and ev.get("per_benchmark"):
             evals = "; ".join(f"{b}: {_fmt(v.get('last'), True)} / {_fmt(v.get('best'), True)}"
@@ -228,7 +196,7 @@ def summary_table(run_dirs: Sequence[str | os.PathLike]) -> str:
         fail = _last_mean(rows, ["memory/failure_values"], 1)
         mem_s = "-" if mem is None else f"{mem:.0f} ok / {fail or 0:.0f} fail"
         lines.append("| " + " | ".join([
-            Path(d).name, run_method(d), str(rows[-1]["step"] if rows else 0),
+            Path(d).name, run.method(), str(rows[-1]["step"] if rows else 0),
             _fmt(_last_mean(rows, CORRECTNESS_KEYS)), _fmt(_last_mean(rows, [LENGTH_KEY])), mem_s,
             _fmt(summ.get("timing", {}).get("seconds_per_step")), evals]) + " |")
     return "\n".join(lines) + "\n"
@@ -236,8 +204,6 @@ def summary_table(run_dirs: Sequence[str | os.PathLike]) -> str:
 
 def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, smoothing: float = 0.0) -> dict[str, str]:
     """Write ``training_curves.png``, ``eval_accuracy.png`` (if evaluated) and ``summary.md``."""
-    from memrl.utils import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not run_dirs:
@@ -251,22 +217,3 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     written["summary"] = str(out / "summary.md")
     written["table"] = table
     return written
-
-
-def add_report_subparser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("report", help="plots and a Markdown table from run directories",
-                              description="Training curves (methods side by side), eval accuracy per "
-                                          "checkpoint and a summary table from `memrl train` output folders.")
-    p.add_argument("runs", nargs="+", help="run directories (output_dir of memrl train)")
-    p.add_argument("--out", default="report", help="output folder (default: report)")
-    p.add_argument("--smoothing", type=float, default=0.0, help="EMA weight of the past in [0, 1), e.g. 0.6")
-    p.set_defaults(func=_cmd_report)
-    return p
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    written = build_report(args.runs, args.out, args.smoothing)
-    print(written.pop("table"))
-    for name, path in written.items():
-        print(f"{name}: {path}")
-    return 0

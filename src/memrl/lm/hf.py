@@ -31,9 +31,9 @@ class HFScorer:
     """Score continuations with a transformers causal LM (default: offline SmolLM2-135M-Instruct).
 
     Args:
-        model: a loaded causal LM (``memrl.models.load_model``), in eval mode.
+        model: a loaded causal LM (``memrl.lm.loading.load_model``), in eval mode.
         tokenizer: its tokenizer.
-        identity: stable LM name saved with POEM memories (``memrl.models.model_identity``).
+        identity: stable LM name saved with POEM memories (``memrl.lm.loading.model_identity``).
         batch_size: suffix rows per forward pass.
         prefix_cache: reuse the KV cache of the shared prefix (default) or score full prompts.
         max_cached_prefixes: prefixes whose KV cache is kept (LRU); ~9 MB each for 200 tokens.
@@ -73,8 +73,8 @@ class HFScorer:
 
     @classmethod
     def from_name(cls, name: str = "smollm2-135m", **kwargs: Any) -> "HFScorer":
-        """Load ``name`` with :func:`memrl.models.load_model` and wrap it."""
-        from memrl.models import load_model, model_identity
+        """Load ``name`` with :func:`memrl.lm.loading.load_model` and wrap it."""
+        from memrl.lm.loading import load_model, model_identity
 
         model, tokenizer = load_model(name)
         return cls(model, tokenizer, identity=model_identity(name), **kwargs)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from memrl.paths import cache_dir
-from memrl.utils import atomic_dir
+from memrl.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 

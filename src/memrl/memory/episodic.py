@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from memrl.memory.backends import BACKENDS, topk_search
-from memrl.utils import atomic_write_bytes
+from memrl.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -91,7 +91,7 @@ def sample_probes(
     (e.g. ``"Review: "``); the sample is cut where the template continues (``"\\nSentiment:"``) or
     at a blank line. Needs a backend that generates (:class:`memrl.lm.HFScorer`).
     """
-    from memrl.models import generate
+    from memrl.lm.loading import generate
 
     if not hasattr(scorer, "model"):
         raise ValueError("GlobalE/LocalE probes need a generating backend (HFScorer); got "

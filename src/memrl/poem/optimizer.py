@@ -27,7 +27,7 @@ from memrl.poem.config import PoemConfig
 from memrl.poem.orders import Order, decode_order, encode_order, kate_code, sample_orders, similarity_ranks
 from memrl.poem.rewards import compute_reward
 from memrl.tasks.classification import Example, FewShotTask
-from memrl.utils import atomic_dir, atomic_write_json
+from memrl.io import atomic_dir, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

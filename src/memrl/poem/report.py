@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from memrl.utils import atomic_write_bytes, atomic_write_text, figure_png
+from memrl.io import atomic_write_bytes, atomic_write_text, figure_png
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -119,7 +119,7 @@ def bar_chart_png(table: dict[str, dict[str, dict[str, float]]], title: str = ""
 
 def write_report(out_dir: str | Path, runs: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``accuracy.png`` to ``out_dir`` (atomically)."""
-    from memrl.utils import atomic_write_json
+    from memrl.io import atomic_write_json
 
     out_dir = Path(out_dir)
     table = aggregate(runs)

@@ -13,7 +13,7 @@ from memrl.rewards.format import (
     StrictFormatReward,
     XMLCountReward,
 )
-from memrl.rewards.memory import MemoryRewardConfig, MemoryRPlus, reasoning_span
+from memrl.rewards.memory_rewards import MemoryRewardConfig, MemoryRPlus, reasoning_span
 from memrl.rewards.outcome import (
     CorrectnessReward,
     extract_answer,
@@ -21,7 +21,8 @@ from memrl.rewards.outcome import (
     is_correct_numeric,
     parse_gold,
 )
-from memrl.rewards.registry import METHODS, build_rewards, r1_rewards
+from memrl.names import METHODS
+from memrl.rewards.registry import build_rewards, r1_rewards
 
 __all__ = [
     "METHODS",

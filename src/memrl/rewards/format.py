@@ -13,7 +13,7 @@ import re
 from memrl.rewards.common import check_lengths, completion_texts
 from memrl.rewards.outcome import extract_tagged_answer
 
-STYLES = ("think", "reasoning")
+from memrl.names import PROMPT_STYLES as STYLES
 
 
 def _tag(style: str) -> str:

@@ -46,14 +46,15 @@ from memrl.distributed import all_gather_objects
 from memrl.encoders import DEFAULT_ENCODER, Encoder
 from memrl.memory import EpisodicMemory
 from memrl.rewards.common import check_lengths, completion_texts, question_keys
-from memrl.rewards.format import STYLES
+from memrl.names import MEMORY_SEMANTICS as SEMANTICS
+from memrl.names import PROMPT_STYLES as STYLES
 from memrl.rewards.outcome import CorrectnessReward
 from memrl.rewards.scoring import RunningMinMax, exploit_raw, explore_raw
-from memrl.utils import atomic_dir, check_field_types
+from memrl.io import atomic_dir
+from memrl.options import check_field_types
 
 logger = logging.getLogger(__name__)
 
-SEMANTICS = ("score_then_write", "write_then_score")
 STORE_MODES = ("reasoning", "completion")
 EXPLOIT_EMPTY = 0.0
 EXPLORE_EMPTY = 1.0

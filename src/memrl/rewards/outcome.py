@@ -21,6 +21,7 @@ import threading
 from fractions import Fraction
 from typing import Any, Sequence
 
+from memrl.names import CHECKERS
 from memrl.rewards.common import check_lengths, completion_texts, require_column
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class CorrectnessReward:
         correct_value: float = 1.0,
         wrong_value: float = 0.0,
     ) -> None:
-        if checker not in ("numeric", "math"):
+        if checker not in CHECKERS:
             raise ValueError(f"unknown checker {checker!r}; choose 'numeric' or 'math'")
         self.answer_column = answer_column
         self.checker = checker

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from memrl.names import MEMORY_METHODS, METHODS
 from memrl.rewards.baselines import CosineLengthReward
 from memrl.rewards.format import (
     IntegerAnswerReward,
@@ -17,10 +18,9 @@ from memrl.rewards.format import (
     StrictFormatReward,
     XMLCountReward,
 )
-from memrl.rewards.memory import MemoryRewardConfig, MemoryRPlus
+from memrl.rewards.memory_rewards import MemoryRewardConfig, MemoryRPlus
 from memrl.rewards.outcome import CorrectnessReward
 
-METHODS = ("r1", "cosine", "memory-r", "memory-r+")
 
 
 def r1_rewards(style: str = "think", answer_column: str = "answer", checker: str = "numeric") -> list[Any]:
@@ -54,7 +54,7 @@ def build_rewards(
         # correctness is folded into the cosine reward (its sign follows correctness)
         rewards[0] = CosineLengthReward(max_completion_length, answer_column=answer_column, checker=checker)
         return rewards, None
-    if method in ("memory-r", "memory-r+"):
+    if method in MEMORY_METHODS:
         config = memory_config or MemoryRewardConfig()
         config = MemoryRewardConfig.from_dict({**config.__dict__, "memory_explore": method == "memory-r+",
                                                "memory_style": style})

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from memrl.names import CHECKERS
+from memrl.names import PROMPT_STYLES as STYLES
 from memrl.paths import data_dir, resolve_data_path
 from memrl.tasks.files import TABLE_SUFFIXES as LOCAL_SUFFIXES, read_table
 
 logger = logging.getLogger(__name__)
 
-STYLES = ("think", "reasoning")
 BUILTIN = ("gsm8k", "numina-tir", "math500", "aime24", "arith")
 
 # System prompts. "think" is the paper's, "reasoning" the reference code's (GSM8K). Both spell
@@ -222,7 +223,7 @@ def load_rows(spec: DatasetSpec) -> tuple[list[dict[str, str]], str]:
     if spec.split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {spec.split!r}")
     checker = spec.checker or default_checker(name)
-    if checker not in ("numeric", "math"):
+    if checker not in CHECKERS:
         raise ValueError(f"checker must be 'numeric' or 'math', got {checker!r}")
     if name == "arith":
         from memrl.tasks.arith import generate_problems

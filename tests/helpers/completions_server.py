@@ -1,4 +1,4 @@
-"""A minimal OpenAI-compatible ``/v1/completions`` server backed by a transformers causal LM.
+"""Test fixture: a minimal OpenAI-compatible ``/v1/completions`` server backed by a transformers causal LM.
 
 It implements exactly what :class:`memrl.lm.OpenAICompletionsScorer` needs — prompt scoring
 with ``echo=true, logprobs>=0, max_tokens=0`` — so the HTTP backend can be exercised over real
@@ -8,7 +8,7 @@ processes. It does not generate text (``max_tokens`` > 0 is refused with HTTP 40
 Fault injection for tests: ``fail_first`` answers that many requests with HTTP 503, and
 ``omit_logprobs`` answers without log-probabilities, like a server that does not support them.
 
-Run: ``python -m memrl.lm.server --model smollm2-135m --port 8000`` (binds 127.0.0.1).
+Run: ``python tests/helpers/completions_server.py --model smollm2-135m --port 8000`` (binds 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class CompletionsServer:
 
 
 def main() -> None:
-    from memrl.models import load_model
+    from memrl.lm.loading import load_model
 
     p = argparse.ArgumentParser(description="OpenAI-compatible scoring server (loopback)")
     p.add_argument("--model", default="smollm2-135m")

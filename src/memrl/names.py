@@ -1,0 +1,29 @@
+"""The names memrl's options accept, each defined once and imported wherever it is checked.
+
+A method, a prompt style or a checker spelled differently in two modules is how a CLI choice
+list and a config check drift apart; every such set lives here.
+"""
+
+from __future__ import annotations
+
+# Tags a completion's reasoning and answer are wrapped in: <think>/<answer> (paper) or
+# <reasoning>/<answer> (reference code, GSM8K).
+PROMPT_STYLES = ("think", "reasoning")
+
+# GRPO reward methods (`memrl train --method`): the paper's baselines and Memory-R / Memory-R+.
+METHODS = ("r1", "cosine", "memory-r", "memory-r+")
+MEMORY_METHODS = ("memory-r", "memory-r+")
+
+# Answer checkers: GSM8K-style numeric comparison, or math-verify for LaTeX answers.
+CHECKERS = ("numeric", "math")
+
+# Memory-R+ write/score orders (see memrl.rewards.memory_rewards for what each rewards).
+MEMORY_SEMANTICS = ("score_then_write", "write_then_score")
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...], *, nullable: bool = False) -> None:
+    """Raise ``ValueError`` naming the option and its valid values when ``value`` is not one of them."""
+    if value is None and nullable:
+        return
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")

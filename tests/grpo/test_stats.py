@@ -1,0 +1,90 @@
+"""Statistics of evaluations and runs: checked against their definitions, by enumeration."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from memrl.grpo.stats import (
+    first_last_means,
+    mcnemar_exact_p,
+    mean_std,
+    pass_at_k,
+    pooled_accuracy,
+    step_timing,
+    wilson_interval,
+)
+
+
+def test_pass_at_k_matches_brute_force():
+    from itertools import combinations
+
+    n, c = 5, 2
+    samples = [True] * c + [False] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(combinations(samples, k))
+        assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+@pytest.mark.parametrize("successes,n", [(56, 100), (0, 100), (100, 100), (1, 3), (7, 8)])
+def test_wilson_interval_endpoints_are_where_the_score_test_turns(successes, n):
+    # The Wilson interval is {p : |p_hat - p| <= z sqrt(p (1 - p) / n)}; check that definition at the ends.
+    z, p_hat = 1.96, successes / n
+    lo, hi = wilson_interval(successes, n)
+    assert 0.0 <= lo <= p_hat <= hi <= 1.0 and hi - lo > 0
+    for end in (lo, hi):
+        if 0.0 < end < 1.0:
+            assert abs(p_hat - end) == pytest.approx(z * math.sqrt(end * (1 - end) / n), rel=1e-9)
+    assert (lo == 0.0) == (successes == 0) and (hi == 1.0) == (successes == n)
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(5, 4)
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0, 0)
+
+
+def test_mcnemar_exact_p_by_enumeration():
+    from itertools import product
+
+    # Enumerate every way 7 discordant problems can split under a fair coin; the p-value is the
+    # probability of a split at least as lopsided as the observed one.
+    n = 7
+    splits = [sum(bits) for bits in product((0, 1), repeat=n)]
+    for a in range(n + 1):
+        extremity = abs(a - n / 2)
+        expected = sum(abs(k - n / 2) >= extremity for k in splits) / len(splits)
+        assert mcnemar_exact_p(a, n - a) == pytest.approx(expected)
+        assert mcnemar_exact_p(a, n - a) == mcnemar_exact_p(n - a, a)
+    assert mcnemar_exact_p(0, 0) == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 2)
+
+
+def test_pooled_accuracy_sums_counts_before_the_interval():
+    pooled = pooled_accuracy([(56, 100), (65, 100), (0, 0)])  # a run without problems adds nothing
+    assert pooled["correct"] == 121 and pooled["n"] == 200 and pooled["accuracy"] == 0.605
+    assert pooled["ci95"] == list(wilson_interval(121, 200))
+    assert pooled_accuracy([]) is None and pooled_accuracy([(0, 0)]) is None
+
+
+def test_step_timing_covers_every_logged_step_of_a_resumed_run():
+    # two segments of one run, as metrics.jsonl holds them after a resume; rows without timing
+    # (evaluation logs, the final summary line) do not count
+    rows = [{"step": 1, "time/step_s": 10.0, "time/generation_share": 0.5, "time/reward_share": 0.1},
+            {"step": 2, "time/step_s": 20.0, "time/generation_share": 0.3, "time/reward_share": 0.3},
+            {"step": 2, "train_runtime": 99.0},
+            {"step": 3, "time/step_s": 30.0, "time/generation_share": 0.4, "time/reward_share": 0.2}]
+    timing = step_timing(rows)
+    assert timing == {"seconds_per_step": 20.0, "generation_share": pytest.approx(0.4),
+                      "reward_share": pytest.approx(0.2), "steps_timed": 3, "logged_train_seconds": 60.0}
+    assert step_timing([{"step": 1, "loss": 0.1}]) == {}
+
+
+def test_mean_std_and_first_last_means():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    values = list(range(20))
+    assert first_last_means(values) == (4.5, 14.5)
+    assert first_last_means(values[:19]) is None

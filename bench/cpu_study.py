@@ -23,15 +23,12 @@ Example (the full study, several hours on 2 cores; run it in the background)::
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see memrl.train
-
 import argparse
 import gc
 import hashlib
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -39,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("r1", "cosine", "memory-r", "memory-r+")
+METHODS = ("r1", "cosine", "memory-r", "memory-r+")  # the study's methods, in report order
 logger = logging.getLogger("cpu_study")
 
 
@@ -197,8 +194,9 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any] 
 
 
 def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    from memrl.grpo.report import read_metrics
-    from memrl.train import resolve_config, run_training
+    from memrl.grpo.config import resolve_config
+    from memrl.grpo.rundir import RunDir
+    from memrl.grpo.train import run_training
     from memrl.io import atomic_write_json
 
     result_path = run_dir / "study_result.json"
@@ -208,7 +206,7 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
     # a run folder without a checkpoint holds at most the start of an interrupted run: begin afresh
     summary = run_training(train, grpo, memory, resume=resume, overwrite=resume is None)
     train_s = time.time() - t0
-    rows = read_metrics(run_dir)
+    rows = RunDir(run_dir).metrics()
     lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]
     result = {
         "method": method, "seed": seed, "steps": summary["global_step"], "train_seconds": train_s,
@@ -324,32 +322,32 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
 
 def with_logged_timing(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     """``result`` with seconds per step and the generation/reward shares averaged over every logged
-    step of ``metrics.jsonl``.
+    step of ``metrics.jsonl`` (:meth:`memrl.grpo.rundir.RunDir.step_timing`).
 
     The trainer's own summary (what ``study_result.json`` stores) covers only the steps since the
     run's last resume; the metrics file has them all. The stored figures stay under ``*_last_segment``.
     """
-    from memrl.grpo.report import read_metrics
+    from memrl.grpo.rundir import RunDir
+    from memrl.grpo.stats import first_last_means, step_timing
 
-    logged = read_metrics(run_dir)
-    rows = [r for r in logged if "time/step_s" in r]
-    if not rows:
+    logged = RunDir(run_dir).metrics()
+    timing = step_timing(logged)
+    if not timing:
         return result
     out = dict(result)
     # how the training batches fared: sampled correctness and groups without reward variance
     steps = [r for r in logged if "loss" in r]
     for key, metric in (("train_correct", "rewards/correctness_reward/mean"), ("zero_std_groups", "frac_reward_zero_std")):
-        vals = [r[metric] for r in steps if metric in r]
-        if len(vals) >= 20:
-            out[f"{key}_first10"], out[f"{key}_last10"] = statistics.fmean(vals[:10]), statistics.fmean(vals[-10:])
-    for key, metric in (("seconds_per_step", "time/step_s"), ("generation_share", "time/generation_share"),
-                        ("reward_share", "time/reward_share")):
+        moved = first_last_means([r[metric] for r in steps if metric in r])
+        if moved:
+            out[f"{key}_first10"], out[f"{key}_last10"] = moved
+    for key in ("seconds_per_step", "generation_share", "reward_share"):
         if key in result:
             out[f"{key}_last_segment"] = result[key]
-        out[key] = statistics.fmean(r[metric] for r in rows if metric in r)
-    out["steps_timed"] = len(rows)
+        out[key] = timing[key]
+    out["steps_timed"] = timing["steps_timed"]
     # whole-run training time; ``train_seconds`` of a resumed run covers its last segment only
-    out["logged_train_seconds"] = sum(r["time/step_s"] for r in rows)
+    out["logged_train_seconds"] = timing["logged_train_seconds"]
     return out
 
 
@@ -373,7 +371,7 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
     evaluated before those records were kept are left out (and so counted in ``seeds``).
     Discordant counts are also summed over seeds, for one test per method and benchmark.
     """
-    from memrl.grpo.evaluate import mcnemar_exact_p
+    from memrl.grpo.stats import mcnemar_exact_p
 
     out = []
     for method in METHODS:
@@ -400,24 +398,16 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
 
 
 def pooled_accuracy(runs: list[dict[str, Any]], bench: str) -> dict[str, Any] | None:
-    """Correct answers over all seeds' problems, with a 95% Wilson interval.
+    """Correct answers over all seeds' problems, with a 95% Wilson interval
+    (:func:`memrl.grpo.stats.pooled_accuracy`)."""
+    from memrl.grpo.stats import pooled_accuracy as pooled
 
-    The seeds share the same evaluation problems, so the pooled n over-states independence a
-    little; it still shows the binomial noise of ~100 problems that a mean ± std of two seeds hides.
-    """
-    from memrl.grpo.evaluate import wilson_interval
-
-    rs = [r for r in runs if r.get(f"{bench}_n")]
-    if not rs:
-        return None
-    correct = sum(round(r[f"{bench}_accuracy"] * r[f"{bench}_n"]) for r in rs)
-    n = sum(r[f"{bench}_n"] for r in rs)
-    lo, hi = wilson_interval(correct, n)
-    return {"correct": correct, "n": n, "accuracy": correct / n, "ci95": [lo, hi]}
+    return pooled([(round(r[f"{bench}_accuracy"] * r[f"{bench}_n"]), r[f"{bench}_n"])
+                   for r in runs if r.get(f"{bench}_n")])
 
 
 def _ci(run: dict[str, Any], bench: str) -> str:
-    from memrl.grpo.evaluate import wilson_interval
+    from memrl.grpo.stats import wilson_interval
 
     n = run.get(f"{bench}_n")
     if not n:
@@ -494,9 +484,9 @@ def results_markdown(data: dict[str, Any]) -> str:
 
 
 def plot_accuracy(data: dict[str, Any], path: Path) -> None:
-    from memrl.io import save_figure
-
     import matplotlib
+
+    from memrl.io import save_figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -530,7 +520,7 @@ def spawn_workers(args: argparse.Namespace, argv: list[str] | None) -> None:
            "--threads", str(threads), "--no-base"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     procs = []
-    for i in range(args.workers):
+    for _ in range(args.workers):
         procs.append(subprocess.Popen(cmd, env=env))
         time.sleep(5)  # stagger the model loads
     codes = [p.wait() for p in procs]
@@ -539,13 +529,12 @@ def spawn_workers(args: argparse.Namespace, argv: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from memrl.runtime import setup_process
+
     args = parse_args(argv)
+    setup_process(args.threads or None)  # before anything loads torch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     if not args.aggregate_only:
         if not args.no_base:
             base_result(args)

@@ -111,8 +111,8 @@ def backfill(data: dict, scorer, encoder, args: Args, save) -> None:
     """Evaluate, for finished (task, seed) pairs, the methods added after they ran."""
     from memrl.poem import PoemConfig
     from memrl.poem.evaluate import METHODS, evaluate_task
-    from memrl.tasks.classification import load_task
     from memrl.runtime import set_seed
+    from memrl.tasks.classification import load_task
 
     start = time.perf_counter()
     wanted = {(t, int(s)) for s in args.seeds.split(",") for t in args.tasks.split(",")}
@@ -141,8 +141,8 @@ def backfill(data: dict, scorer, encoder, args: Args, save) -> None:
 
 
 def write_docs(data: dict, docs: Path, args: Args) -> None:
-    from memrl.poem.report import aggregate, bar_chart_png, markdown_table
     from memrl.io import atomic_write_bytes, atomic_write_text
+    from memrl.poem.report import aggregate, bar_chart_png, markdown_table
 
     table = aggregate(data["runs"])
     done = sorted({(r["task"], r["seed"]) for r in data["runs"]})
@@ -184,19 +184,19 @@ def write_docs(data: dict, docs: Path, args: Args) -> None:
 
 
 def main() -> None:
-    args = parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
+    from memrl.runtime import setup_process
 
-    torch.set_num_threads(args.threads)
+    args = parse_args()
+    setup_process(args.threads)  # before anything loads torch
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from memrl.encoders import Encoder
+    from memrl.io import atomic_write_json
     from memrl.lm import HFScorer
     from memrl.poem import PoemConfig
     from memrl.poem.evaluate import evaluate_task
     from memrl.poem.report import aggregate
-    from memrl.tasks.classification import load_task
-    from memrl.io import atomic_write_json
     from memrl.runtime import set_seed
+    from memrl.tasks.classification import load_task
 
     out = Path(args.out)
     data = {"runs": []}

@@ -26,18 +26,20 @@ import platform
 import sys
 import time
 
+from memrl.runtime import setup_process
+
 # Passive OpenMP waiting: with spinning threads, many small encoder calls on a shared 2-core CPU
 # slow down several-fold, which would exaggerate the gap to the one-text-per-call path.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+setup_process()
 
 import numpy as np  # noqa: E402
 
 from memrl.encoders import Encoder  # noqa: E402
+from memrl.io import atomic_write_json  # noqa: E402
 from memrl.memory import EpisodicMemory, topk_search  # noqa: E402
 from memrl.paths import data_dir  # noqa: E402
 from memrl.rewards import MemoryRPlus  # noqa: E402
 from memrl.rewards.scoring import exploit_raw, explore_raw  # noqa: E402
-from memrl.io import atomic_write_json  # noqa: E402
 
 D = 384
 

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # (module, function) pairs registering sub-commands, in help order. A module that is missing
 # (an optional part not installed) is skipped rather than breaking the whole CLI.

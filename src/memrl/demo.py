@@ -38,9 +38,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from memrl.encoders import Encoder
     from memrl.lm.loading import generate, load_model
     from memrl.rewards import MemoryRPlus, r1_rewards
+    from memrl.runtime import set_seed
     from memrl.tasks.arith import generate_problems
     from memrl.tasks.math import make_messages
-    from memrl.runtime import set_seed
 
     set_seed(args.seed)
     t0 = time.perf_counter()

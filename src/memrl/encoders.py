@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -114,9 +114,7 @@ class Encoder:
         if self._dim is None:
             model = self._load()
             if model is not None:
-                getter = getattr(model, "get_embedding_dimension", None) or getattr(
-                    model, "get_sentence_embedding_dimension"
-                )
+                getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
                 self._dim = int(getter())
             else:
                 self._dim = int(self._raw_encode(["dimension probe"]).shape[1])

@@ -19,8 +19,9 @@ import dataclasses
 import difflib
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from memrl.grpo.callbacks import length_collapse, reward_mode_collapse
 from memrl.cli import main
-from memrl.poem import PoemConfig
+from memrl.grpo.callbacks import length_collapse, reward_mode_collapse
 from memrl.grpo.config import TrainConfig, format_output_dir, read_yaml_config, resolve_config
 from memrl.grpo.train import reward_weight_list
 from memrl.options import parse_set, preset_names, preset_path
+from memrl.poem import PoemConfig
 
 CPU_TINY = read_yaml_config(preset_path("cpu-tiny"))
 

@@ -127,7 +127,7 @@ class CompletionsServer:
             choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": "length"})
         return {"object": "text_completion", "model": self.model_name, "choices": choices}
 
-    def start(self) -> "CompletionsServer":
+    def start(self) -> CompletionsServer:
         """Serve in a daemon thread; returns self (use as a context manager to stop)."""
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
@@ -137,7 +137,7 @@ class CompletionsServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "CompletionsServer":
+    def __enter__(self) -> CompletionsServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -5,11 +5,10 @@ import socket
 import pytest
 import torch
 
-from memrl.lm import LogprobsUnavailableError, OpenAICompletionsScorer
-from memrl.lm.openai_http import _continuation_logprob
 from helpers.completions_server import CompletionsServer, prompt_logprobs
-
+from memrl.lm import LogprobsUnavailableError, OpenAICompletionsScorer
 from memrl.lm.loading import load_model
+from memrl.lm.openai_http import _continuation_logprob
 
 PREFIX = "Review: dull and lifeless.\nSentiment: terrible\n\nReview: a warm, funny delight.\nSentiment: great\n\n"
 SUFFIXES = ["Review: I loved every minute.\nSentiment:", "Review: a waste of time.\nSentiment:"]

@@ -211,15 +211,15 @@ def test_validation_errors_name_the_problem():
 
 
 def test_footprint_at_full_capacity_and_float16():
-    n, l, d = 64, 10, 32
+    n, values_per_key, d = 64, 10, 32
     rng = np.random.default_rng(0)
     for dtype, itemsize in (("float32", 4), ("float16", 2)):
-        mem = EpisodicMemory(d, n, l, dtype=dtype)
-        ids = [f"q{i}" for i in range(n) for _ in range(l)]
-        keys = np.repeat(unit(rng, n, d), l, axis=0)
-        mem.add(ids, keys, unit(rng, n * l, d))
-        raw = n * l * d * itemsize
-        assert mem.num_values == n * l
+        mem = EpisodicMemory(d, n, values_per_key, dtype=dtype)
+        ids = [f"q{i}" for i in range(n) for _ in range(values_per_key)]
+        keys = np.repeat(unit(rng, n, d), values_per_key, axis=0)
+        mem.add(ids, keys, unit(rng, n * values_per_key, d))
+        raw = n * values_per_key * d * itemsize
+        assert mem.num_values == n * values_per_key
         assert mem.nbytes <= 1.2 * raw, (dtype, mem.nbytes / raw)
     # float16 storage reads back close to float32
     m32, m16 = EpisodicMemory(d, 8, 4), EpisodicMemory(d, 8, 4, dtype="float16")

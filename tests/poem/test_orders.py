@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memrl.poem.orders import decode_order, encode_order, kate_code, sample_orders, similarity_ranks
 

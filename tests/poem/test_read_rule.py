@@ -6,7 +6,7 @@ import pytest
 from memrl.memory import EpisodicMemory
 from memrl.poem import PoemConfig, PoemOptimizer, best_action
 from memrl.poem.rewards import compute_reward
-from memrl.tasks.classification import Example, FewShotTask, PromptTemplate
+from memrl.tasks.fewshot import Example, FewShotTask, PromptTemplate
 
 A, B, C = (0, 1), (1, 0), (2, 2)
 

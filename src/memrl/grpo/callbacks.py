@@ -13,8 +13,9 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from transformers import TrainerCallback
 

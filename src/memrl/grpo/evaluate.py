@@ -22,9 +22,10 @@ import math
 import re
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from memrl.grpo.rundir import RunDir, checkpoint_step
 from memrl.grpo.stats import mean_std, pass_at_k, wilson_interval
@@ -319,8 +320,8 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
         order = step if step is not None else (math.inf if r["label"].endswith("final") else -1)
         entry = per_run.setdefault(run, {}).setdefault(r["benchmark"], {"points": []})
         entry["points"].append((order, r["accuracy"], r["label"]))
-    for run, benches in per_run.items():
-        for bench, entry in benches.items():
+    for benches in per_run.values():
+        for entry in benches.values():
             pts = sorted(entry.pop("points"), key=lambda p: p[0])
             best = max(pts, key=lambda p: p[1])
             entry.update(last=pts[-1][1], last_label=pts[-1][2], best=best[1], best_label=best[2],

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Container, Sequence
 from pathlib import Path
-from typing import Any, Container, Sequence
+from typing import Any
 
 from memrl.grpo.callbacks import LENGTH_KEY
 from memrl.grpo.rundir import RunDir

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 STEP_TIME_KEY = "time/step_s"
 TIMING_METRICS = (("seconds_per_step", STEP_TIME_KEY), ("generation_share", "time/generation_share"),

@@ -18,7 +18,8 @@ import functools
 import inspect
 import logging
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class HFScorer:
         self._pad_id = int(pad if pad is not None else 0)
 
     @classmethod
-    def from_name(cls, name: str = "smollm2-135m", **kwargs: Any) -> "HFScorer":
+    def from_name(cls, name: str = "smollm2-135m", **kwargs: Any) -> HFScorer:
         """Load ``name`` with :func:`memrl.lm.loading.load_model` and wrap it."""
         from memrl.lm.loading import load_model, model_identity
 

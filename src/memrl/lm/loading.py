@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from memrl.paths import cache_dir
 from memrl.io import atomic_dir
+from memrl.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,14 @@ import json
 import logging
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from memrl.memory.backends import BACKENDS, topk_search
 from memrl.io import atomic_write_bytes
+from memrl.memory.backends import BACKENDS, topk_search
 
 logger = logging.getLogger(__name__)
 
@@ -360,7 +361,7 @@ class EpisodicMemory:
     @classmethod
     def load(
         cls, path: str | os.PathLike, *, encoder_name: str | None = None, backend: str | None = None
-    ) -> "EpisodicMemory":
+    ) -> EpisodicMemory:
         """Load a memory written by :meth:`save`.
 
         Raises :class:`MemoryFormatError` for a truncated or foreign file, an unknown format

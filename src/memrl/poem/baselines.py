@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from memrl.poem.orders import Order, decode_order, kate_code, similarity_ranks
 from memrl.poem.rewards import label_probs
-from memrl.tasks.classification import Example, FewShotTask
+from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
 

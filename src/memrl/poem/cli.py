@@ -11,8 +11,9 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, Sequence
+from typing import Any
 
 from memrl.poem.config import PoemConfig
 
@@ -24,7 +25,7 @@ def _csv(kind: type) -> Any:
         try:
             return [kind(x) for x in text.split(",") if x.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
     return parse
 
 

@@ -75,7 +75,7 @@ class PoemConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "PoemConfig":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> PoemConfig:
         """Build from a dict (YAML/JSON), rejecting unknown keys by name."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

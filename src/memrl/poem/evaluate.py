@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from memrl.poem.baselines import entropy_orders, kate_perms, random_perms, sampl
 from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import PoemOptimizer
 from memrl.poem.orders import Order, sample_orders
-from memrl.tasks.classification import Example, FewShotTask
+from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
 

@@ -16,18 +16,19 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from memrl.io import atomic_dir, atomic_write_json
 from memrl.memory import EpisodicMemory
 from memrl.poem.config import PoemConfig
 from memrl.poem.orders import Order, decode_order, encode_order, kate_code, sample_orders, similarity_ranks
 from memrl.poem.rewards import compute_reward
-from memrl.tasks.classification import Example, FewShotTask
-from memrl.io import atomic_dir, atomic_write_json
+from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class PoemOptimizer:
         """Whether :meth:`with_encoding` can run: a fit() in this process left its trials here."""
         return self._fit_record is not None
 
-    def with_encoding(self, encoding: str) -> "PoemOptimizer":
+    def with_encoding(self, encoding: str) -> PoemOptimizer:
         """A copy of this fitted optimiser whose memory stores the same trials under ``encoding``.
 
         Both encodings are built from one set of scored (input, order) trials, so comparing them
@@ -380,7 +381,7 @@ class PoemOptimizer:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, task: FewShotTask, scorer: Any, encoder: Any) -> "PoemOptimizer":
+    def load(cls, path: str | Path, task: FewShotTask, scorer: Any, encoder: Any) -> PoemOptimizer:
         """Load a saved optimiser for ``task``/``scorer``/``encoder``.
 
         Raises:

@@ -5,6 +5,7 @@ Every reward is a callable ``(prompts, completions, **kwargs) -> list[float]`` w
 inputs, ignores extra keywords and pickles.
 """
 
+from memrl.names import METHODS
 from memrl.rewards.baselines import CosineLengthReward, cosine_length_value
 from memrl.rewards.format import (
     IntegerAnswerReward,
@@ -21,7 +22,6 @@ from memrl.rewards.outcome import (
     is_correct_numeric,
     parse_gold,
 )
-from memrl.names import METHODS
 from memrl.rewards.registry import build_rewards, r1_rewards
 
 __all__ = [

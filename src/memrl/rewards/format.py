@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 
+from memrl.names import PROMPT_STYLES as STYLES
 from memrl.rewards.common import check_lengths, completion_texts
 from memrl.rewards.outcome import extract_tagged_answer
-
-from memrl.names import PROMPT_STYLES as STYLES
 
 
 def _tag(style: str) -> str:

@@ -36,22 +36,23 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from memrl.distributed import all_gather_objects
 from memrl.encoders import DEFAULT_ENCODER, Encoder
+from memrl.io import atomic_dir
 from memrl.memory import EpisodicMemory
-from memrl.rewards.common import check_lengths, completion_texts, question_keys
 from memrl.names import MEMORY_SEMANTICS as SEMANTICS
 from memrl.names import PROMPT_STYLES as STYLES
+from memrl.options import check_field_types
+from memrl.rewards.common import check_lengths, completion_texts, question_keys
 from memrl.rewards.outcome import CorrectnessReward
 from memrl.rewards.scoring import RunningMinMax, exploit_raw, explore_raw
-from memrl.io import atomic_dir
-from memrl.options import check_field_types
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class MemoryRewardConfig:
             )
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "MemoryRewardConfig":
+    def from_dict(cls, values: dict[str, Any]) -> MemoryRewardConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -130,7 +131,7 @@ def reasoning_span(text: str, style: str = "think") -> str:
 class _MemoryRewardFunction:
     """One TRL reward function (exploit or explore) reading its share of a shared computation."""
 
-    def __init__(self, owner: "MemoryRPlus", component: str) -> None:
+    def __init__(self, owner: MemoryRPlus, component: str) -> None:
         self.owner = owner
         self.component = component
         self.__name__ = f"memory_{component}_reward"

@@ -18,8 +18,9 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 from memrl.names import CHECKERS
 from memrl.rewards.common import check_lengths, completion_texts, require_column

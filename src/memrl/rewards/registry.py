@@ -22,7 +22,6 @@ from memrl.rewards.memory_rewards import MemoryRewardConfig, MemoryRPlus
 from memrl.rewards.outcome import CorrectnessReward
 
 
-
 def r1_rewards(style: str = "think", answer_column: str = "answer", checker: str = "numeric") -> list[Any]:
     """The R1 set. GSM8K (numeric): correctness, XML count, soft and strict format, integer
     answer. Math (math-verify): accuracy, XML count, reasoning steps (the paper's AI-MO set)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Callable
+from collections.abc import Callable
 
 LEVELS = (1, 2, 3, 4)
 TEST_FRACTION = 0.2

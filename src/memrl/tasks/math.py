@@ -22,14 +22,16 @@ import logging
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from memrl.names import CHECKERS
 from memrl.names import PROMPT_STYLES as STYLES
 from memrl.paths import data_dir, resolve_data_path
-from memrl.tasks.files import TABLE_SUFFIXES as LOCAL_SUFFIXES, read_table
+from memrl.tasks.files import TABLE_SUFFIXES as LOCAL_SUFFIXES
+from memrl.tasks.files import read_table
 
 logger = logging.getLogger(__name__)
 

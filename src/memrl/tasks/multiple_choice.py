@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from memrl.paths import data_dir
-from memrl.tasks.classification import Example, FewShotTask, PromptTemplate
+from memrl.tasks.fewshot import Example, FewShotTask, PromptTemplate
 from memrl.tasks.files import iter_jsonl, require_fields
 
 MC_TASKS = {

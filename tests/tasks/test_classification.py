@@ -1,6 +1,7 @@
 import pytest
 
-from memrl.tasks.classification import PromptTemplate, load_local_task, load_task, task_names
+from memrl.tasks.classification import load_local_task, load_task, task_names
+from memrl.tasks.fewshot import PromptTemplate
 from memrl.tasks.multiple_choice import load_mc_task
 
 

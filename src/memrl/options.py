@@ -46,7 +46,7 @@ def unknown_options_error(unknown: Iterable[str], valid: Iterable[str], *, what:
     unknown = sorted(set(unknown))
     meant = []
     for key in unknown:
-        close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+        close = closest_names(key, valid)
         if close:
             meant.append(f"{' or '.join(close)} for {key!r}" if len(unknown) > 1 else " or ".join(close))
     where = f"{source}: " if source else ""
@@ -56,6 +56,19 @@ def unknown_options_error(unknown: Iterable[str], valid: Iterable[str], *, what:
     if hint:
         message += f"; {hint}"
     return ValueError(message)
+
+
+def closest_names(name: str, valid: Iterable[str], cutoff: float = 0.6, margin: float = 0.05) -> list[str]:
+    """The valid names nearest to ``name``: the best match, and others nearly as good.
+
+    Options share prefixes (``memory_*``), so every ``memory_`` name is somewhat close to a typo of
+    one of them; only names within ``margin`` of the best similarity are worth suggesting.
+    """
+    scored = sorted(((difflib.SequenceMatcher(None, name, v).ratio(), v) for v in valid), reverse=True)
+    if not scored or scored[0][0] < cutoff:
+        return []
+    best = scored[0][0]
+    return [v for r, v in scored if r >= best - margin][:3]
 
 
 def field_names(cls: type) -> list[str]:
@@ -167,7 +180,7 @@ def preset_path(name_or_path: str | os.PathLike, family: str | None = None) -> P
         if candidate.is_file():
             return candidate
     names = [n for fam in families for n in preset_names(fam)]
-    close = difflib.get_close_matches(str(name_or_path), names, n=2)
+    close = closest_names(str(name_or_path), names)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise FileNotFoundError(f"no config file or preset {str(name_or_path)!r}{hint}; presets: {', '.join(names)}")
 

@@ -69,7 +69,7 @@ def test_cli_rejects_bad_config(local_files, tmp_path, capsys):
     train, test = local_files
     code = main(["poem", "fit", "--task", "local", "--train-file", str(train), "--test-file", str(test),
                  "--config", str(bad), "--out", str(tmp_path / "x")])
-    assert code == 2 and "unknown PoemConfig keys ['neighbours']" in capsys.readouterr().err
+    assert code == 2 and "unknown PoemConfig option(s) ['neighbours']" in capsys.readouterr().err
 
 
 def test_subparser_wires_into_a_parent_parser():

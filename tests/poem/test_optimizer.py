@@ -113,7 +113,7 @@ def test_bad_inputs(sst2, scorer, encoder):
         PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=40)).fit(progress=False)
     with pytest.raises(ValueError, match="reward"):
         PoemConfig(reward="accuracy")
-    with pytest.raises(ValueError, match="unknown PoemConfig keys \\['kk'\\]"):
+    with pytest.raises(ValueError, match="unknown PoemConfig option\\(s\\) \\['kk'\\]"):
         PoemConfig.from_dict({"kk": 3})
     with pytest.raises(RuntimeError, match="not fitted"):
         PoemOptimizer(sst2, scorer, encoder).select("hello")
@@ -145,9 +145,9 @@ def test_identity_encoding_with_all_neighbours_picks_the_best_total_reward_order
 
 
 def test_with_encoding_rebuilds_the_same_memory_as_a_fit_under_that_encoding(fitted, sst2, scorer, encoder, tmp_path):
-    opt, _, inputs = fitted  # rank-encoded fit
+    opt, report, inputs = fitted  # rank-encoded fit
     calls = scorer.calls
-    ident = opt.with_encoding("identity")
+    ident = opt.with_encoding("identity", report.record)
     assert scorer.calls == calls  # re-encoding scores nothing
     assert opt.config.encoding == "rank" and ident.config.encoding == "identity"
     direct = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, encoding="identity"))
@@ -160,11 +160,10 @@ def test_with_encoding_rebuilds_the_same_memory_as_a_fit_under_that_encoding(fit
     queries = sst2.test[:4]
     assert [s.perm for s in ident.select_many(queries)] == [s.perm for s in direct.select_many(queries)]
     with pytest.raises(ValueError, match="encoding"):
-        opt.with_encoding("onehot")
+        opt.with_encoding("onehot", report.record)
     loaded = PoemOptimizer.load(opt.save(tmp_path / "poem"), sst2, scorer, encoder)
-    assert opt.can_reencode and not loaded.can_reencode
     (tmp_path / "poem" / "poem.json").write_text('{"format": "memrl-poem", "config"')  # damaged save
     with pytest.raises(ValueError, match=r"poem.json: not valid JSON"):
         PoemOptimizer.load(tmp_path / "poem", sst2, scorer, encoder)
-    with pytest.raises(RuntimeError, match="with_encoding needs the trials"):
-        loaded.with_encoding("identity")
+    with pytest.raises(TypeError, match="with_encoding needs the trials"):
+        loaded.with_encoding("identity", None)  # a saved optimiser keeps no trials

@@ -9,6 +9,7 @@ See ``docs/poem.md``.
 from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import (
     FitReport,
+    FitTrials,
     PoemExampleSelector,
     PoemMismatchError,
     PoemOptimizer,
@@ -19,6 +20,6 @@ from memrl.poem.orders import decode_order, encode_order, kate_code, sample_orde
 
 __all__ = [
     "PoemConfig", "PoemOptimizer", "PoemExampleSelector", "PoemMismatchError", "Selection",
-    "FitReport", "best_action", "encode_order", "decode_order", "similarity_ranks",
+    "FitReport", "FitTrials", "best_action", "encode_order", "decode_order", "similarity_ranks",
     "sample_orders", "kate_code",
 ]

@@ -12,12 +12,15 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
+from memrl.options import add_dataclass_arguments, given_values, preset_names, preset_path, read_yaml_mapping
 from memrl.poem.config import PoemConfig
 
 logger = logging.getLogger(__name__)
+
+PRESET_FAMILY = "poem"
+CFG_PREFIX = "cfg_"  # PoemConfig flags land in args.cfg_<field>, apart from the command's own flags
 
 
 def _csv(kind: type) -> Any:
@@ -36,7 +39,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default=None, help="server root for --backend openai, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2", help="sentence encoder")
     p.add_argument("--batch-size", type=int, default=16, help="suffixes per LM forward pass")
-    p.add_argument("--config", default=None, help="YAML file or shipped preset name (poem-default, poem-knn-mean) with PoemConfig defaults")
+    p.add_argument("--config", default=None,
+                   help=f"YAML file or shipped preset ({', '.join(preset_names(PRESET_FAMILY))}) with PoemConfig values")
     p.add_argument("--train-file", default=None, help="with --task local: CSV/TSV/JSONL training file")
     p.add_argument("--test-file", default=None, help="with --task local: CSV/TSV/JSONL test file")
     p.add_argument("--text-column", default="text", help="with --task local: text column")
@@ -44,12 +48,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (1 is fastest on a small machine shared with other jobs)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    g = p.add_argument_group("POEM options (PoemConfig)")
-    for f in fields(PoemConfig):
-        # PoemConfig.seed (demonstration draw, order sampling) is --poem-seed: --seed is the data seed
-        flag = "--poem-seed" if f.name == "seed" else f"--{f.name.replace('_', '-')}"
-        g.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), type=type(f.default), default=None,
-                       help=f"{f.metadata.get('help', '')} (default: {f.default})")
+    # PoemConfig.seed (demonstration draw, order sampling) is --poem-seed: --seed is the data seed
+    add_dataclass_arguments(p, PoemConfig, title="POEM options (PoemConfig)", dest_prefix=CFG_PREFIX,
+                            rename={"seed": "--poem-seed"})
 
 
 def add_poem_subparser(subparsers: Any) -> argparse.ArgumentParser:
@@ -79,28 +80,17 @@ def add_poem_subparser(subparsers: Any) -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> PoemConfig:
     data: dict[str, Any] = {}
     if args.config:
-        import yaml
-
-        from memrl.paths import preset_path
-
-        loaded = yaml.safe_load(preset_path(args.config).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{args.config}: expected a mapping of PoemConfig fields")
-        data.update(loaded)
+        data.update(read_yaml_mapping(preset_path(args.config, PRESET_FAMILY), PRESET_FAMILY))
         PoemConfig.from_dict(data, source=args.config)  # reject unknown keys early, by name
-    for f in fields(PoemConfig):
-        if getattr(args, f"cfg_{f.name}", None) is not None:
-            data[f.name] = getattr(args, f"cfg_{f.name}")
+    data.update(given_values(args, PoemConfig, dest_prefix=CFG_PREFIX))
     return PoemConfig.from_dict(data)
 
 
 def _components(args: argparse.Namespace) -> tuple[Any, Any]:
     from memrl.encoders import Encoder
+    from memrl.runtime import setup_process
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    setup_process(args.threads)
 
     if args.backend == "openai":
         from memrl.lm import OpenAICompletionsScorer

@@ -3,8 +3,10 @@ default of ``../shared/specs/poem.md`` and a help string (shown by ``memrl poem 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from memrl.options import build_config, check_field_types
 
 REWARDS = ("correct", "gold_prob", "margin")
 READS = ("sum", "mean")
@@ -58,6 +60,7 @@ class PoemConfig:
     seed: int = field(default=0, metadata={"help": "seed for drawing demonstrations and sampling orders"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         checks = (("reward", REWARDS), ("read", READS), ("examples", EXAMPLE_MODES), ("fallback", FALLBACKS),
                   ("encoding", ENCODINGS))
         for name, valid in checks:
@@ -76,9 +79,5 @@ class PoemConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> PoemConfig:
-        """Build from a dict (YAML/JSON), rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown PoemConfig keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
+        """Build from a dict (YAML/JSON), refusing unknown keys with the closest valid names."""
+        return build_config(cls, data, source=source)

@@ -17,15 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from memrl.poem.baselines import entropy_orders, kate_perms, random_perms, sample_probes
 from memrl.poem.config import PoemConfig
+from memrl.poem.methods import METHODS, REGISTRY, EvalContext
 from memrl.poem.optimizer import PoemOptimizer
-from memrl.poem.orders import Order, sample_orders
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("poem", "poem_identity", "best_fixed", "kate", "kate_reverse", "random", "globale", "locale", "zero_shot")
 
 
 class ScoreBook:
@@ -115,94 +113,26 @@ def evaluate_task(
                            "n_test": len(queries), "test_size": len(task.test),
                            "lm": getattr(scorer, "identity", "?"), "config": config.to_dict(), "methods": {}}
 
+    wanted = [m for m in REGISTRY if set(m.rows) & set(methods)]
     t0 = time.perf_counter()
+    record = None
     if optimizer is None:
         optimizer = PoemOptimizer(task, scorer, encoder, config)
-        fit = optimizer.fit(progress=progress)
-        out["poem_fit"] = {"inputs": fit.inputs, "lm_calls": fit.lm_calls, "wall_s": fit.wall_s,
-                           "mean_reward": fit.mean_reward}
+        if any(m.needs_fit for m in wanted):
+            fit = optimizer.fit(progress=progress)
+            record = fit.record
+            out["poem_fit"] = {"inputs": fit.inputs, "lm_calls": fit.lm_calls, "wall_s": fit.wall_s,
+                               "mean_reward": fit.mean_reward}
+        else:  # the baselines need the demonstrations, not the memory: no LM call
+            optimizer.setup_examples()
     fit_wall = time.perf_counter() - t0
     vecs = encoder.encode([q.key_text for q in queries])
     cands = [optimizer.candidates(v)[0] for v in vecs] if config.examples == "knn" else None
-    demos = optimizer.demos
-
-    def prefixes_of(perms: Sequence[Order]) -> list[str]:
-        if cands is None:
-            return [task.prefix([demos[p] for p in perm]) for perm in perms]
-        return [task.prefix([cands[i][p] for p in perm]) for i, perm in enumerate(perms)]
-
-    def record(name: str, acc: float, start: float, *, fit_calls: int = 0, select_calls: int = 0,
-               draws: int = 1, std: float = 0.0, extra: dict | None = None) -> None:
-        out["methods"][name] = {"accuracy": acc, "accuracy_std": std, "lm_calls_fit": fit_calls,
-                                "lm_calls_select": select_calls, "lm_calls_eval": len(queries) * draws,
-                                "wall_s": time.perf_counter() - start, **(extra or {})}
-        logger.info("%s seed %s %-12s acc %.4f", task.name, task.seed, name, acc)
-
-    def record_poem(name: str, opt: PoemOptimizer, start: float) -> float:
-        """Select for every query with ``opt``, score, record; returns select() ms per query."""
-        t_sel = time.perf_counter()
-        sels = [opt.select_vec(v) for v in vecs]
-        sel_ms = 1000 * (time.perf_counter() - t_sel) / len(queries)
-        acc = book.accuracy([task.prefix(s.examples) for s in sels], progress)
-        record(name, acc, start - fit_wall, fit_calls=optimizer.lm_calls_fit,
-               extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
-        return sel_ms
-
-    n = config.n_examples
-    if "poem" in methods:
-        out["select_ms_per_query"] = record_poem("poem", optimizer, time.perf_counter())
-    if "poem_identity" in methods:
-        # Ablation of the paper's rank encoding: the same fit's trials stored as concrete orders.
-        if config.examples != "fixed" or config.encoding == "identity" or not optimizer.can_reencode:
-            logger.info("poem_identity skipped: needs fixed demonstrations, the rank encoding as the "
-                        "main POEM row and a fit run here")
-        else:
-            start = time.perf_counter()
-            record_poem("poem_identity", optimizer.with_encoding("identity"), start)
-    if "best_fixed" in methods and config.examples == "fixed":
-        start = time.perf_counter()
-        best = optimizer.best_fixed_order()
-        record("best_fixed", book.accuracy(prefixes_of([best] * len(queries)), progress), start,
-               fit_calls=optimizer.lm_calls_fit, extra={"order": list(best)})
-    sims = None
-    if {"kate", "kate_reverse"} & set(methods):
-        if cands is None:
-            sims = vecs @ optimizer._demo_vecs.T  # (m, n) query-to-demo cosine
-        else:
-            sims = np.stack([np.sort(optimizer.candidates(v)[1])[::-1] for v in vecs])
-        for name, last in (("kate", True), ("kate_reverse", False)):
-            if name in methods:
-                start = time.perf_counter()
-                record(name, book.accuracy(prefixes_of(kate_perms(sims, last)), progress), start)
-    if "random" in methods:
-        start = time.perf_counter()
-        rng = np.random.default_rng(1000 + (task.seed or 0))
-        accs = [book.accuracy(prefixes_of(random_perms(n, len(queries), rng)), progress)
-                for _ in range(random_draws)]
-        record("random", float(np.mean(accs)), start, draws=random_draws, std=float(np.std(accs)),
-               extra={"draws": accs})
-    if {"globale", "locale"} & set(methods):
-        if config.examples != "fixed" or task.verbalizer is None or not hasattr(scorer, "model"):
-            logger.warning("GlobalE/LocalE skipped: need fixed demonstrations, a label verbalizer "
-                           "and a generating backend")
-        else:
-            start = time.perf_counter()
-            calls0 = scorer.calls
-            perms = sample_orders(n, config.budget, np.random.default_rng(config.seed + 2))
-            probe_src = [perms[int(i)] for i in np.random.default_rng(config.seed + 3).choice(
-                len(perms), size=min(probe_orders, len(perms)), replace=False)]
-            probes = sample_probes(task, scorer, demos, probe_src, seed=config.seed)
-            g, loc, _ = entropy_orders(task, scorer, demos, perms, probes)
-            select_calls = scorer.calls - calls0
-            shared = time.perf_counter() - start
-            for name, perm in (("globale", g), ("locale", loc)):
-                if name in methods:
-                    s2 = time.perf_counter()
-                    record(name, book.accuracy(prefixes_of([perm] * len(queries)), progress),
-                           s2 - shared, select_calls=select_calls,
-                           extra={"order": list(perm), "probes": len(probes)})
-    if "zero_shot" in methods:
-        start = time.perf_counter()
-        record("zero_shot", book.accuracy([task.template.instruction] * len(queries), progress), start)
+    ctx = EvalContext(task=task, scorer=scorer, config=config, optimizer=optimizer, fit_record=record,
+                      queries=queries, book=book, vecs=vecs, cands=cands, fit_wall=fit_wall, methods=methods,
+                      progress=progress, random_draws=random_draws, probe_orders=probe_orders,
+                      out=out["methods"])
+    for method in wanted:
+        out.update(method.run(ctx) or {})
     out["lm_calls_total"] = scorer.calls
     return out

@@ -107,14 +107,33 @@ class Selection:
 
 
 @dataclass
+class FitTrials:
+    """Every scored (input, order) trial of one fit, so the memory can be rebuilt under another
+    setting (:meth:`PoemOptimizer.with_encoding`) without scoring anything again.
+
+    Attributes:
+        inputs: the fitted training inputs.
+        vecs: their embeddings, ``(len(inputs), d)``.
+        candidates: per input, its candidate demonstrations and their similarity ranks.
+        trials: ``(input index, order, reward, correct)`` per scored trial.
+    """
+
+    inputs: list[Example]
+    vecs: np.ndarray
+    candidates: list[tuple[list[Example], Order]]
+    trials: list[tuple[int, Order, float, float]]
+
+
+@dataclass
 class FitReport:
-    """Cost and outcome of :meth:`PoemOptimizer.fit`."""
+    """Cost and outcome of :meth:`PoemOptimizer.fit`, with the trials it scored."""
 
     inputs: int
     trials: int
     lm_calls: int
     wall_s: float
     mean_reward: float
+    record: FitTrials | None = field(default=None, repr=False)
 
 
 class PoemOptimizer:
@@ -147,9 +166,6 @@ class PoemOptimizer:
         # fixed mode: per concrete order, [sum correct, sum reward, trials] (best fixed order baseline)
         self.order_stats: dict[Order, list[float]] = {}
         self.lm_calls_fit = 0
-        # The raw fit trials, kept in this process only (not saved): they let with_encoding() build
-        # the memory under another action encoding without scoring anything again.
-        self._fit_record: tuple[list[Example], np.ndarray, list, list] | None = None
 
     # ------------------------------------------------------------------ identities
     @property
@@ -161,7 +177,8 @@ class PoemOptimizer:
         }
 
     # ------------------------------------------------------------------ examples
-    def _setup_examples(self) -> None:
+    def setup_examples(self) -> None:
+        """Choose the demonstrations (fixed mode) or index the pool (kNN mode); no LM call."""
         n = self.config.n_examples
         train = self.task.train
         if not train:
@@ -229,7 +246,7 @@ class PoemOptimizer:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
-        self._setup_examples()
+        self.setup_examples()
         if inputs is None:
             demo_texts = {d.key_text for d in self.demos}
             inputs = [ex for ex in self.task.train if ex.key_text not in demo_texts]
@@ -261,38 +278,30 @@ class PoemOptimizer:
             correct = compute_reward("correct", scores, gold)
             trials += [(i, perm, float(r), float(c)) for (i, perm), r, c in zip(jobs, rewards, correct)]
         self.lm_calls_fit = self.scorer.calls - calls0
-        self._fit_record = (inputs, vecs, cand_of, trials)
-        self._write_memory(inputs, vecs, cand_of, trials)
+        record = FitTrials(inputs, vecs, cand_of, trials)
+        self._write_memory(record)
         report = FitReport(
             inputs=len(inputs), trials=len(trials), lm_calls=self.lm_calls_fit,
-            wall_s=time.perf_counter() - t0, mean_reward=float(np.mean([t[2] for t in trials])),
+            wall_s=time.perf_counter() - t0, mean_reward=float(np.mean([t[2] for t in trials])), record=record,
         )
         logger.info("POEM fit on %s: %s", self.task.name, report)
         return report
 
-    @property
-    def can_reencode(self) -> bool:
-        """Whether :meth:`with_encoding` can run: a fit() in this process left its trials here."""
-        return self._fit_record is not None
-
-    def with_encoding(self, encoding: str) -> PoemOptimizer:
-        """A copy of this fitted optimiser whose memory stores the same trials under ``encoding``.
-
-        Both encodings are built from one set of scored (input, order) trials, so comparing them
-        costs no LM call. Needs a :meth:`fit` in this process (the trials are not saved).
-        """
+    def with_encoding(self, encoding: str, record: FitTrials) -> PoemOptimizer:
+        """A copy of this fitted optimiser whose memory stores the trials of ``record`` (its fit's
+        :attr:`FitReport.record`) under ``encoding``: comparing encodings costs no LM call."""
         import copy
         import dataclasses
 
-        if not self.can_reencode:
-            raise RuntimeError("with_encoding needs the trials of a fit() run in this process; "
-                               "a loaded optimiser does not keep them")
+        if not isinstance(record, FitTrials):
+            raise TypeError("with_encoding needs the trials of a fit (FitReport.record); saved optimisers do not keep them")
         other = copy.copy(self)
         other.config = dataclasses.replace(self.config, encoding=encoding)  # validates the value
-        other._write_memory(*self._fit_record)
+        other._write_memory(record)
         return other
 
-    def _write_memory(self, inputs, vecs, cand_of, trials) -> None:
+    def _write_memory(self, record: FitTrials) -> None:
+        inputs, vecs, cand_of, trials = record.inputs, record.vecs, record.candidates, record.trials
         sums: dict[str, dict[Order, list[float]]] = {}
         self.order_stats = {}
         for i, perm, reward, correct in trials:
@@ -420,7 +429,7 @@ class PoemOptimizer:
             opt.demos = [_example_from_dict(d) for d in state["demos"]]
             opt._demo_vecs = encoder.encode([d.key_text for d in opt.demos])
         else:
-            opt._setup_examples()
+            opt.setup_examples()
         return opt
 
 

@@ -82,9 +82,10 @@ import logging
 import math
 import os
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,7 @@ class OutcomeExplorationConfig:
             raise ValueError("outcome_explore_key_column must name a dataset column, e.g. 'question'")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "OutcomeExplorationConfig":
+    def from_dict(cls, values: dict[str, Any]) -> OutcomeExplorationConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -1,0 +1,187 @@
+"""The methods ``memrl poem eval`` compares, one function each, in a registry.
+
+Every method answers one question: which prompt prefix does each test query get? A method is a
+function ``(ctx) -> None`` that records one or more rows through ``ctx.record`` (GlobalE and
+LocalE share one probe computation, so one function records both). :data:`METHODS` lists them in
+the order they run; POEM runs first and pays for its own scoring, later methods reuse what the
+:class:`~memrl.poem.evaluate.ScoreBook` already scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from memrl.poem.baselines import entropy_orders, kate_perms, random_perms, sample_probes
+from memrl.poem.config import PoemConfig
+from memrl.poem.optimizer import FitTrials, PoemOptimizer
+from memrl.poem.orders import Order, sample_orders
+from memrl.tasks.fewshot import Example, FewShotTask
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalContext:
+    """What every method of one (task, seed) evaluation shares.
+
+    ``book`` memoises LM scores of (query, prefix) pairs; ``vecs`` are the test queries'
+    embeddings; ``cands`` the per-query demonstrations in kNN mode (None with fixed ones);
+    ``fit_wall`` the seconds the POEM fit took (charged to the POEM rows).
+    """
+
+    task: FewShotTask
+    scorer: Any
+    config: PoemConfig
+    optimizer: PoemOptimizer
+    fit_record: FitTrials | None
+    queries: list[Example]
+    book: Any
+    vecs: np.ndarray
+    cands: list[list[Example]] | None
+    fit_wall: float
+    methods: Sequence[str]
+    progress: bool
+    random_draws: int
+    probe_orders: int
+    out: dict[str, Any] = field(default_factory=dict)
+
+    def prefixes_of(self, perms: Sequence[Order]) -> list[str]:
+        """The prompt prefix of each query under its order of the demonstrations."""
+        demos = self.optimizer.demos
+        if self.cands is None:
+            return [self.task.prefix([demos[p] for p in perm]) for perm in perms]
+        return [self.task.prefix([self.cands[i][p] for p in perm]) for i, perm in enumerate(perms)]
+
+    def accuracy(self, prefixes: Sequence[str]) -> float:
+        return self.book.accuracy(prefixes, self.progress)
+
+    def record(self, name: str, acc: float, start: float, *, fit_calls: int = 0, select_calls: int = 0,
+               draws: int = 1, std: float = 0.0, extra: dict | None = None) -> None:
+        self.out[name] = {"accuracy": acc, "accuracy_std": std, "lm_calls_fit": fit_calls,
+                          "lm_calls_select": select_calls, "lm_calls_eval": len(self.queries) * draws,
+                          "wall_s": time.perf_counter() - start, **(extra or {})}
+        logger.info("%s seed %s %-12s acc %.4f", self.task.name, self.task.seed, name, acc)
+
+    def wanted(self, name: str) -> bool:
+        return name in self.methods
+
+
+def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float) -> float:
+    """Select for every query with ``opt``, score, record; returns select() ms per query."""
+    t_sel = time.perf_counter()
+    sels = [opt.select_vec(v) for v in ctx.vecs]
+    sel_ms = 1000 * (time.perf_counter() - t_sel) / len(ctx.queries)
+    acc = ctx.accuracy([ctx.task.prefix(s.examples) for s in sels])
+    ctx.record(name, acc, start - ctx.fit_wall, fit_calls=ctx.optimizer.lm_calls_fit,
+               extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
+    return sel_ms
+
+
+def poem(ctx: EvalContext) -> dict[str, Any]:
+    """POEM as configured (the paper's rank encoding by default)."""
+    return {"select_ms_per_query": _record_poem(ctx, "poem", ctx.optimizer, time.perf_counter())}
+
+
+def poem_identity(ctx: EvalContext) -> None:
+    """Ablation of the rank encoding: the same fit's trials stored as concrete orders."""
+    config = ctx.config
+    if config.examples != "fixed" or config.encoding == "identity" or ctx.fit_record is None:
+        logger.info("poem_identity skipped: needs fixed demonstrations, the rank encoding as the "
+                    "main POEM row and a fit run here")
+        return
+    start = time.perf_counter()
+    _record_poem(ctx, "poem_identity", ctx.optimizer.with_encoding("identity", ctx.fit_record), start)
+
+
+def best_fixed(ctx: EvalContext) -> None:
+    """The one concrete order with the best training accuracy, for every query."""
+    if ctx.config.examples != "fixed":
+        return
+    start = time.perf_counter()
+    best = ctx.optimizer.best_fixed_order()
+    ctx.record("best_fixed", ctx.accuracy(ctx.prefixes_of([best] * len(ctx.queries))), start,
+               fit_calls=ctx.optimizer.lm_calls_fit, extra={"order": list(best)})
+
+
+def kate(ctx: EvalContext) -> None:
+    """KATE orders (Liu et al. 2022): by similarity to the query, most similar last ('kate') or
+    first ('kate_reverse')."""
+    if ctx.cands is None:
+        sims = ctx.vecs @ ctx.optimizer._demo_vecs.T  # (m, n) query-to-demo cosine
+    else:
+        sims = np.stack([np.sort(ctx.optimizer.candidates(v)[1])[::-1] for v in ctx.vecs])
+    for name, last in (("kate", True), ("kate_reverse", False)):
+        if ctx.wanted(name):
+            start = time.perf_counter()
+            ctx.record(name, ctx.accuracy(ctx.prefixes_of(kate_perms(sims, last))), start)
+
+
+def random_order(ctx: EvalContext) -> None:
+    """A fresh uniform order per query; mean and std over ``random_draws`` draws."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(1000 + (ctx.task.seed or 0))
+    n = ctx.config.n_examples
+    accs = [ctx.accuracy(ctx.prefixes_of(random_perms(n, len(ctx.queries), rng))) for _ in range(ctx.random_draws)]
+    ctx.record("random", float(np.mean(accs)), start, draws=ctx.random_draws, std=float(np.std(accs)),
+               extra={"draws": accs})
+
+
+def entropy_methods(ctx: EvalContext) -> None:
+    """GlobalE / LocalE (Lu et al. 2022): on a probe set sampled from the LM, the order whose
+    histogram of predicted labels has the highest entropy (GlobalE), and the order whose
+    per-probe label distributions have the highest mean entropy (LocalE); see
+    :func:`memrl.poem.baselines.globale_locale_scores`."""
+    config, task, scorer = ctx.config, ctx.task, ctx.scorer
+    if config.examples != "fixed" or task.verbalizer is None or not hasattr(scorer, "model"):
+        logger.warning("GlobalE/LocalE skipped: need fixed demonstrations, a label verbalizer "
+                       "and a generating backend")
+        return
+    start = time.perf_counter()
+    calls0 = scorer.calls
+    demos = ctx.optimizer.demos
+    perms = sample_orders(config.n_examples, config.budget, np.random.default_rng(config.seed + 2))
+    probe_src = [perms[int(i)] for i in np.random.default_rng(config.seed + 3).choice(
+        len(perms), size=min(ctx.probe_orders, len(perms)), replace=False)]
+    probes = sample_probes(task, scorer, demos, probe_src, seed=config.seed)
+    g, loc, _ = entropy_orders(task, scorer, demos, perms, probes)
+    select_calls = scorer.calls - calls0
+    shared = time.perf_counter() - start
+    for name, perm in (("globale", g), ("locale", loc)):
+        if ctx.wanted(name):
+            s2 = time.perf_counter()
+            ctx.record(name, ctx.accuracy(ctx.prefixes_of([perm] * len(ctx.queries))), s2 - shared,
+                       select_calls=select_calls, extra={"order": list(perm), "probes": len(probes)})
+
+
+def zero_shot(ctx: EvalContext) -> None:
+    """No demonstrations: the instruction alone."""
+    start = time.perf_counter()
+    ctx.record("zero_shot", ctx.accuracy([ctx.task.template.instruction] * len(ctx.queries)), start)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: the rows it records and the function that records them."""
+
+    rows: tuple[str, ...]
+    run: Callable[[EvalContext], dict[str, Any] | None]
+    needs_fit: bool = False
+
+
+# In run order. POEM first: it pays for its own scoring.
+REGISTRY: tuple[Method, ...] = (
+    Method(("poem",), poem, needs_fit=True),
+    Method(("poem_identity",), poem_identity, needs_fit=True),
+    Method(("best_fixed",), best_fixed, needs_fit=True),
+    Method(("kate", "kate_reverse"), kate),
+    Method(("random",), random_order),
+    Method(("globale", "locale"), entropy_methods),
+    Method(("zero_shot",), zero_shot),
+)
+METHODS: tuple[str, ...] = tuple(row for m in REGISTRY for row in m.rows)

@@ -283,7 +283,7 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("memrl.utils.os.replace", boom)
+    monkeypatch.setattr("memrl.io.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         r.save(path)
     assert path.read_text() == before

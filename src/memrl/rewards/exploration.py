@@ -90,9 +90,10 @@ from typing import Any
 import numpy as np
 
 from memrl.distributed import all_gather_objects
+from memrl.io import atomic_write_text
+from memrl.options import check_field_types
 from memrl.rewards.common import check_lengths, completion_texts, question_keys
 from memrl.rewards.outcome import extract_answer
-from memrl.utils import atomic_write_text, check_field_types
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,13 @@ run: setup
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/memrl demo
 
+# lint first (seconds), then the suite
 test: setup
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 test-all: setup
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m ""
 
 bench: setup

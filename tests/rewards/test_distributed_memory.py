@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from helpers.net import free_port
 
 QUESTIONS = {0: ["What is 2 + 3?", "What is 2 + 3?"], 1: ["What is 2 + 3?", "What is 7 + 1?"]}
 ANSWERS = {0: ["5", "5"], 1: ["5", "8"]}
@@ -56,7 +50,7 @@ def test_two_processes_hold_the_same_memory(tmp_path):
     from memrl.encoders import Encoder
     from memrl.rewards.memory_rewards import MemoryRPlus
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     loaded = []
     for rank in (0, 1):
         m = MemoryRPlus(encoder=Encoder())

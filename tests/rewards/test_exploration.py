@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import socket
 
 import numpy as np
 import pytest
 
+from helpers.net import free_port
 from memrl.rewards.exploration import (
     NO_ANSWER,
     ExplorationStateError,
@@ -198,7 +198,7 @@ def test_bad_input_is_reported():
         ({"outcome_explore_missing": "zero"}, "is not one of"),
         ({"outcome_explore_count_batch": 1}, "must be a bool"),
         ({"outcome_explore_key_column": ""}, "must name a dataset column"),
-        ({"outcome_explore_c": 0.2}, "unknown outcome exploration option"),
+        ({"outcome_explore_c": 0.2}, r"unknown OutcomeExplorationConfig option\(s\) \[.outcome_explore_c.\] \(did you mean outcome_explore_coef"),
     ],
 )
 def test_config_rejects_bad_values(overrides, message):
@@ -330,12 +330,6 @@ def test_batch_order_invariant_and_equivalent_answers():
 
 
 # --------------------------------------------------------------------------- two processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _shard(step: dict, rank: int) -> dict:
     # a GRPO group straddles the ranks: rank 0 gets q1's first three, rank 1 the rest
     cut = 3
@@ -364,7 +358,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_two_processes_hold_identical_counts_and_score_like_one(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     counts = [json.loads((tmp_path / f"counts{r}.json").read_text())["counts"] for r in (0, 1)]
     single_ucb, single_batch = OutcomeUCBReward(), OutcomeBatchReward()
     scored = [json.loads((tmp_path / f"scored{r}.json").read_text()) for r in (0, 1)]

@@ -83,7 +83,7 @@ import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ import numpy as np
 
 from memrl.distributed import all_gather_objects
 from memrl.io import atomic_write_text
-from memrl.options import check_field_types
+from memrl.options import build_config, check_field_types
 from memrl.rewards.common import check_lengths, completion_texts, question_keys
 from memrl.rewards.outcome import extract_answer
 
@@ -143,11 +143,8 @@ class OutcomeExplorationConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> OutcomeExplorationConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown outcome exploration option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**values)
+        """Build from a dict, refusing unknown keys with the closest valid names."""
+        return build_config(cls, values)
 
 
 # --------------------------------------------------------------------------- pure formulas

@@ -200,11 +200,11 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
     from memrl.io import atomic_write_json
 
     result_path = run_dir / "study_result.json"
-    train, grpo, memory = resolve_config(run_values(args, method, seed, run_dir))
+    train, grpo, memory, exploration = resolve_config(run_values(args, method, seed, run_dir))
     resume = "latest" if any(run_dir.glob("checkpoint-*")) else None
     t0 = time.time()
     # a run folder without a checkpoint holds at most the start of an interrupted run: begin afresh
-    summary = run_training(train, grpo, memory, resume=resume, overwrite=resume is None)
+    summary = run_training(train, grpo, memory, resume=resume, overwrite=resume is None, exploration_cfg=exploration)
     train_s = time.time() - t0
     rows = RunDir(run_dir).metrics()
     lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]

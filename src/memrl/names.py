@@ -10,9 +10,11 @@ from __future__ import annotations
 # <reasoning>/<answer> (reference code, GSM8K).
 PROMPT_STYLES = ("think", "reasoning")
 
-# GRPO reward methods (`memrl train --method`): the paper's baselines and Memory-R / Memory-R+.
-METHODS = ("r1", "cosine", "memory-r", "memory-r+")
+# GRPO reward methods (`memrl train --method`): the paper's baselines, Memory-R / Memory-R+, and
+# peer exploration methods (outcome-based exploration, Song et al. 2025; TRL's entropy bonus).
+METHODS = ("r1", "cosine", "memory-r", "memory-r+", "outcome-ucb", "outcome-batch", "entropy")
 MEMORY_METHODS = ("memory-r", "memory-r+")
+OUTCOME_EXPLORATION_METHODS = ("outcome-ucb", "outcome-batch")
 
 # Answer checkers: GSM8K-style numeric comparison, or math-verify for LaTeX answers.
 CHECKERS = ("numeric", "math")

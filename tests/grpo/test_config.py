@@ -29,12 +29,12 @@ def test_every_shipped_preset_resolves():
 
 
 def test_resolve_splits_sections_and_forces_cpu_safe_settings():
-    train, grpo, memory = resolve_config({**CPU_TINY, "bf16": True, "memory_top_k": 3})
+    train, grpo, memory, _ = resolve_config({**CPU_TINY, "bf16": True, "memory_top_k": 3})
     assert train.method == "memory-r+" and memory.memory_explore and memory.memory_top_k == 3
     assert grpo.per_device_train_batch_size == 8 and grpo.num_generations == 4
     assert grpo.use_cpu and not grpo.bf16  # bf16 on these CPUs is ~8x slower
     assert grpo.remove_unused_columns is False  # rewards need the question/answer columns
-    _, _, memory_r = resolve_config({**CPU_TINY, "method": "memory-r"})
+    _, _, memory_r, _ = resolve_config({**CPU_TINY, "method": "memory-r"})
     assert not memory_r.memory_explore
 
 
@@ -175,3 +175,25 @@ def test_collapse_detector_knows_the_real_reward_names():
         # every R1 reward is either a format or a correctness reward; memory rewards are neither
         assert sorted(fmt + cor) == sorted(f"rewards/{n}/mean" for n in names)
         assert len(cor) == 1
+
+
+def test_peer_exploration_methods_resolve_with_their_options():
+    from memrl.rewards import OutcomeBatchReward, OutcomeUCBReward
+    from memrl.rewards.registry import build_rewards
+
+    train, grpo, _, exploration = resolve_config({**CPU_TINY, "method": "entropy"})
+    assert grpo.entropy_coef == 0.01  # TRL's entropy bonus is what the method adds
+    assert resolve_config({**CPU_TINY, "method": "entropy", "entropy_coef": 0.05})[1].entropy_coef == 0.05
+    with pytest.raises(ValueError, match="needs entropy_coef > 0"):
+        resolve_config({**CPU_TINY, "method": "entropy", "entropy_coef": 0.0})
+    _, _, _, exploration = resolve_config({**CPU_TINY, "method": "outcome-ucb", "outcome_explore_coef": 0.5})
+    assert exploration.outcome_explore_coef == 0.5
+    with pytest.raises(ValueError, match="did you mean outcome_explore_coef"):
+        resolve_config({"outcome_explore_cof": 0.5})
+    rewards, state = build_rewards("outcome-ucb", exploration_config=exploration)
+    assert isinstance(rewards[-1], OutcomeUCBReward) and state is rewards[-1]
+    assert rewards[-1].config.outcome_explore_coef == 0.5 and len(rewards) == 6  # R1's five + the bonus
+    rewards, state = build_rewards("outcome-batch")
+    assert isinstance(rewards[-1], OutcomeBatchReward) and state is None  # no state between steps
+    rewards, state = build_rewards("entropy")
+    assert [r.__name__ for r in rewards] == [r.__name__ for r in build_rewards("r1")[0]] and state is None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
-from memrl.grpo.rundir import RunDir, checkpoint_step, memory_dir_of
+import pytest
+
+from memrl.grpo.rundir import RunDir, checkpoint_step, reward_state_path
 from memrl.grpo.trainer import missing_trl_hooks
+from memrl.rewards import OutcomeUCBReward
 
 
 def test_checkpoints_in_step_order_and_artifacts(tmp_path):
@@ -16,7 +19,9 @@ def test_checkpoints_in_step_order_and_artifacts(tmp_path):
     (run.path / "checkpoint-x").mkdir()  # not a checkpoint of ours
     (run.path / "notes.txt").write_text("mine")
     assert [checkpoint_step(c) for c in run.checkpoints()] == [2, 10, 30]
-    assert memory_dir_of(run.checkpoints()[0]) == run.path / "checkpoint-2" / "memrl_memory"
+    assert reward_state_path(run.checkpoints()[0], OutcomeUCBReward()) == run.path / "checkpoint-2" / "outcome_counts.json"
+    with pytest.raises(TypeError, match="not a stateful reward"):
+        reward_state_path(run.path, object())
     run.metrics_file.write_text(json.dumps({"step": 1, "loss": 0.5, "time/step_s": 4.0}) + "\n"
                                 + '{"step": 2, "loss"')  # a torn last line of a killed run
     assert run.is_run() and run.metrics() == [{"step": 1, "loss": 0.5, "time/step_s": 4.0}]

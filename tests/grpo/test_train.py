@@ -52,7 +52,7 @@ def test_run_writes_config_checkpoints_memory_metrics(trained):
     for key in ("rewards/correctness_reward/mean", "rewards/memory_exploit_reward/mean",
                 "rewards/memory_explore_reward/mean", "completions/mean_length", "completions/clipped_ratio",
                 "frac_reward_zero_std", "memory/failure_values", "time/step_s", "time/reward_share",
-                "time/generation_share"):
+                "time/generation_share", "diag/auc_groups", "diag/len_corr_groups"):
         assert key in steps[-1], key
     assert 0 < steps[-1]["time/generation_share"] < 1
     # every completion of a step lands in one of the two memories (none evicted at this size)
@@ -118,3 +118,27 @@ def test_overwrite_replaces_the_earlier_run_and_keeps_other_files(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1]
     assert json.loads((out / "run_options.json").read_text())["output_dir"] == str(out)
+
+
+def test_outcome_ucb_counts_are_checkpointed_and_restored(tmp_path):
+    from memrl.rewards import OutcomeUCBReward
+
+    out = tmp_path / "ucb"
+    args = [a if a != "memory-r+" else "outcome-ucb" for a in TINY]
+    assert main(["train", *args, "--max-steps", "2", "--set", "plot=false", "--output-dir", str(out)]) == 0
+    counts = {}
+    for step in (1, 2):
+        r = OutcomeUCBReward()
+        r.load(out / f"checkpoint-{step}" / "outcome_counts.json")
+        counts[step] = r.counts
+    final = OutcomeUCBReward()
+    final.load(out / "outcome_counts.json")
+    assert final.counts == counts[2]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("rewards/outcome_ucb_reward/mean" in r for r in rows if "loss" in r)
+    assert main(["train", "--resume", str(out / "checkpoint-2"), "--max-steps", "3"]) == 0
+    resumed = OutcomeUCBReward()
+    resumed.load(out / "checkpoint-3" / "outcome_counts.json")
+    for question, answers in counts[2].items():  # the restored counts only grew
+        for answer, n in answers.items():
+            assert resumed.count(question, answer) >= n

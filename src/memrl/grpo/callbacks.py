@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from memrl.grpo.rundir import RunDir, memory_dir_of
+from memrl.grpo.rundir import RunDir, reward_state_path
 from memrl.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -175,26 +175,27 @@ class StepTimer(TrainerCallback):
                 "generation_share": self.totals["generation"] / step, "reward_share": self.totals["reward"] / step}
 
 
-class MemoryCheckpointCallback(TrainerCallback):
-    """Save the Memory-R+ memories into every trainer checkpoint (``<ckpt>/memrl_memory``) and,
-    at the end, into ``<output_dir>/memrl_memory``; ``--resume`` restores them from there.
+class RewardStateCallback(TrainerCallback):
+    """Save a stateful reward (the Memory-R+ memories, the outcome-UCB answer counts) into every
+    trainer checkpoint and, at the end, into the run folder (:func:`reward_state_path`);
+    ``--resume`` restores it from the checkpoint.
 
-    Every rank holds the same memory (writes are gathered across processes), so only the main
+    Every rank holds the same state (writes are gathered across processes), so only the main
     process writes.
     """
 
-    def __init__(self, memory: Any) -> None:
-        self.memory = memory
+    def __init__(self, reward_state: Any) -> None:
+        self.reward_state = reward_state
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            target = memory_dir_of(RunDir(args.output_dir).checkpoint_dir(state.global_step))
-            self.memory.save(target)
-            logger.info("saved memory to %s (%r)", target, self.memory)
+            target = reward_state_path(RunDir(args.output_dir).checkpoint_dir(state.global_step), self.reward_state)
+            self.reward_state.save(target)
+            logger.info("saved reward state to %s (%r)", target, self.reward_state)
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.memory.save(RunDir(args.output_dir).memory_dir)
+            self.reward_state.save(reward_state_path(args.output_dir, self.reward_state))
 
 
 class CollapseMonitor(TrainerCallback):

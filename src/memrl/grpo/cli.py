@@ -24,6 +24,7 @@ from memrl.grpo.config import (
 from memrl.grpo.evaluate import EvalConfig
 from memrl.grpo.rundir import RunDir
 from memrl.options import add_dataclass_arguments, build_config, given_values, parse_set, preset_names, preset_path
+from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def add_train_subparser(subparsers: Any) -> argparse.ArgumentParser:
     add_dataclass_arguments(p, TrainConfig, title="memrl options (TrainConfig)")
     add_dataclass_arguments(p, MemoryRewardConfig, title="Memory-R / Memory-R+ options (MemoryRewardConfig)",
                             skip=DERIVED_MEMORY_FIELDS)
+    add_dataclass_arguments(p, OutcomeExplorationConfig,
+                            title="outcome-ucb / outcome-batch options (OutcomeExplorationConfig)")
     p.set_defaults(func=_cmd_train)
     return p
 
@@ -74,6 +77,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     flags = {key: getattr(args, key) for key in GRPO_FLAGS if getattr(args, key, None) is not None}
     flags.update(given_values(args, TrainConfig))
     flags.update(given_values(args, MemoryRewardConfig))
+    flags.update(given_values(args, OutcomeExplorationConfig))
     values = read_yaml_config(preset_path(args.config or DEFAULT_PRESET, PRESET_FAMILY))
     if args.resume is not None:
         if args.resume in LATEST:
@@ -99,14 +103,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from memrl.grpo.train import run_training
 
     values = config_from_args(args)
-    train, grpo, memory = resolve_config(values)
+    train, grpo, memory, exploration = resolve_config(values)
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(train, grpo, memory), sort_keys=False))
+        print(yaml.safe_dump(config_to_dict(train, grpo, memory, exploration), sort_keys=False))
         return 0
     print(f"memrl train: {train.method} on {train.dataset} with {train.model}, {grpo.max_steps} steps -> "
           f"{grpo.output_dir}")
     summary = run_training(train, grpo, memory, resume=args.resume, overwrite=args.overwrite,
-                           options={**values, "output_dir": grpo.output_dir})
+                           options={**values, "output_dir": grpo.output_dir}, exploration_cfg=exploration)
     timing = summary.get("timing", {})
     print("\nDone in {:.0f}s ({:.1f}s/step; generation {:.0%}, rewards {:.0%} of a step).".format(
         summary["train_seconds"], timing.get("seconds_per_step", float("nan")),

@@ -1,12 +1,13 @@
-"""Configuration of ``memrl train``: three dataclasses sharing one flat key namespace.
+"""Configuration of ``memrl train``: four dataclasses sharing one flat key namespace.
 
 * :class:`TrainConfig`: memrl's own settings (model, dataset, method, prompt style, shots, ...);
 * TRL's ``GRPOConfig``: every GRPO/Trainer field (``learning_rate``, ``num_generations``,
   ``max_steps``, ``output_dir``, ``seed``, ``beta``, ``entropy_coef``, ``use_vllm``, ...);
-* :class:`~memrl.rewards.memory_rewards.MemoryRewardConfig`: the ``memory_*`` fields.
+* :class:`~memrl.rewards.memory_rewards.MemoryRewardConfig`: the ``memory_*`` fields;
+* :class:`~memrl.rewards.exploration.OutcomeExplorationConfig`: the ``outcome_explore_*`` fields.
 
 A YAML file (``--config``: a path or the name of a preset in ``memrl/configs/grpo/``; presets
-``extends: base``) gives values, flat or under ``train:``/``grpo:``/``memory:`` sections;
+``extends: base``) gives values, flat or under ``train:``/``grpo:``/``memory:``/``exploration:`` sections;
 ``--set key=value`` and the flags override it. Unknown keys are refused with the closest valid
 names. The resolved configuration is written to the run folder before training starts.
 """
@@ -25,6 +26,7 @@ from typing import Any
 from memrl.grpo.rundir import run_names
 from memrl.names import CHECKERS, METHODS, PROMPT_STYLES, check_choice
 from memrl.options import check_field_types, read_yaml_mapping, unknown_options_error, yaml_number
+from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,9 @@ PRESET_FAMILY = "grpo"
 DEFAULT_PRESET = "cpu-tiny"
 # where a run goes when its config names no output_dir (placeholders: see format_output_dir)
 DEFAULT_OUTPUT_DIR = "runs/{method}-{dataset}-s{seed}"
-SECTIONS = ("train", "grpo", "memory")
+SECTIONS = ("train", "grpo", "memory", "exploration")
+# `--method entropy` is R1 plus TRL's entropy bonus; this coefficient unless entropy_coef is set
+ENTROPY_DEFAULT_COEF = 0.01
 # Memory fields that follow from the train section (method, prompt style), never set directly.
 DERIVED_MEMORY_FIELDS = ("memory_explore", "memory_style")
 
@@ -100,19 +104,21 @@ def _owner_of(key: str) -> str | None:
         return "train"
     if key in {f.name for f in fields(MemoryRewardConfig)}:
         return "memory"
+    if key in {f.name for f in fields(OutcomeExplorationConfig)}:
+        return "exploration"
     if key in grpo_fields():
         return "grpo"
     return None
 
 
 def valid_keys() -> list[str]:
-    return sorted({f.name for f in fields(TrainConfig)} | {f.name for f in fields(MemoryRewardConfig)}
+    return sorted({f.name for cls in (TrainConfig, MemoryRewardConfig, OutcomeExplorationConfig) for f in fields(cls)}
                   | set(grpo_fields()))
 
 
 def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Flat ``{key: value}`` from a YAML file with flat keys and/or ``train``/``grpo``/``memory``
-    sections (``extends:`` resolved first). A key under a section must belong to that section's
+    """Flat ``{key: value}`` from a YAML file with flat keys and/or ``train``/``grpo``/``memory``/
+    ``exploration`` sections (``extends:`` resolved first). A key under a section must belong to that section's
     dataclass."""
     path = Path(path)
     data = read_yaml_mapping(path, PRESET_FAMILY)
@@ -132,8 +138,9 @@ def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     return flat
 
 
-def resolve_config(values: dict[str, Any]) -> tuple[TrainConfig, Any, MemoryRewardConfig]:
-    """Split flat ``values`` into ``(TrainConfig, GRPOConfig, MemoryRewardConfig)``.
+def resolve_config(values: dict[str, Any]) -> tuple[TrainConfig, Any, MemoryRewardConfig, OutcomeExplorationConfig]:
+    """Split flat ``values`` into ``(TrainConfig, GRPOConfig, MemoryRewardConfig,
+    OutcomeExplorationConfig)``.
 
     Unknown keys raise ``ValueError`` naming the closest valid ones. CPU-safe settings are applied
     when no GPU is present (``use_cpu``, no bf16/fp16, no gradient checkpointing).
@@ -155,7 +162,13 @@ def resolve_config(values: dict[str, Any]) -> tuple[TrainConfig, Any, MemoryRewa
     train = TrainConfig(**parts["train"])
     memory = MemoryRewardConfig.from_dict({**parts["memory"], "memory_style": train.prompt_style,
                                            "memory_explore": train.method == "memory-r+"})
+    exploration = OutcomeExplorationConfig.from_dict(parts["exploration"])
     grpo_values = dict(parts["grpo"])
+    if train.method == "entropy":
+        grpo_values.setdefault("entropy_coef", ENTROPY_DEFAULT_COEF)
+        if not grpo_values["entropy_coef"]:
+            raise ValueError("method 'entropy' needs entropy_coef > 0 (TRL's entropy bonus); "
+                             f"leave it unset for {ENTROPY_DEFAULT_COEF} or pass --set entropy_coef=...")
     grpo_values["output_dir"] = format_output_dir(grpo_values.get("output_dir", DEFAULT_OUTPUT_DIR), train,
                                                   grpo_values.get("seed", grpo_fields()["seed"].default))
     grpo_values.setdefault("report_to", "none")
@@ -177,7 +190,7 @@ def resolve_config(values: dict[str, Any]) -> tuple[TrainConfig, Any, MemoryRewa
         grpo = GRPOConfig(**grpo_values)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"invalid GRPO settings: {exc}") from exc
-    return train, grpo, memory
+    return train, grpo, memory, exploration
 
 
 def format_output_dir(template: str, train: TrainConfig, seed: int) -> str:
@@ -202,8 +215,10 @@ def preview_output_dir(values: dict[str, Any]) -> str:
                              values.get("seed", grpo_fields()["seed"].default))
 
 
-def config_to_dict(train: TrainConfig, grpo: Any, memory: MemoryRewardConfig) -> dict[str, Any]:
+def config_to_dict(train: TrainConfig, grpo: Any, memory: MemoryRewardConfig,
+                   exploration: OutcomeExplorationConfig | None = None) -> dict[str, Any]:
     """Sections of the resolved configuration (JSON/YAML-safe)."""
     grpo_dict = {k: v for k, v in grpo.to_dict().items() if k in grpo_fields()}
     return {"train": dataclasses.asdict(train), "grpo": json.loads(json.dumps(grpo_dict, default=str)),
-            "memory": dataclasses.asdict(memory)}
+            "memory": dataclasses.asdict(memory),
+            "exploration": dataclasses.asdict(exploration or OutcomeExplorationConfig())}

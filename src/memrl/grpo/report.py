@@ -14,7 +14,7 @@ from collections.abc import Container, Sequence
 from pathlib import Path
 from typing import Any
 
-from memrl.grpo.callbacks import LENGTH_KEY
+from memrl.grpo.callbacks import FORMAT_MARKERS, LENGTH_KEY
 from memrl.grpo.rundir import RunDir
 from memrl.io import atomic_write_text, save_figure
 
@@ -68,6 +68,22 @@ def reward_component_keys(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     return sorted(keys)
 
 
+# reward diagnostics (memrl.rewards.diagnostics, logged by MemrlGRPOTrainer) shown in the report
+DIAGNOSTIC_PANELS = (
+    ("auc", "within-group AUC vs correctness", "AUC (0.5 = no signal)"),
+    ("len_corr", "length correlation (groups without correctness variance)", "correlation"),
+    ("adv_share", "share of the advantage variance", "share"),
+)
+
+
+def diagnostic_keys(runs: dict[str, list[dict[str, Any]]], kind: str) -> list[str]:
+    """``diag/<term>/<kind>`` keys of the runs, format rewards left out (they follow the tags,
+    not the answer, and would crowd the panel)."""
+    keys = {k for rows in runs.values() for r in rows for k in r
+            if k.startswith("diag/") and k.endswith(f"/{kind}") and k.count("/") == 2}
+    return sorted(k for k in keys if not any(m in k.split("/")[1] for m in FORMAT_MARKERS))
+
+
 # ----------------------------------------------------------------------------- plots
 def run_colours(labels: Sequence[str], cmap: Any) -> dict[str, tuple[float, float, float]]:
     """A colour per run label: one hue per method (the label's first word), and for several runs of
@@ -104,6 +120,10 @@ def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.P
     for key in reward_component_keys(runs):
         if key not in CORRECTNESS_KEYS:
             panels.append((key.split("/")[1], [key], "mean reward"))
+    for kind, title, ylabel in DIAGNOSTIC_PANELS:
+        keys = diagnostic_keys(runs, kind)
+        if keys:
+            panels.append((title, keys, ylabel))
     ncols = 3
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
@@ -116,6 +136,9 @@ def plot_training_curves(run_dirs: Sequence[str | os.PathLike], path: str | os.P
                     continue
                 style = "--" if "failure" in key else "-"
                 suffix = f" ({key.split('/')[-1]})" if len(keys) > 1 and key.startswith("memory/") else ""
+                if key.startswith("diag/"):  # one line per reward term, told apart by style
+                    style = ("-", "--", ":", "-.")[keys.index(key) % 4]
+                    suffix = f" {key.split('/')[1].removesuffix('_reward')}"
                 ax.plot(steps, ema(vals, smoothing), style, color=colours[label], label=label + suffix,
                         marker="o" if len(steps) < 20 else None, markersize=3)
         ax.set_title(title)

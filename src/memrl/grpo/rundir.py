@@ -7,8 +7,9 @@ Training writes it, evaluation expands it into models, the report and the bench 
       resolved_config.json   sections train / grpo / memory, as resolved (also .yaml)
       metrics.jsonl          one line per logged step (TRL's logs + memrl's timing and memory metrics)
       run_summary.json       paths, step, whole-run timing, collapse warnings
-      checkpoint-<step>/     trainer checkpoints, each with memrl_memory/ when the method has one
-      memrl_memory/          the memories at the end of training
+      checkpoint-<step>/     trainer checkpoints, each with the method's reward state (below)
+      memrl_memory/          Memory-R(+): the memories at the end of training
+      outcome_counts.json    outcome-ucb: the answer counts at the end of training
       final/                 the final model
       eval/summary.json      what ``memrl eval <run>`` measured
       training_curves.png
@@ -31,14 +32,18 @@ RESOLVED_YAML = "resolved_config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "run_summary.json"
 MEMORY_DIRNAME = "memrl_memory"
+OUTCOME_COUNTS_FILE = "outcome_counts.json"
+# Where each stateful reward keeps its state, in a checkpoint and in the run folder (by class name,
+# so this module needs no reward import)
+REWARD_STATE_NAMES = {"MemoryRPlus": MEMORY_DIRNAME, "OutcomeUCBReward": OUTCOME_COUNTS_FILE}
 FINAL_DIRNAME = "final"
 EVAL_DIRNAME = "eval"
 CURVES_FILE = "training_curves.png"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 # What a finished or interrupted run leaves in its folder; a new run there would mix with it.
-RUN_ARTIFACTS = ("checkpoint-*", FINAL_DIRNAME, METRICS_FILE, MEMORY_DIRNAME, SUMMARY_FILE, EVAL_DIRNAME,
-                 CURVES_FILE, RESOLVED_YAML, RESOLVED_JSON, OPTIONS_FILE)
+RUN_ARTIFACTS = ("checkpoint-*", FINAL_DIRNAME, METRICS_FILE, MEMORY_DIRNAME, OUTCOME_COUNTS_FILE, SUMMARY_FILE,
+                 EVAL_DIRNAME, CURVES_FILE, RESOLVED_YAML, RESOLVED_JSON, OPTIONS_FILE)
 
 
 def run_names(method: str, model: str | os.PathLike, dataset: str | os.PathLike) -> dict[str, str]:
@@ -49,9 +54,14 @@ def run_names(method: str, model: str | os.PathLike, dataset: str | os.PathLike)
     return {"method": method, "model": Path(str(model).rstrip("/")).name, "dataset": Path(str(dataset)).stem}
 
 
-def memory_dir_of(checkpoint: str | os.PathLike) -> Path:
-    """Where a checkpoint keeps the memories saved with it."""
-    return Path(checkpoint) / MEMORY_DIRNAME
+def reward_state_path(folder: str | os.PathLike, state: Any) -> Path:
+    """Where a stateful reward (:class:`MemoryRPlus`, :class:`OutcomeUCBReward`) keeps its state
+    in ``folder`` (a checkpoint, or the run folder at the end)."""
+    name = REWARD_STATE_NAMES.get(type(state).__name__)
+    if name is None:
+        raise TypeError(f"{type(state).__name__} is not a stateful reward memrl checkpoints "
+                        f"(known: {', '.join(REWARD_STATE_NAMES)})")
+    return Path(folder) / name
 
 
 def checkpoint_step(path: str | os.PathLike) -> int | None:

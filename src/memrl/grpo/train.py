@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from memrl.grpo.config import TrainConfig, config_to_dict
-from memrl.grpo.rundir import RunDir, memory_dir_of
+from memrl.grpo.rundir import RunDir, reward_state_path
 from memrl.io import atomic_write_json, atomic_write_text
+from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
 
 logger = logging.getLogger(__name__)
@@ -72,16 +73,20 @@ RESUME_INVARIANTS = ("model", "dataset", "dataset_split", "dataset_limit", "arit
                      "prompt_style", "shots", "question_column", "answer_column", "checker")
 
 
-def check_resume_matches(run_dir: Path, train: TrainConfig, memory_cfg: MemoryRewardConfig) -> None:
-    """Refuse to resume a run whose saved configuration differs in what defines the experiment."""
+def check_resume_matches(run_dir: Path, train: TrainConfig, memory_cfg: MemoryRewardConfig,
+                         exploration_cfg: OutcomeExplorationConfig | None = None) -> None:
+    """Refuse to resume a run whose saved configuration differs in what defines the experiment
+    (the train invariants, every memory option, every outcome-exploration option)."""
     saved = RunDir(run_dir).resolved_config()
     if saved is None:
         return
-    now = {"train": dataclasses.asdict(train), "memory": dataclasses.asdict(memory_cfg)}
+    now = {"train": dataclasses.asdict(train), "memory": dataclasses.asdict(memory_cfg),
+           "exploration": dataclasses.asdict(exploration_cfg or OutcomeExplorationConfig())}
     diffs = [f"{k}: saved {saved['train'][k]!r}, now {now['train'][k]!r}"
              for k in RESUME_INVARIANTS if k in saved.get("train", {}) and saved["train"][k] != now["train"][k]]
-    diffs += [f"{k}: saved {v!r}, now {now['memory'].get(k)!r}" for k, v in saved.get("memory", {}).items()
-              if json.loads(json.dumps(now["memory"].get(k))) != v]
+    for section in ("memory", "exploration"):  # a run saved before a section existed has none to compare
+        diffs += [f"{k}: saved {v!r}, now {now[section].get(k)!r}" for k, v in saved.get(section, {}).items()
+                  if json.loads(json.dumps(now[section].get(k))) != v]
     if diffs:
         raise ValueError(f"cannot resume {run_dir}: its configuration differs in " + "; ".join(diffs)
                          + ". Resume with the run's own settings (`memrl train --resume <checkpoint>` reads them "
@@ -90,11 +95,12 @@ def check_resume_matches(run_dir: Path, train: TrainConfig, memory_cfg: MemoryRe
 
 def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, resume: str | None = None,
                  encoder: Any = None, callbacks: Sequence[Any] = (), overwrite: bool = False,
-                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+                 options: dict[str, Any] | None = None,
+                 exploration_cfg: OutcomeExplorationConfig | None = None) -> dict[str, Any]:
     """Train; return a summary dict (paths, timing, collapse warnings, final metrics).
 
     Args:
-        train, grpo, memory_cfg: the resolved configuration (:func:`resolve_config`).
+        train, grpo, memory_cfg, exploration_cfg: the resolved configuration (:func:`resolve_config`).
         resume: a checkpoint folder, or ``latest`` for the newest in ``grpo.output_dir``.
         encoder: optional :class:`~memrl.encoders.Encoder` to share (tests); built if None.
         callbacks: extra ``TrainerCallback`` objects (called after memrl's own).
@@ -106,7 +112,7 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     from datasets import Dataset
 
     from memrl.distributed import rank
-    from memrl.grpo.callbacks import CollapseMonitor, MemoryCheckpointCallback, MetricsJsonlCallback
+    from memrl.grpo.callbacks import CollapseMonitor, MetricsJsonlCallback, RewardStateCallback
     from memrl.grpo.trainer import MemrlGRPOTrainer
     from memrl.lm.loading import load_model
     from memrl.rewards.registry import build_rewards
@@ -127,37 +133,37 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     set_seed(grpo.seed)
     checkpoint = find_checkpoint(out, resume) if resume is not None else None
     if checkpoint is not None:
-        check_resume_matches(checkpoint.parent, train, memory_cfg)
+        check_resume_matches(checkpoint.parent, train, memory_cfg, exploration_cfg)
     if rank() == 0:
         if options is not None:
             atomic_write_json(run.options_file, options)
-        resolved = config_to_dict(train, grpo, memory_cfg)
+        resolved = config_to_dict(train, grpo, memory_cfg, exploration_cfg)
         atomic_write_text(run.resolved_yaml, yaml.safe_dump(resolved, sort_keys=False))
         atomic_write_json(run.resolved_json, resolved)
 
     rows, checker = build_train_rows(train, grpo.seed)
     dataset = Dataset.from_list(rows)
-    rewards, memory = build_rewards(train.method, style=train.prompt_style, answer_column="answer",
-                                    checker=checker, max_completion_length=grpo.max_completion_length or 256,
-                                    memory_config=memory_cfg, encoder=encoder)
+    rewards, reward_state = build_rewards(train.method, style=train.prompt_style, answer_column="answer",
+                                          checker=checker, max_completion_length=grpo.max_completion_length or 256,
+                                          memory_config=memory_cfg, encoder=encoder, exploration_config=exploration_cfg)
     weights = reward_weight_list(rewards, train.reward_weights_by_name)
     if weights is not None:
         grpo.reward_weights = weights
-    if memory is not None and checkpoint is not None:
-        mem_dir = memory_dir_of(checkpoint)
-        if not mem_dir.is_dir() and resume in LATEST:
-            # the memory is written just after the trainer's checkpoint: a crash in between leaves
+    if reward_state is not None and checkpoint is not None:
+        state_path = reward_state_path(checkpoint, reward_state)
+        if not state_path.exists() and resume in LATEST:
+            # the state is written just after the trainer's checkpoint: a crash in between leaves
             # the newest checkpoint without it, and the one before is the newest complete state
-            older = [c for c in reversed(run.checkpoints()) if memory_dir_of(c).is_dir()]
+            older = [c for c in reversed(run.checkpoints()) if reward_state_path(c, reward_state).exists()]
             if older:
-                logger.warning("%s has no saved memory (interrupted while saving?); resuming from %s instead",
-                               checkpoint, older[0])
-                checkpoint, mem_dir = older[0], memory_dir_of(older[0])
-        if not mem_dir.is_dir():
-            raise FileNotFoundError(f"{checkpoint} has no saved memory ({mem_dir.name}/); cannot resume "
-                                    f"method {train.method!r} with the same memory state")
-        memory.load(mem_dir)
-        logger.info("restored memory from %s: %r", mem_dir, memory)
+                logger.warning("%s has no saved %s (interrupted while saving?); resuming from %s instead",
+                               checkpoint, state_path.name, older[0])
+                checkpoint, state_path = older[0], reward_state_path(older[0], reward_state)
+        if not state_path.exists():
+            raise FileNotFoundError(f"{checkpoint} has no saved memory ({state_path.name}); cannot resume "
+                                    f"method {train.method!r} with the same reward state")
+        reward_state.load(state_path)
+        logger.info("restored reward state from %s: %r", state_path, reward_state)
 
     t_load = time.perf_counter()
     model, tokenizer = load_model(train.model)
@@ -167,8 +173,8 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     monitor = CollapseMonitor(window=train.collapse_window)
     trainer.add_callback(monitor)
     trainer.add_callback(MetricsJsonlCallback(run.metrics_file))
-    if memory is not None:
-        trainer.add_callback(MemoryCheckpointCallback(memory))
+    if reward_state is not None:
+        trainer.add_callback(RewardStateCallback(reward_state))
     for cb in callbacks:
         trainer.add_callback(cb)
 
@@ -181,7 +187,8 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
         "output_dir": str(out),
         "final_model": str(run.final_dir),
         "checkpoints": sorted(str(p) for p in out.glob("checkpoint-*")),
-        "memory": str(run.memory_dir) if memory is not None else None,
+        # the saved reward state: Memory-R(+)'s memories or outcome-ucb's answer counts
+        "memory": str(reward_state_path(out, reward_state)) if reward_state is not None else None,
         "metrics": str(run.metrics_file),
         "method": train.method,
         "seed": grpo.seed,
@@ -192,7 +199,7 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
         # (a run that logs no steps, or ranks other than the main one)
         "timing": run.step_timing() or trainer.step_timer.summary(),
         "collapse_warnings": monitor.warnings,
-        "memory_state": repr(memory) if memory is not None else None,
+        "memory_state": repr(reward_state) if reward_state is not None else None,
     }
     if rank() == 0:
         if train.plot:
@@ -203,7 +210,7 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
             except Exception as exc:  # a plot must never lose a finished run
                 logger.warning("could not plot training curves: %s", exc)
         atomic_write_json(run.summary_file, summary)
-    summary["_memory_object"] = memory
+    summary["_memory_object"] = reward_state
     return summary
 
 

@@ -1,9 +1,10 @@
 """The one place memrl touches TRL's private ``GRPOTrainer`` API.
 
-TRL 1.x has no public hook for the time a step spends generating and computing rewards, nor for
-adding a metric to its log from outside a reward function. :class:`MemrlGRPOTrainer` overrides
-the private methods involved; :func:`missing_trl_hooks` names any that a TRL upgrade renamed, and
-a test calls it so such an upgrade fails loudly instead of silently losing the timing.
+TRL 1.x has no public hook for the time a step spends generating and computing rewards, for the
+per-function reward matrix of a step, nor for adding a metric to its log from outside a reward
+function. :class:`MemrlGRPOTrainer` overrides the private methods involved; :func:`missing_trl_hooks`
+names any that a TRL upgrade renamed, and a test calls it so such an upgrade fails loudly instead
+of silently losing the timing and the reward diagnostics.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from trl import GRPOTrainer
 
 from memrl.grpo.callbacks import StepTimer
+from memrl.rewards.diagnostics import batch_diagnostics
+
+# Reward functions that grade correctness, and the value above which a completion counts as
+# correct (the cosine reward's sign follows correctness: > 0 is right).
+CORRECTNESS_THRESHOLDS = {"correctness_reward": 0.5, "math_accuracy_reward": 0.5, "cosine_length_reward": 0.0}
 
 logger = logging.getLogger(__name__)
 
 # private GRPOTrainer methods overridden below, and the metric buffer written to
 TRL_METHODS = ("_generate", "_calculate_rewards")
 TRL_METRIC_BUFFER = "_metrics"
+# instance attributes read by the diagnostics
+TRL_ATTRIBUTES = ("reward_func_names", "reward_weights", "num_generations", "scale_rewards")
 
 
 def missing_trl_hooks(trainer: Any = None) -> list[str]:
@@ -30,11 +39,16 @@ def missing_trl_hooks(trainer: Any = None) -> list[str]:
         buffer = getattr(trainer, TRL_METRIC_BUFFER, None)
         if not (isinstance(buffer, dict) and "train" in buffer):
             missing.append(f"GRPOTrainer.{TRL_METRIC_BUFFER}['train']")
+        missing += [f"GRPOTrainer.{name}" for name in TRL_ATTRIBUTES if not hasattr(trainer, name)]
     return missing
 
 
 class MemrlGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` that times generation and reward computation per step (``time/*`` metrics)."""
+    """``GRPOTrainer`` that times generation and reward computation per step (``time/*``
+    metrics) and logs what each reward term follows (``diag/*`` metrics, see
+    :func:`memrl.rewards.diagnostics.batch_diagnostics`): its within-group AUC against
+    correctness, its correlation with completion length in groups without correctness variance,
+    and its share of the advantage variance."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,6 +71,35 @@ class MemrlGRPOTrainer(GRPOTrainer):
         with self.step_timer.part("generation"):
             return super()._generate(*args, **kwargs)
 
-    def _calculate_rewards(self, *args: Any, **kwargs: Any) -> Any:
+    def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
         with self.step_timer.part("reward"):
-            return super()._calculate_rewards(*args, **kwargs)
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.model.training:  # training batches only: evaluation groups may be of another size
+            try:
+                self._log_diagnostics(rewards_per_func, completion_ids_list)
+            except Exception as exc:  # diagnostics must never stop a training run
+                logger.warning("reward diagnostics failed this step: %s", exc)
+        return rewards_per_func
+
+    def _log_diagnostics(self, rewards_per_func: Any, completion_ids_list: Any) -> None:
+        """``diag/*`` metrics of this step's rewards (every process's rows: TRL gathered them)."""
+        names = list(self.reward_func_names)
+        judge = next((n for n in names if n in CORRECTNESS_THRESHOLDS), None)
+        if judge is None:
+            return
+        values = rewards_per_func.detach().float().cpu().numpy()
+        lengths = [len(ids) for ids in completion_ids_list]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            lengths = gather_object(lengths)  # rank order, as the reward rows
+        if len(lengths) != values.shape[0]:
+            return
+        terms = {name: values[:, j] for j, name in enumerate(names)}
+        correct = (terms[judge] > CORRECTNESS_THRESHOLDS[judge]).astype(np.float64)
+        groups = np.arange(values.shape[0]) // self.num_generations
+        weights = dict(zip(names, self.reward_weights.detach().float().cpu().tolist()))
+        diag = batch_diagnostics(terms, correct, groups, np.asarray(lengths, dtype=np.float64), weights=weights,
+                                 scale_rewards=self.scale_rewards)
+        for key, value in diag.items():
+            self.log_metric_value(key, value)

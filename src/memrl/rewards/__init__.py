@@ -7,6 +7,7 @@ inputs, ignores extra keywords and pickles.
 
 from memrl.names import METHODS
 from memrl.rewards.baselines import CosineLengthReward, cosine_length_value
+from memrl.rewards.exploration import OutcomeBatchReward, OutcomeExplorationConfig, OutcomeUCBReward
 from memrl.rewards.format import (
     IntegerAnswerReward,
     ReasoningStepsReward,
@@ -31,6 +32,9 @@ __all__ = [
     "IntegerAnswerReward",
     "MemoryRPlus",
     "MemoryRewardConfig",
+    "OutcomeBatchReward",
+    "OutcomeExplorationConfig",
+    "OutcomeUCBReward",
     "ReasoningStepsReward",
     "SoftFormatReward",
     "StrictFormatReward",

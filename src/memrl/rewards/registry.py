@@ -2,15 +2,19 @@
 
 ``r1``: outcome + format (DeepSeek-R1 style, the paper's "R1" baseline); ``cosine``: the cosine
 length reward in place of plain correctness, plus format; ``memory-r`` / ``memory-r+``: R1 plus
-the memory rewards.
+the memory rewards; ``outcome-ucb`` / ``outcome-batch``: R1 plus the outcome-based exploration
+bonus (historical UCB over each question's final answers, or the within-group repeat penalty);
+``entropy``: the R1 rewards, with TRL's entropy bonus in the loss (``entropy_coef``, set by
+:func:`memrl.grpo.config.resolve_config`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from memrl.names import MEMORY_METHODS, METHODS
+from memrl.names import MEMORY_METHODS, METHODS, OUTCOME_EXPLORATION_METHODS
 from memrl.rewards.baselines import CosineLengthReward
+from memrl.rewards.exploration import OutcomeBatchReward, OutcomeExplorationConfig, OutcomeUCBReward
 from memrl.rewards.format import (
     IntegerAnswerReward,
     ReasoningStepsReward,
@@ -19,7 +23,7 @@ from memrl.rewards.format import (
     XMLCountReward,
 )
 from memrl.rewards.memory_rewards import MemoryRewardConfig, MemoryRPlus
-from memrl.rewards.outcome import CorrectnessReward
+from memrl.rewards.outcome import CorrectnessReward, extract_answer, extract_tagged_answer
 
 
 def r1_rewards(style: str = "think", answer_column: str = "answer", checker: str = "numeric") -> list[Any]:
@@ -41,10 +45,12 @@ def build_rewards(
     max_completion_length: int = 200,
     memory_config: MemoryRewardConfig | None = None,
     encoder: Any = None,
-) -> tuple[list[Any], MemoryRPlus | None]:
-    """Reward functions for ``method`` and the :class:`MemoryRPlus` object (or None).
+    exploration_config: OutcomeExplorationConfig | None = None,
+) -> tuple[list[Any], MemoryRPlus | OutcomeUCBReward | None]:
+    """Reward functions for ``method`` and the stateful reward among them, or None.
 
-    The memory object is returned so the caller can save, restore and inspect its memories.
+    The state object (:class:`MemoryRPlus` with its memories, :class:`OutcomeUCBReward` with its
+    answer counts) is returned so the caller can checkpoint, restore and inspect it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -60,4 +66,10 @@ def build_rewards(
         memory = MemoryRPlus(config, encoder=encoder,
                              outcome=CorrectnessReward(answer_column=answer_column, checker=checker))
         return rewards + memory.reward_functions(), memory
+    if method in OUTCOME_EXPLORATION_METHODS:
+        # answers as the correctness check reads them: numbers normalised, or the tagged text
+        answer_fn = extract_answer if checker == "numeric" else extract_tagged_answer
+        kind = OutcomeUCBReward if method == "outcome-ucb" else OutcomeBatchReward
+        bonus = kind(exploration_config, answer_fn=answer_fn)
+        return rewards + [bonus], bonus if isinstance(bonus, OutcomeUCBReward) else None
     return rewards, None

@@ -41,26 +41,46 @@ def minmax_normalize(values: np.ndarray, lo: float, hi: float, eps: float = 1e-8
     return (np.asarray(values, np.float64) - lo) / (hi - lo + eps)
 
 
+def _flat_output(raw: np.ndarray, value: float, slope: float) -> np.ndarray:
+    return value + slope * np.asarray(raw, np.float64)
+
+
 class RunningMinMax:
-    """Min-max normaliser over the last ``window`` raw values (the paper's w = 100).
+    """Min-max normaliser over the last ``window`` raw values (the paper's w = 100), by batch.
 
     :meth:`update_and_normalize` normalises a whole batch with one pair of bounds taken over the
     previous ``window`` values *and the entire batch*, then appends the batch. So the result does
     not depend on the order of completions, even for a batch larger than the window (GRPO steps
     of 16 x 16 = 256 completions against w = 100).
 
+    A *flat* window, whose spread ``max − min`` is at most ``tolerance``, carries no information:
+    stretching it would turn float rounding noise (a self-cosine is 1 only to ~1e-7 in float32)
+    into the whole 0–1 range. Its values become ``flat_value + flat_slope * raw`` instead
+    (default 0.0: the same for the whole batch, so no advantage inside a GRPO group).
+    ``tolerance=0`` keeps the plain formula for every window that is not exactly constant.
+
     >>> n = RunningMinMax(window=3, eps=0.0)
     >>> n.update_and_normalize(np.array([0.0, 1.0])).tolist()
     [0.0, 1.0]
     >>> n.update_and_normalize(np.array([3.0, 4.0])).tolist()  # bounds over 0, 1 and 3, 4
     [0.75, 1.0]
+    >>> RunningMinMax(tolerance=1e-6).update_and_normalize(np.array([0.0, 1.2e-7, -1.2e-7])).tolist()
+    [0.0, 0.0, 0.0]
     """
 
-    def __init__(self, window: int = 100, eps: float = 1e-8) -> None:
+    kind = "batch"
+
+    def __init__(self, window: int = 100, eps: float = 1e-8, tolerance: float = 0.0,
+                 flat_value: float = 0.0, flat_slope: float = 0.0) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         self.window = window
         self.eps = eps
+        self.tolerance = tolerance
+        self.flat_value = flat_value
+        self.flat_slope = flat_slope
         self.values: deque[float] = deque(maxlen=window)
 
     def update_and_normalize(self, raw: np.ndarray, batch: np.ndarray | None = None) -> np.ndarray:
@@ -77,11 +97,58 @@ class RunningMinMax:
         if self.values:
             lo, hi = min(lo, min(self.values)), max(hi, max(self.values))
         self.values.extend(batch.tolist())
+        if hi - lo <= self.tolerance:
+            return _flat_output(raw, self.flat_value, self.flat_slope)
         return minmax_normalize(raw, lo, hi, self.eps)
 
     def state_dict(self) -> dict:
-        return {"window": self.window, "eps": self.eps, "values": list(self.values)}
+        return {"kind": self.kind, "window": self.window, "eps": self.eps, "tolerance": self.tolerance,
+                "flat_value": self.flat_value, "flat_slope": self.flat_slope, "values": list(self.values)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.window, self.eps = int(state["window"]), float(state["eps"])
+        """Restore a :meth:`state_dict`; settings a state from an older memrl lacks keep this
+        normaliser's values."""
+        kind = state.get("kind", "batch")
+        if kind != self.kind:
+            raise ValueError(f"normaliser state is {kind!r}, this normaliser is {self.kind!r}")
+        self.window = int(state["window"])
+        self.eps = float(state.get("eps", self.eps))
+        self.tolerance = float(state.get("tolerance", self.tolerance))
+        self.flat_value = float(state.get("flat_value", self.flat_value))
+        self.flat_slope = float(state.get("flat_slope", self.flat_slope))
         self.values = deque(state["values"], maxlen=self.window)
+
+
+class SequentialMinMax(RunningMinMax):
+    """The reference code's normaliser: one value at a time, in call order.
+
+    Each raw value is appended to the window (a ``deque(window)``) *before* it is normalised,
+    then mapped to ``(x − min) / (max − min)`` over the window, with no ε. A flat window (spread
+    ``≤ tolerance``; the reference: exactly ``max == min``) gives ``flat_value + flat_slope * x``;
+    the reference returns the raw distance for exploit (its reward ``1 − d``, i.e. value 1, slope
+    1 on memrl's raw ``−d``) and 0.0 for explore. The result depends on the order of the values.
+
+    >>> n = SequentialMinMax(window=2)
+    >>> n.update_and_normalize(np.array([1.0, 3.0, 2.0])).tolist()  # windows [1], [1, 3], [3, 2]
+    [0.0, 1.0, 0.0]
+    """
+
+    kind = "sequential"
+
+    def __init__(self, window: int = 100, tolerance: float = 0.0, flat_value: float = 0.0,
+                 flat_slope: float = 0.0) -> None:
+        super().__init__(window, 0.0, tolerance, flat_value, flat_slope)
+
+    def update_and_normalize(self, raw: np.ndarray, batch: np.ndarray | None = None) -> np.ndarray:
+        """Normalise the values of ``raw`` one by one, appending each first. ``batch`` is not
+        used: a multi-process caller passes every process's values in one agreed order."""
+        raw = np.asarray(raw, np.float64)
+        out = np.empty(raw.shape, np.float64)
+        for i, x in enumerate(raw.tolist()):
+            self.values.append(x)
+            lo, hi = min(self.values), max(self.values)
+            if hi - lo <= self.tolerance:
+                out[i] = self.flat_value + self.flat_slope * x
+            else:
+                out[i] = (x - lo) / (hi - lo)
+        return out

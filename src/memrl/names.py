@@ -20,7 +20,7 @@ OUTCOME_EXPLORATION_METHODS = ("outcome-ucb", "outcome-batch")
 CHECKERS = ("numeric", "math")
 
 # Memory-R+ write/score orders (see memrl.rewards.memory_rewards for what each rewards).
-MEMORY_SEMANTICS = ("score_then_write", "write_then_score")
+MEMORY_SEMANTICS = ("score_then_write", "write_then_score", "group_loo", "reference")
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...], *, nullable: bool = False) -> None:

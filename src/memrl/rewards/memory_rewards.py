@@ -8,25 +8,75 @@ Two episodic memories of past completions, keyed by question embeddings:
   ``R_explore = 1 − max_{b ∈ B(M_f, q)} cos(Enc(a), b)`` pushes away from what failed.
 
 Each is min-max normalised over a running window and weighted (λ_s, λ_e); explore is off during
-a warm-up counted in optimizer steps. Memory-R = exploit only, Memory-R+ = both.
+a warm-up. Memory-R = exploit only, Memory-R+ = both.
 
-Semantics (fixing the reference code, see the spec):
+Semantics (``memory_semantics``; the formulas are the same in all four, what is read when
+differs, and with it what is rewarded):
 
-* every completion is keyed by its **own** question (the reference used ``prompts[0]``);
 * ``score_then_write`` (default): the whole batch is scored against the memory as it was before
-  the batch, then written. A step's rewards do not depend on completion order, and a wrong but
-  novel answer earns explore reward. (Later steps can: the memories' FIFO lists and the
-  normalisers' windows keep the newest entries in completion order, which matters only when a
-  batch overflows a list or a window.) ``write_then_score`` reproduces the reference: each completion is
-  inserted, then scored, in order (a wrong answer then always gets explore 0).
-* each completion is encoded once per step although two reward functions read it: the first
+  the batch, then written. Order-invariant within a step, and a wrong but novel answer earns
+  explore reward. In one pass over the data the memory never holds the question being scored, so
+  K = 1 reads the nearest *other* question: the rewards measure closeness to what worked, and
+  distance from what failed, on similar questions. (Later steps can depend on order: the FIFO
+  lists and the normalisers' windows keep the newest entries in completion order, which matters
+  only when a batch overflows a list or a window.)
+* ``write_then_score``: the reference code's *order* with memrl's other choices (own-question keys,
+  one call per batch, memrl's success test, batch normaliser): each completion is inserted, then
+  scored, in batch order. A completion is always inside its own pool, so a wrong answer always
+  gets explore raw 0 and a right one is pulled by its own vector: the intrinsic rewards become
+  almost a copy of correctness. Not order-invariant.
+* ``group_loo`` (memrl's own): each completion is scored against the memory as it was before the
+  batch *plus the batch's other completions* that the write rule stores (never itself), under
+  their own questions and from every process. Order-invariant, like ``score_then_write``, and it
+  keeps the consensus signal of ``write_then_score`` without self-inclusion: exploit is high for a
+  completion close to the *other* right answers to its question, explore is high for one far from
+  the *other* wrong answers. Capacity limits (N, L) apply at the write after scoring, not to the
+  read. The normaliser window is fed the batch's found values, as in ``score_then_write``.
+* ``reference``: the reference code (thaihungle/Memory-R @ a193f4f) reproduced, for replication.
+  It is ``write_then_score``'s order plus a **preset** of the options below at the reference's
+  values. Under several processes memrl still shares one memory across ranks (the reference
+  kept one per process).
+
+Options that ``memory_semantics`` presets (each can be set on its own to ablate one difference):
+
+================================  ======================  ==================================
+option                            memrl (other 3)         ``reference``
+================================  ======================  ==================================
+``memory_key_rule``               ``own``                 ``first_prompt`` (key bug)
+``memory_micro_batch_prompts``    0 (the whole call)      2 (TRL 0.14: 2 prompts × G a call)
+``memory_success_rule``           ``outcome``             ``exact_answer``
+``memory_store``                  ``reasoning``           ``reference``
+``memory_normalizer``             ``batch``               ``sequential``
+``memory_norm_tolerance``         1e-6                    0.0 (only an exactly flat window)
+``memory_norm_flat``              ``neutral``             ``reference``
+``memory_warmup_unit``            ``steps``               ``failure_keys`` (500 keys)
+``memory_max_keys``               7473 (GSM8K's size)     10,000
+``memory_max_values``             100                     100 (Memory-R+), 1,000 (Memory-R)
+================================  ======================  ==================================
+
+Precedence: an option left unset (``None``) takes the preset's value when the config is built;
+an option set explicitly always wins, so ``memory_semantics="reference", memory_key_rule="own"``
+is the reference with only the key bug fixed. Built configs hold concrete values (``asdict``,
+``resolved_config.json``). :meth:`MemoryRewardConfig.replace`, :meth:`MemoryRewardConfig.from_dict`
+of a built config's ``__dict__`` and ``MemoryRPlus(config, **overrides)`` re-apply the preset to
+the options it filled, so changing ``memory_semantics`` or ``memory_explore`` there is followed;
+a dict from ``asdict`` counts every option as set.
+
+Other choices:
+
+* every completion is keyed by its **own** question unless ``memory_key_rule="first_prompt"``;
+* each completion is encoded once per call although two reward functions read it: the first
   function called on a batch computes both rewards and writes the memory; the second returns the
   cached result.
-
-Neutral values when nothing is retrieved (empty memory for that question's neighbourhood):
-exploit 0.0 ("no pull") and explore 1.0 ("everything is novel", as the reference); these are not
-fed to the normaliser, so they do not stretch its bounds. All completions of one question share
-the retrieval, so a neutral value is constant within the GRPO group and adds no advantage.
+* nothing retrieved (empty memory for that question's neighbourhood): exploit 0.0 ("no pull")
+  and explore 1.0 ("everything is novel"), as the reference; these are not fed to the
+  normaliser. Under ``score_then_write`` all completions of one question share the retrieval, so
+  a neutral value is constant within the GRPO group and adds no advantage (under ``group_loo`` a
+  question's only right answer can find nothing while its wrong answers find it).
+* a flat normaliser window (spread ≤ ``memory_norm_tolerance``) gives the neutral normalised
+  value 0.0 (``memory_norm_flat="neutral"``): with the batch normaliser it is the same for the
+  whole call, so it adds no advantage inside a group, and it adds nothing to the reward's scale.
+  Without it, rounding noise of a self-cosine (±1.2e-7) was stretched to 0–1.
 """
 
 from __future__ import annotations
@@ -43,22 +93,50 @@ from typing import Any
 
 import numpy as np
 
-from memrl.distributed import all_gather_objects
+from memrl.distributed import all_gather_objects, rank
 from memrl.encoders import DEFAULT_ENCODER, Encoder
 from memrl.io import atomic_dir
 from memrl.memory import EpisodicMemory
 from memrl.names import MEMORY_SEMANTICS as SEMANTICS
 from memrl.names import PROMPT_STYLES as STYLES
-from memrl.options import check_field_types
-from memrl.rewards.common import check_lengths, completion_texts, question_keys
+from memrl.options import build_config, check_field_types
+from memrl.rewards.common import check_lengths, completion_texts, question_keys, require_column
 from memrl.rewards.outcome import CorrectnessReward
-from memrl.rewards.scoring import RunningMinMax, exploit_raw, explore_raw
+from memrl.rewards.scoring import RunningMinMax, SequentialMinMax, exploit_raw, explore_raw
 
 logger = logging.getLogger(__name__)
 
-STORE_MODES = ("reasoning", "completion")
+KEY_RULES = ("own", "first_prompt")
+SUCCESS_RULES = ("outcome", "exact_answer")
+STORE_MODES = ("reasoning", "completion", "reference")
+NORMALIZERS = ("batch", "sequential")
+FLAT_RULES = ("neutral", "reference")
+WARMUP_UNITS = ("steps", "failure_keys")
 EXPLOIT_EMPTY = 0.0
 EXPLORE_EMPTY = 1.0
+FLAT_NEUTRAL = 0.0
+
+
+def semantics_preset(semantics: str, explore: bool = True) -> dict[str, Any]:
+    """The values ``memory_semantics`` gives the options left unset (see the module docstring)."""
+    if semantics == "reference":
+        return {"memory_key_rule": "first_prompt", "memory_micro_batch_prompts": 2,
+                "memory_success_rule": "exact_answer", "memory_store": "reference",
+                "memory_normalizer": "sequential", "memory_norm_tolerance": 0.0,
+                "memory_norm_flat": "reference", "memory_warmup_unit": "failure_keys",
+                "memory_max_keys": 10_000, "memory_max_values": 100 if explore else 1000}
+    return {"memory_key_rule": "own", "memory_micro_batch_prompts": 0, "memory_success_rule": "outcome",
+            "memory_store": "reasoning", "memory_normalizer": "batch", "memory_norm_tolerance": 1e-6,
+            "memory_norm_flat": "neutral", "memory_warmup_unit": "steps", "memory_max_keys": 7473,
+            "memory_max_values": 100}
+
+
+# Reference values of options no preset touches (they are memrl's defaults too, except the tag):
+# what MemoryRPlus compares against when it warns that a `reference` run deviates.
+REFERENCE_FIXED = {"memory_top_k": 1, "memory_norm_window": 100, "memory_explore_warmup_keys": 500,
+                   "memory_exploit_weight": 1.0, "memory_explore_weight": 1.0, "memory_style": "reasoning"}
+
+_PRESET = "preset: unset follows memory_semantics"
 
 
 @dataclass
@@ -67,22 +145,33 @@ class MemoryRewardConfig:
 
     Field names carry a ``memory_`` prefix so they can share one command-line namespace with
     TRL's ``GRPOConfig`` (TRL-style ``metadata["help"]`` feeds ``--help`` and YAML configs).
+    Options whose default is ``None`` are filled from ``memory_semantics`` (see the module
+    docstring for the table and the precedence rule).
     """
 
     memory_explore: bool = field(default=True, metadata={"help": "Memory-R+ (True) or Memory-R, exploit only (False)."})
     memory_top_k: int = field(default=1, metadata={"help": "K stored questions read per query (paper: 1 on GSM8K, 20 on AI-MO)."})
-    memory_max_keys: int = field(default=7473, metadata={"help": "N, most questions kept per memory (paper: |D|; FIFO eviction)."})
-    memory_max_values: int = field(default=100, metadata={"help": "L, most responses kept per question (oldest dropped)."})
+    memory_max_keys: int | None = field(default=None, metadata={"help": f"N, most questions kept per memory (FIFO eviction); {_PRESET}: 7473 (GSM8K's |D|, the paper's N = |D|), reference 10000."})
+    memory_max_values: int | None = field(default=None, metadata={"help": f"L, most responses kept per question (oldest dropped); {_PRESET}: 100, reference 100 (Memory-R+) or 1000 (Memory-R)."})
     memory_norm_window: int = field(default=100, metadata={"help": "w, raw values in the running min-max window."})
-    memory_norm_eps: float = field(default=1e-8, metadata={"help": "ε in (R − min)/(max − min + ε)."})
-    memory_explore_warmup_steps: int = field(default=50, metadata={"help": "Optimizer steps with explore off (paper: 50)."})
+    memory_norm_eps: float = field(default=1e-8, metadata={"help": "ε in (R − min)/(max − min + ε) of the batch normaliser (the reference's sequential one has none)."})
+    memory_norm_tolerance: float | None = field(default=None, metadata={"help": f"A window whose spread max − min is at most this is flat (memory_norm_flat decides its value); {_PRESET}: 1e-6, reference 0 (only max == min)."})
+    memory_norm_flat: str | None = field(default=None, metadata={"help": f"Value of a flat window: 'neutral' (0.0, no advantage) or 'reference' (exploit 1 − raw distance, explore 0.0); {_PRESET}: neutral, reference 'reference'.", "choices": FLAT_RULES})
+    memory_normalizer: str | None = field(default=None, metadata={"help": f"'batch' (one pair of bounds over the window plus the whole call, order-invariant) or 'sequential' (the reference: each value appended, then normalised, in call order); {_PRESET}: batch, reference sequential.", "choices": NORMALIZERS})
+    memory_explore_warmup_steps: int = field(default=50, metadata={"help": "Optimizer steps with explore off when memory_warmup_unit='steps' (memrl's default 50 follows the paper's text; the reference code counts failure keys instead)."})
+    memory_explore_warmup_keys: int = field(default=500, metadata={"help": "Explore is off until the failure memory holds this many keys when memory_warmup_unit='failure_keys' (the reference code: 500)."})
+    memory_warmup_unit: str | None = field(default=None, metadata={"help": f"What the explore warm-up counts: 'steps' (optimizer steps) or 'failure_keys' (keys in the failure memory, checked per completion after its write under the write-then-score orders); {_PRESET}: steps, reference failure_keys.", "choices": WARMUP_UNITS})
     memory_exploit_weight: float = field(default=1.0, metadata={"help": "λ_s, weight of the normalised exploit reward."})
     memory_explore_weight: float = field(default=1.0, metadata={"help": "λ_e, weight of the normalised explore reward."})
     memory_success_threshold: float = field(default=0.5, metadata={"help": "θ_s: outcome > θ_s goes to the success memory."})
     memory_failure_threshold: float = field(default=0.5, metadata={"help": "θ_f: outcome ≤ θ_f goes to the failure memory."})
-    memory_store: str = field(default="reasoning", metadata={"help": "What is encoded and stored: 'reasoning' (the <think>/<reasoning> span, else the whole completion) or 'completion'."})
-    memory_style: str = field(default="think", metadata={"help": "Tag style of the reasoning span: 'think' or 'reasoning'."})
-    memory_semantics: str = field(default="score_then_write", metadata={"help": "'score_then_write' (order-invariant) or 'write_then_score' (reference code)."})
+    memory_success_rule: str | None = field(default=None, metadata={"help": f"What decides success: 'outcome' (the outcome function, memrl's numeric check) or 'exact_answer' (the reference: stripped text after the last <answer> up to </answer> equals the text after #### in the gold, no normalisation; 1/0 against the thresholds); {_PRESET}: outcome, reference exact_answer.", "choices": SUCCESS_RULES})
+    memory_store: str | None = field(default=None, metadata={"help": f"What is encoded and stored: 'reasoning' (the first <think>/<reasoning> span, else the whole completion), 'completion', or 'reference' (text after the last opening tag up to the next closing tag, stripped; no tag: the whole completion, stripped); {_PRESET}: reasoning, reference 'reference'.", "choices": STORE_MODES})
+    memory_style: str = field(default="think", metadata={"help": "Tag style of the reasoning span: 'think' or 'reasoning' (the reference's prompt uses <reasoning>)."})
+    memory_semantics: str = field(default="score_then_write", metadata={"help": "'score_then_write' (order-invariant), 'group_loo' (order-invariant, scored with the batch's other completions), 'write_then_score' (the reference's order) or 'reference' (the reference reproduced: its order plus a preset of the options marked 'preset')."})
+    memory_key_rule: str | None = field(default=None, metadata={"help": f"Memory key of a completion: 'own' (its own question) or 'first_prompt' (the reference's bug: the first question of its reward call, for writes and reads); {_PRESET}: own, reference first_prompt.", "choices": KEY_RULES})
+    memory_micro_batch_prompts: int | None = field(default=None, metadata={"help": f"Process each reward call in chunks of this many prompts x G completions, in order, as TRL 0.14 called rewards per micro-batch (0: the whole call at once); {_PRESET}: 0, reference 2."})
+    memory_group_size: int = field(default=0, metadata={"help": "G, completions per prompt, for memory_micro_batch_prompts; 0 infers it from the first run of identical questions of a call (the largest over processes). Set it when a dataset repeats a question back to back."})
     memory_key_column: str = field(default="question", metadata={"help": "Dataset column holding the question text (falls back to the prompt's last user turn)."})
     memory_id_column: str | None = field(default=None, metadata={"help": "Optional dataset column with a question id used as the memory key id."})
     memory_backend: str = field(default="exact", metadata={"help": "kNN backend: 'exact' (numpy) or 'faiss'."})
@@ -91,12 +180,25 @@ class MemoryRewardConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        if self.memory_semantics not in SEMANTICS:
+            raise ValueError(f"memory_semantics={self.memory_semantics!r} is not one of {SEMANTICS}")
+        filled = {}
+        for name, value in semantics_preset(self.memory_semantics, self.memory_explore).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+                filled[name] = value
+        # not a field: asdict() and comparisons ignore it; replace()/from_dict(__dict__) read it
+        self._preset_filled = filled
         for name in ("memory_top_k", "memory_max_keys", "memory_max_values", "memory_norm_window"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.memory_explore_warmup_steps < 0:
-            raise ValueError("memory_explore_warmup_steps must be >= 0")
-        choices = {"memory_store": STORE_MODES, "memory_style": STYLES, "memory_semantics": SEMANTICS,
+        for name in ("memory_explore_warmup_steps", "memory_explore_warmup_keys", "memory_micro_batch_prompts",
+                     "memory_group_size", "memory_norm_tolerance"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        choices = {"memory_store": STORE_MODES, "memory_style": STYLES, "memory_key_rule": KEY_RULES,
+                   "memory_success_rule": SUCCESS_RULES, "memory_normalizer": NORMALIZERS,
+                   "memory_norm_flat": FLAT_RULES, "memory_warmup_unit": WARMUP_UNITS,
                    "memory_backend": ("exact", "faiss"), "memory_dtype": ("float32", "float16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -109,11 +211,33 @@ class MemoryRewardConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MemoryRewardConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown memory reward option(s) {unknown}; valid: {sorted(known)}")
-        return cls(**values)
+        """Build from option values. A dict made from a built config's ``__dict__`` (as
+        :meth:`replace` does) re-applies ``memory_semantics``'s preset to the options the preset
+        filled and that the dict leaves at the filled value."""
+        values = dict(values)
+        for name, value in (values.pop("_preset_filled", None) or {}).items():
+            if name in values and values[name] == value:
+                values[name] = None
+        return build_config(cls, values)
+
+    def replace(self, **changes: Any) -> "MemoryRewardConfig":
+        """A copy with ``changes``; options the preset filled follow the new ``memory_semantics``
+        and ``memory_explore`` (``dataclasses.replace`` would keep them as they are)."""
+        return type(self).from_dict({**self.__dict__, **changes})
+
+    @classmethod
+    def reference(cls, explore: bool = True, **options: Any) -> "MemoryRewardConfig":
+        """The reference code's Memory-R+ (``explore=True``) or Memory-R: ``memory_semantics=
+        "reference"`` with its ``<reasoning>`` tag; ``options`` override any setting, e.g.
+        ``MemoryRewardConfig.reference(memory_key_rule="own")`` to fix only the key bug."""
+        return cls.from_dict({"memory_semantics": "reference", "memory_explore": explore,
+                              "memory_style": "reasoning", **options})
+
+    def reference_deviations(self) -> dict[str, tuple[Any, Any]]:
+        """``{option: (this value, the reference code's value)}`` for every reproduced option that
+        differs from the reference (empty for a faithful ``reference`` config)."""
+        ref = {**semantics_preset("reference", self.memory_explore), **REFERENCE_FIXED}
+        return {k: (getattr(self, k), v) for k, v in ref.items() if getattr(self, k) != v}
 
 
 def reasoning_span(text: str, style: str = "think") -> str:
@@ -126,6 +250,57 @@ def reasoning_span(text: str, style: str = "think") -> str:
     j = text.find(end, i + len(start))
     span = text[i + len(start) : j if j >= 0 else len(text)].strip()
     return span or text
+
+
+def reference_span(text: str, style: str = "reasoning") -> str:
+    """The reference code's stored text: what follows the *last* ``<style>`` tag, up to the first
+    closing tag after it, stripped. Without an opening tag it starts at the beginning, without a
+    closing one it runs to the end (so a completion without tags is stored whole, stripped), and
+    an empty block stays empty.
+
+    >>> reference_span("<reasoning> a </reasoning><reasoning> b </reasoning><answer>1</answer>")
+    'b'
+    >>> reference_span("  no tags  ")
+    'no tags'
+    """
+    after_open = text.rpartition(f"<{style}>")[2]
+    return after_open.partition(f"</{style}>")[0].strip()
+
+
+def stored_text(text: str, mode: str = "reasoning", style: str = "think") -> str:
+    """What ``memory_store`` encodes and stores for a completion."""
+    if mode == "completion":
+        return text
+    if mode == "reference":
+        return reference_span(text, style)
+    return reasoning_span(text, style)
+
+
+def reference_answer(text: str) -> str:
+    """The reference's extracted answer: after the last ``<answer>``, up to the next
+    ``</answer>``, stripped; a completion without tags is its own answer (so a bare ``"72"``
+    succeeds).
+
+    >>> reference_answer("<answer>\\n72\\n</answer>"), reference_answer(" 72 "), reference_answer("<answer>72.0</answer>")
+    ('72', '72', '72.0')
+    """
+    return text.rpartition("<answer>")[2].partition("</answer>")[0].strip()
+
+
+def reference_gold(gold: Any) -> str:
+    """The reference's gold answer: the text after ``####`` (up to a second one), stripped; a gold
+    without ``####`` (an already short answer) stripped as is."""
+    text = str(gold)
+    if "####" in text:
+        return text.partition("####")[2].partition("####")[0].strip()
+    return text.strip()
+
+
+def _max_cosine(probe: np.ndarray, pool: np.ndarray) -> float:
+    """Highest cosine of ``probe`` with the rows of ``pool``, norms divided out as the reference
+    does (float32)."""
+    dots = pool @ probe
+    return float(np.max(dots / (np.linalg.norm(pool, axis=1) * np.linalg.norm(probe))))
 
 
 class _MemoryRewardFunction:
@@ -150,8 +325,10 @@ class MemoryRPlus:
     Args:
         config: :class:`MemoryRewardConfig` (or keyword overrides of it).
         encoder: an :class:`~memrl.encoders.Encoder`; built from ``config.memory_encoder`` if None.
-        outcome: callable ``(prompts, completions, **kwargs) -> list[float]`` deciding success;
-            default GSM8K correctness on the ``answer`` column.
+        outcome: callable ``(prompts, completions, **kwargs) -> list[float]`` deciding success
+            (``memory_success_rule="outcome"``); default GSM8K correctness on the ``answer``
+            column. ``exact_answer`` reads the gold from the column named by its
+            ``answer_column`` attribute (default ``answer``).
 
     Use ``reward_functions()`` as (part of) TRL's ``reward_funcs``:
 
@@ -171,20 +348,25 @@ class MemoryRPlus:
         if config is None:
             config = MemoryRewardConfig.from_dict(overrides)
         elif overrides:
-            config = MemoryRewardConfig.from_dict({**asdict(config), **overrides})
+            config = config.replace(**overrides)
         self.config = config
         self.encoder = encoder if encoder is not None else Encoder(config.memory_encoder)
         self.outcome = outcome if outcome is not None else CorrectnessReward()
         self.success_memory = self._new_memory()
         self.failure_memory = self._new_memory()
-        self.exploit_norm = RunningMinMax(config.memory_norm_window, config.memory_norm_eps)
-        self.explore_norm = RunningMinMax(config.memory_norm_window, config.memory_norm_eps)
+        self.exploit_norm = self._new_normalizer("exploit")
+        self.explore_norm = self._new_normalizer("explore")
         self.exploit_reward = _MemoryRewardFunction(self, "exploit")
         self.explore_reward = _MemoryRewardFunction(self, "explore")
         self.calls = 0  # batches computed (stands in for the step count outside a trainer)
         self.timings = {"encode_s": 0.0, "memory_s": 0.0, "total_s": 0.0}
         self._last_key: str | None = None
         self._last_result: dict[str, np.ndarray] | None = None
+        if config.memory_semantics == "reference":
+            deviations = config.reference_deviations()
+            if deviations:
+                logger.warning("memory_semantics='reference' with options that differ from the reference code: %s",
+                               ", ".join(f"{k}={v!r} (reference {r!r})" for k, (v, r) in deviations.items()))
 
     def _new_memory(self) -> EpisodicMemory:
         c = self.config
@@ -192,6 +374,15 @@ class MemoryRPlus:
             dim=self.encoder.dim, max_keys=c.memory_max_keys, max_values=c.memory_max_values,
             backend=c.memory_backend, dtype=c.memory_dtype, encoder_name=self.encoder.name,
         )
+
+    def _new_normalizer(self, component: str) -> RunningMinMax:
+        c = self.config
+        # flat window: neutral 0.0; the reference returns its raw distance d for exploit (reward
+        # 1 − d = 1 + memrl's raw −d) and 0.0 for explore
+        value, slope = (1.0, 1.0) if c.memory_norm_flat == "reference" and component == "exploit" else (FLAT_NEUTRAL, 0.0)
+        if c.memory_normalizer == "sequential":
+            return SequentialMinMax(c.memory_norm_window, c.memory_norm_tolerance, value, slope)
+        return RunningMinMax(c.memory_norm_window, c.memory_norm_eps, c.memory_norm_tolerance, value, slope)
 
     def __repr__(self) -> str:
         kind = "Memory-R+" if self.config.memory_explore else "Memory-R"
@@ -211,7 +402,7 @@ class MemoryRPlus:
 
         Returns a dict of float arrays, one value per completion: ``exploit`` and ``explore``
         (normalised and weighted; what TRL receives), ``exploit_raw`` and ``explore_raw`` (NaN
-        where nothing was retrieved) and ``outcome``.
+        where nothing was retrieved or explore was off) and ``outcome`` (what decided success).
         """
         texts = completion_texts(completions)
         n = len(texts)
@@ -228,43 +419,98 @@ class MemoryRPlus:
             return self._last_result
 
         t0 = time.perf_counter()
-        spans = texts if c.memory_store == "completion" else [reasoning_span(t, c.memory_style) for t in texts]
+        spans = [stored_text(t, c.memory_store, c.memory_style) for t in texts]
         unique_q = list(dict.fromkeys(questions))
         q_index = {q: i for i, q in enumerate(unique_q)}
         q_of = np.array([q_index[q] for q in questions], dtype=np.int64)
-        outcome = np.asarray(
-            self.outcome(prompts=prompts, completions=completions, **kwargs),
-            dtype=np.float64,
-        )
-        if outcome.shape != (n,):
-            raise ValueError(f"outcome function returned {outcome.shape[0] if outcome.ndim else 'a scalar'} values for {n} completions")
+        outcome = self._outcomes(prompts, completions, texts, kwargs)
         t1 = time.perf_counter()
         q_vecs = self.encoder.encode(unique_q)  # cached across steps (questions repeat G times)
         a_vecs = self.encoder.encode(spans)  # one batched pass, shared by exploit and explore
         t2 = time.perf_counter()
 
-        explore_on = c.memory_explore and step >= c.memory_explore_warmup_steps
-        if c.memory_semantics == "score_then_write":
-            ex_raw, xp_raw = self._score(q_vecs, q_of, a_vecs, explore_on)
-            self._write(key_ids, q_vecs[q_of], a_vecs, outcome)
-        else:
-            ex_raw, xp_raw = self._write_then_score(key_ids, q_vecs, q_of, a_vecs, outcome, explore_on)
+        ex_raw, xp_raw = np.full(n, np.nan), np.full(n, np.nan)
+        exploit, explore = np.zeros(n), np.zeros(n)
+        explore_on = np.zeros(n, dtype=bool)
+        for lo, hi in self._chunks(questions):
+            part = slice(lo, hi)
+            if c.memory_key_rule == "first_prompt":  # the reference: the call's prompts[0] for all
+                ids, chunk_q = [key_ids[lo]] * (hi - lo), np.zeros(hi - lo, dtype=np.int64) + q_of[lo]
+            else:
+                ids, chunk_q = key_ids[lo:hi], q_of[part]
+            used, local_q = np.unique(chunk_q, return_inverse=True)
+            er, xr, on = self._score_and_write(ids, q_vecs[used], local_q.reshape(-1), a_vecs[part],
+                                               outcome[part], step)
+            ex_raw[part], xp_raw[part], explore_on[part] = er, xr, on
+            exploit[part] = self._normalize(er, self.exploit_norm, EXPLOIT_EMPTY) * c.memory_exploit_weight
+            if c.memory_explore:
+                xn = self._normalize(np.where(on, xr, np.nan), self.explore_norm, EXPLORE_EMPTY)
+                explore[part] = np.where(on, xn * c.memory_explore_weight, 0.0)
         t3 = time.perf_counter()
 
-        exploit = self._normalize(ex_raw, self.exploit_norm, EXPLOIT_EMPTY) * c.memory_exploit_weight
-        if explore_on:
-            explore = self._normalize(xp_raw, self.explore_norm, EXPLORE_EMPTY) * c.memory_explore_weight
-        else:
-            explore = np.zeros(n)
         self.calls += 1
         self.timings["encode_s"] += t2 - t1
         self.timings["memory_s"] += t3 - t2
         self.timings["total_s"] += time.perf_counter() - t0
         result = {"exploit": exploit, "explore": explore, "exploit_raw": ex_raw, "explore_raw": xp_raw,
                   "outcome": outcome}
-        self._log(kwargs.get("log_metric"), result, explore_on)
+        self._log(kwargs.get("log_metric"), result, bool(explore_on.any()))
         self._last_key, self._last_result = cache_key, result
         return result
+
+    def _outcomes(self, prompts, completions, texts: list[str], kwargs: dict[str, Any]) -> np.ndarray:
+        """Per completion, the value compared with θ_s/θ_f: the outcome function's, or 1/0 for the
+        reference's exact string match."""
+        n = len(texts)
+        if self.config.memory_success_rule == "exact_answer":
+            column = getattr(self.outcome, "answer_column", "answer")
+            golds = require_column(kwargs, column, n, "memory_success_rule='exact_answer'")
+            return np.array([1.0 if reference_answer(t) == reference_gold(g) else 0.0 for t, g in zip(texts, golds)])
+        outcome = np.asarray(self.outcome(prompts=prompts, completions=completions, **kwargs), dtype=np.float64)
+        if outcome.shape != (n,):
+            raise ValueError(f"outcome function returned {outcome.shape[0] if outcome.ndim else 'a scalar'} values for {n} completions")
+        return outcome
+
+    def _chunks(self, questions: Sequence[str]) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each micro-batch: ``memory_micro_batch_prompts × G`` completions in
+        call order (TRL 0.14 called the reward functions once per such micro-batch)."""
+        n, prompts_per_chunk = len(questions), self.config.memory_micro_batch_prompts
+        if not prompts_per_chunk or n == 0:
+            return [(0, n)]
+        g = self.config.memory_group_size
+        if not g:
+            g = 1
+            while g < n and questions[g] == questions[0]:
+                g += 1
+            g = max(all_gather_objects(g))  # every process must cut the same number of chunks
+        size = prompts_per_chunk * g
+        return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+    def _explore_on(self, step: int) -> bool:
+        c = self.config
+        if not c.memory_explore:
+            return False
+        if c.memory_warmup_unit == "failure_keys":
+            return len(self.failure_memory) >= c.memory_explore_warmup_keys
+        return step >= c.memory_explore_warmup_steps
+
+    def _score_and_write(self, key_ids, q_vecs, q_of, a_vecs, outcome, step):
+        """One chunk under ``memory_semantics``: ``(exploit_raw, explore_raw, explore_on)``.
+
+        ``q_vecs`` holds the chunk's distinct query questions and ``q_of`` each completion's row
+        of it; ``key_ids`` are the write keys.
+        """
+        n = len(q_of)
+        semantics = self.config.memory_semantics
+        if semantics in ("write_then_score", "reference"):
+            return self._write_then_score(key_ids, q_vecs, q_of, a_vecs, outcome, step)
+        on = self._explore_on(step)  # counted before the chunk is written
+        if semantics == "group_loo":
+            ex_raw, xp_raw = self._score_group_loo(key_ids, q_vecs, q_of, a_vecs, outcome, on)
+        else:
+            ex_raw, xp_raw = self._score(q_vecs, q_of, a_vecs, on)
+            self._write(key_ids, q_vecs[q_of], a_vecs, outcome)
+        return ex_raw, xp_raw, np.full(n, on)
 
     def _score(self, q_vecs, q_of, a_vecs, explore_on) -> tuple[np.ndarray, np.ndarray]:
         """Score every completion against the memories as they are now (no writes)."""
@@ -283,12 +529,18 @@ class MemoryRPlus:
                 xp_raw[idx] = explore_raw(mc)
         return ex_raw, xp_raw
 
+    @staticmethod
+    def _local_part(key_ids, keys, values, outcome) -> dict[str, Any]:
+        return {"ids": list(key_ids), "keys": np.asarray(keys, np.float32), "values": np.asarray(values, np.float32),
+                "outcome": np.asarray(outcome, np.float64)}
+
     def _write(self, key_ids, keys, values, outcome) -> None:
         """Write the batch (gathered across processes so every rank holds the same memories)."""
+        self._write_parts(all_gather_objects(self._local_part(key_ids, keys, values, outcome)))
+
+    def _write_parts(self, parts: Sequence[dict[str, Any]]) -> None:
         c = self.config
-        local = {"ids": list(key_ids), "keys": keys.astype(np.float32), "values": values.astype(np.float32),
-                 "outcome": outcome}
-        for part in all_gather_objects(local):
+        for part in parts:
             ok = part["outcome"] > c.memory_success_threshold
             bad = part["outcome"] <= c.memory_failure_threshold
             ids = np.array(part["ids"], dtype=object)
@@ -297,37 +549,146 @@ class MemoryRPlus:
             if c.memory_explore and bad.any():
                 self.failure_memory.add(ids[bad].tolist(), part["keys"][bad], part["values"][bad])
 
-    def _write_then_score(self, key_ids, q_vecs, q_of, a_vecs, outcome, explore_on):
-        """Reference-code semantics: insert each completion, then score it, in batch order."""
-        c = self.config
+    def _write_then_score(self, key_ids, q_vecs, q_of, a_vecs, outcome, step):
+        """The reference's order: insert each completion, then score it, in batch order (exploit:
+        insert if a success, then score; explore: insert if a failure, then score; the two
+        memories are independent, so doing both per completion is the same). The failure-key
+        warm-up is checked after each insert, as the reference does."""
+        k = self.config.memory_top_k
         n = len(q_of)
-        ex_raw = np.full(n, np.nan)
-        xp_raw = np.full(n, np.nan)
+        ex_raw, xp_raw = np.full(n, np.nan), np.full(n, np.nan)
+        on = np.zeros(n, dtype=bool)
         for i in range(n):
             q = q_vecs[q_of[i] : q_of[i] + 1]
             self._write([key_ids[i]], q, a_vecs[i : i + 1], outcome[i : i + 1])
             if len(self.success_memory):
-                cen, cnt = self.success_memory.centroids(q, c.memory_top_k)
+                cen, cnt = self.success_memory.centroids(q, k)
                 if cnt[0]:
                     ex_raw[i] = exploit_raw(a_vecs[i : i + 1], cen[0])[0]
-            if explore_on and len(self.failure_memory):
-                mc = self.failure_memory.max_similarity(q, c.memory_top_k, [a_vecs[i : i + 1]])[0]
-                xp_raw[i] = explore_raw(mc)[0]
+            on[i] = self._explore_on(step)
+            if on[i] and len(self.failure_memory):
+                pool = self.failure_memory.read(q, k)[0]
+                if pool.shape[0]:
+                    xp_raw[i] = 1.0 - np.float32(_max_cosine(np.asarray(a_vecs[i], np.float32), pool))
+        return ex_raw, xp_raw, on
+
+    # ------------------------------------------------------------------ group_loo
+    def _score_group_loo(self, key_ids, q_vecs, q_of, a_vecs, outcome, explore_on):
+        """Score each completion against the memory before the batch plus the batch's *other*
+        completions that the write rule stores (from every process), then write the batch.
+
+        Nothing is rebuilt or re-encoded per completion: the batch's values are summed per key
+        once (exploit) and each distinct read builds one pool whose own row is masked (explore).
+        Arithmetic is float64, so the result does not depend on the batch's order to ~1e-15.
+        """
+        c = self.config
+        parts = all_gather_objects(self._local_part(key_ids, q_vecs[q_of], a_vecs, outcome))
+        me = rank() if len(parts) > 1 else 0
+        offset = sum(len(p["ids"]) for p in parts[:me])
+        batch = {
+            "ids": [i for p in parts for i in p["ids"]],
+            "keys": np.concatenate([p["keys"] for p in parts]),
+            "values": np.concatenate([p["values"] for p in parts]).astype(np.float64),
+            "outcome": np.concatenate([p["outcome"] for p in parts]),
+        }
+        own = offset + np.arange(len(q_of))
+        ok = batch["outcome"] > c.memory_success_threshold
+        ex_raw = self._loo_read(self.success_memory, q_vecs, q_of, a_vecs, own, batch, ok, "exploit")
+        xp_raw = np.full(len(q_of), np.nan)
+        if explore_on:
+            bad = batch["outcome"] <= c.memory_failure_threshold
+            xp_raw = self._loo_read(self.failure_memory, q_vecs, q_of, a_vecs, own, batch, bad, "explore")
+        self._write_parts(parts)
         return ex_raw, xp_raw
 
+    def _loo_read(self, memory: EpisodicMemory, q_vecs, q_of, a_vecs, own, batch, written, component):
+        """Raw exploit or explore values of the local completions against ``memory`` plus the
+        batch rows ``written`` to it, each completion's own row left out."""
+        k = self.config.memory_top_k
+        n = len(q_of)
+        out = np.full(n, np.nan)
+        rows_of: dict[str, list[int]] = {}
+        for r in np.flatnonzero(written):
+            rows_of.setdefault(batch["ids"][r], []).append(int(r))
+        if not len(memory) and not rows_of:
+            return out
+        # keys the batch would add, in an order that does not depend on the batch's order
+        new_ids = sorted(i for i in rows_of if i not in memory)
+        new_keys = np.array([batch["keys"][rows_of[i][0]] for i in new_ids], np.float32).reshape(
+            len(new_ids), batch["keys"].shape[1])
+        queries = np.asarray(q_vecs, np.float32)
+        # top K + 1 of stored and new keys: only a completion's own key can drop out of its read
+        stored_sims, stored_ids = memory.search(queries, k + 1) if len(memory) else (np.zeros((len(queries), 0)), [[] for _ in queries])
+        new_sims = queries @ new_keys.T if new_ids else np.zeros((len(queries), 0), np.float32)
+        candidates = []
+        for j in range(len(queries)):
+            merged = [(float(s), 0, t, key) for t, (s, key) in enumerate(zip(stored_sims[j], stored_ids[j]))]
+            merged += [(float(s), 1, t, key) for t, (s, key) in enumerate(zip(new_sims[j], new_ids))]
+            merged.sort(key=lambda x: (-x[0], x[1], x[2]))
+            candidates.append([key for *_, key in merged[: k + 1]])
+        own_id = [batch["ids"][g] for g in own]
+        stored_cache: dict[str, np.ndarray] = {}
+
+        def stored(key: str) -> np.ndarray:
+            if key not in stored_cache:
+                stored_cache[key] = (memory.values_of(key).astype(np.float64) if key in memory
+                                     else np.zeros((0, batch["values"].shape[1])))
+            return stored_cache[key]
+
+        reads: dict[tuple[str, ...], list[int]] = {}
+        for i in range(n):
+            key, g = own_id[i], int(own[i])
+            # a key that only this completion would write is not in the memory it is scored against
+            alone = written[g] and key not in memory and len(rows_of.get(key, ())) == 1
+            keys = tuple(x for x in candidates[q_of[i]] if not (alone and x == key))[:k]
+            reads.setdefault(keys, []).append(i)
+        for keys, members in reads.items():
+            batch_rows = [r for key in keys for r in rows_of.get(key, ())]
+            pool = np.concatenate([stored(key) for key in keys] + [batch["values"][batch_rows]])
+            if not pool.shape[0]:
+                continue
+            probes = np.asarray(a_vecs[members], np.float64)
+            self_col = dict(zip(batch_rows, range(len(pool) - len(batch_rows), len(pool))))
+            if component == "exploit":
+                total, count = pool.sum(axis=0), pool.shape[0]
+                for m, i in zip(probes, members):
+                    col = self_col.get(int(own[i]))
+                    t, cnt = (total - pool[col], count - 1) if col is not None else (total, count)
+                    if cnt:
+                        out[i] = -float(np.linalg.norm(m - t / cnt))
+            else:
+                sims = probes @ pool.T
+                for row, i in enumerate(members):
+                    col = self_col.get(int(own[i]))
+                    if col is not None:
+                        sims[row, col] = -np.inf
+                    best = sims[row].max()
+                    if np.isfinite(best):
+                        out[i] = 1.0 - float(best)
+        return out
+
+    # ------------------------------------------------------------------ normalising
     @staticmethod
     def _normalize(raw: np.ndarray, norm: RunningMinMax, empty_value: float) -> np.ndarray:
-        """Min-max normalise the found raw values over the window and the whole step's batch.
+        """Min-max normalise the found raw values (``memory_normalizer``).
 
-        Under several processes each holds a shard of the batch (a GRPO group may straddle
-        ranks): the found values of every rank are gathered, so all ranks use the same bounds and
-        keep the same window, as one process scoring the whole batch would. Every rank must take
-        part in the gather, even one whose shard found nothing.
+        ``batch``: one pair of bounds over the window and the whole call's found values. Under
+        several processes each holds a shard of the batch (a GRPO group may straddle ranks): the
+        found values of every rank are gathered, so all ranks use the same bounds and keep the
+        same window, as one process scoring the whole batch would. ``sequential``: every rank
+        runs the gathered values through the window in (rank, position) order and keeps its own
+        share. Every rank must take part in the gather, even one whose shard found nothing.
         """
         out = np.full(raw.shape, empty_value, dtype=np.float64)
         found = ~np.isnan(raw)
-        everyone = np.concatenate([np.asarray(part, np.float64) for part in all_gather_objects(raw[found])])
-        if everyone.size:
+        parts = [np.asarray(part, np.float64) for part in all_gather_objects(raw[found])]
+        everyone = np.concatenate(parts)
+        if not everyone.size:
+            return out
+        if isinstance(norm, SequentialMinMax):
+            start = sum(p.size for p in parts[: rank() if len(parts) > 1 else 0])
+            out[found] = norm.update_and_normalize(everyone)[start : start + int(found.sum())]
+        else:
             out[found] = norm.update_and_normalize(raw[found], batch=everyone)
         return out
 
@@ -396,9 +757,12 @@ class MemoryRPlus:
                                       backend=self.config.memory_backend)
         failure = EpisodicMemory.load(path / "failure.npz", encoder_name=self.encoder.name,
                                       backend=self.config.memory_backend)
-        exploit_norm, explore_norm = RunningMinMax(), RunningMinMax()
-        exploit_norm.load_state_dict(state["exploit_norm"])
-        explore_norm.load_state_dict(state["explore_norm"])
+        exploit_norm, explore_norm = self._new_normalizer("exploit"), self._new_normalizer("explore")
+        try:
+            exploit_norm.load_state_dict(state["exploit_norm"])
+            explore_norm.load_state_dict(state["explore_norm"])
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc} (memory_normalizer={self.config.memory_normalizer!r})") from None
         self.success_memory, self.failure_memory = success, failure
         self.exploit_norm, self.explore_norm = exploit_norm, explore_norm
         self.calls = int(state.get("calls", 0))

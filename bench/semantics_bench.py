@@ -32,7 +32,6 @@ completions each pass uses other samples of the question.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import time

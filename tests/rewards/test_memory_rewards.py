@@ -221,7 +221,7 @@ def test_bad_input_errors(encoder):
         m.compute(completions=["a"], question=["q"])
     with pytest.raises(ValueError, match="memory_semantics"):
         MemoryRewardConfig(memory_semantics="whatever")
-    with pytest.raises(ValueError, match="unknown memory reward option"):
+    with pytest.raises(ValueError, match=r"unknown MemoryRewardConfig option\(s\) \[.memory_topk.\] \(did you mean memory_top_k"):
         MemoryRPlus(encoder=encoder, memory_topk=3)
 
 

@@ -217,7 +217,7 @@ def test_reference_matches_an_independent_step_by_step_implementation(encoder, e
     assert m.config.memory_micro_batch_prompts == 2 and m.config.memory_group_size == 0  # G inferred: 4
     ours = [m.compute(**call) for call in CALLS]
     theirs = independent_reference(CALLS, encoder, explore=explore, k=k, warmup_keys=warmup_keys)
-    for mine, (exploit, explore_r, success, failure) in zip(ours, theirs):
+    for mine, (exploit, explore_r, success, failure) in zip(ours, theirs):  # noqa: B007 (the last memories are compared below)
         np.testing.assert_allclose(mine["exploit"], exploit, atol=1e-6, rtol=0)
         np.testing.assert_allclose(mine["explore"], explore_r, atol=1e-6, rtol=0)
     # same memories: keys (the micro-batches' first questions) and the number of stored responses

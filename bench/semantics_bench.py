@@ -57,7 +57,7 @@ REWARDS: dict[str, tuple[str, dict[str, Any]]] = {
     "write_then_score": ("memory-r+", {"memory_semantics": "write_then_score"}),
     "group_loo": ("memory-r+", {"memory_semantics": "group_loo"}),
     "reference": ("memory-r+", {"memory_semantics": "reference"}),
-    "reference-nowarmup": ("memory-r+", {"memory_semantics": "reference", "memory_explore_warmup": 0}),
+    "reference-nowarmup": ("memory-r+", {"memory_semantics": "reference", "memory_explore_warmup_keys": 0}),
     "outcome-ucb": ("outcome-ucb", {}),
     "outcome-batch": ("outcome-batch", {}),
 }
@@ -144,16 +144,14 @@ def build(name: str, encoder: Any) -> tuple[list[Any], list[str]]:
     """The intrinsic reward functions of ``name`` (what is added to R1) and their term names."""
     from memrl.rewards.registry import build_rewards
 
-    method, options = REWARDS[name]
-    memory_options = {k: v for k, v in options.items() if k.startswith("memory_")}
-    memory_options.setdefault("memory_explore_warmup_steps", 0)
     from memrl.rewards import MemoryRewardConfig
 
-    if memory_options.get("memory_semantics") == "reference":
-        config = MemoryRewardConfig.reference(explore=True, **{k: v for k, v in memory_options.items()
+    method, options = REWARDS[name]
+    if options.get("memory_semantics") == "reference":  # every reference behaviour, as its code has it
+        config = MemoryRewardConfig.reference(explore=True, **{k: v for k, v in options.items()
                                                                  if k != "memory_semantics"})
     else:
-        config = MemoryRewardConfig.from_dict(memory_options)
+        config = MemoryRewardConfig.from_dict({"memory_explore_warmup_steps": 0, **options})
     rewards, _ = build_rewards(method, memory_config=config, encoder=encoder)
     intrinsic = rewards[5:]  # after R1's five (numeric checker)
     return intrinsic, [r.__name__ for r in intrinsic]

@@ -142,9 +142,8 @@ def batches(groups: list[dict[str, Any]], epochs: int) -> list[tuple[int, list[t
 # ----------------------------------------------------------------------------- scoring
 def build(name: str, encoder: Any) -> tuple[list[Any], list[str]]:
     """The intrinsic reward functions of ``name`` (what is added to R1) and their term names."""
-    from memrl.rewards.registry import build_rewards
-
     from memrl.rewards import MemoryRewardConfig
+    from memrl.rewards.registry import build_rewards
 
     method, options = REWARDS[name]
     if options.get("memory_semantics") == "reference":  # every reference behaviour, as its code has it

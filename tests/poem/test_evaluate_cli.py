@@ -79,3 +79,58 @@ def test_subparser_wires_into_a_parent_parser():
     assert args.tasks == ["sst2", "mr"] and args.seeds == [13, 21] and args.cfg_k == 4
     with pytest.raises(SystemExit):
         parser.parse_args(["poem", "eval", "--tasks", "sst2", "--seeds", "a,b", "--out", "x"])
+
+
+def _one_seed_table():
+    methods = ("poem", "best_fixed", "kate", "kate_reverse", "random", "globale", "locale", "zero_shot", "poem_identity")
+    run = {"task": "sst2", "seed": 13, "methods": {m: {"accuracy": 0.5 + 0.04 * i, "accuracy_std": 0.0,
+                                                       "lm_calls_fit": 0, "lm_calls_select": 0, "lm_calls_eval": 10,
+                                                       "wall_s": 1.0} for i, m in enumerate(methods)}}
+    return aggregate([run]), methods
+
+
+def test_single_seed_tables_show_no_spread_and_the_chart_keeps_its_legend():
+    from memrl.poem.report import bar_chart, text_table
+
+    table, methods = _one_seed_table()
+    assert "±" not in markdown_table(table) and "±" not in text_table(table)  # no "± 0.0" for one seed
+    fig = bar_chart(table, "one seed")
+    fig.canvas.draw()
+    legend, box = fig.legends[0], fig.bbox
+    extent = legend.get_window_extent()
+    assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0  # no entry cut off
+    assert [t.get_text() for t in legend.get_texts()] == list(methods)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert "50" in labels and "82" in labels  # every bar carries its value
+
+
+def test_local_task_takes_a_verbalizer_and_a_template(local_files, tmp_path, capsys):
+    from memrl.poem.cli import _task
+
+    parser = argparse.ArgumentParser(prog="memrl")
+    add_poem_subparser(parser.add_subparsers(dest="command"))
+    train, test = local_files
+    args = parser.parse_args(["poem", "fit", "--task", "local", "--train-file", str(train), "--test-file", str(test),
+                              "--verbalizer", "neg=terrible,pos=great", "--template", r"Review: {text}\nSentiment:",
+                              "--out", str(tmp_path / "x")])
+    task = _task(args, "local", 13)
+    assert task.verbalizer == ("terrible", "great") and task.label_names == ("neg", "pos")
+    assert task.suffix(task.test[0]) == "Review: great fun\nSentiment:"
+    assert task.continuations(task.test[:1]) == [" terrible", " great"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["poem", "fit", "--task", "local", "--verbalizer", "neg:terrible", "--out", "x"])
+
+
+def test_bad_task_or_data_is_reported_before_any_model_loads(local_files, tmp_path, capsys):
+    train, test = local_files
+    # a model that does not exist: had it been loaded first, that would be the error reported
+    model = ["--model", str(tmp_path / "no-such-model")]
+    assert main(["poem", "eval", "--tasks", "sst9", "--out", str(tmp_path / "e"), *model]) == 2
+    assert "sst9" in capsys.readouterr().err
+    test.write_text('{"text": "fine", "label": "pos"}\n{"text": "", "label": "neg"}\n')
+    assert main(["poem", "fit", "--task", "local", "--train-file", str(train), "--test-file", str(test),
+                 "--out", str(tmp_path / "f"), *model]) == 2
+    err = capsys.readouterr().err
+    assert "test.jsonl" in err and "row 2" in err and "no-such-model" not in err
+    assert main(["poem", "eval", "--tasks", "sst2", "--methods", "poem,tempera", "--out", str(tmp_path / "g"), *model]) == 2
+    assert "tempera" in capsys.readouterr().err

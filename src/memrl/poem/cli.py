@@ -32,6 +32,19 @@ def _csv(kind: type) -> Any:
     return parse
 
 
+def _verbalizer(text: str) -> dict[str, str]:
+    """``"0=terrible,1=great"`` -> ``{"0": "terrible", "1": "great"}`` (order kept)."""
+    out: dict[str, str] = {}
+    for item in (x.strip() for x in text.split(",")):
+        label, eq, word = item.partition("=")
+        if not eq or not label.strip() or not word.strip():
+            raise argparse.ArgumentTypeError(f"--verbalizer expects LABEL=WORD pairs separated by commas, got {item!r}")
+        if label.strip() in out:
+            raise argparse.ArgumentTypeError(f"--verbalizer names label {label.strip()!r} twice")
+        out[label.strip()] = word.strip()
+    return out
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="LM for the transformers backend (alias, hub id or folder)")
     p.add_argument("--backend", choices=("hf", "openai"), default="hf",
@@ -45,6 +58,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-file", default=None, help="with --task local: CSV/TSV/JSONL test file")
     p.add_argument("--text-column", default="text", help="with --task local: text column")
     p.add_argument("--label-column", default="label", help="with --task local: label column")
+    p.add_argument("--verbalizer", type=_verbalizer, default=None, metavar="LABEL=WORD,...",
+                   help="with --task local: the answer word scored for each label value, in label order, "
+                        "e.g. '0=terrible,1=great' (default: the label values themselves)")
+    p.add_argument("--template", default=None, metavar="TEXT",
+                   help="with --task local: the query template with {text} (and {text_b}); it ends where the "
+                        r"answer word goes, e.g. 'Review: {text}\nSentiment:' (\n is a newline; "
+                        "default: 'Input: {text}\\nLabel:')")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (1 is fastest on a small machine shared with other jobs)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -107,12 +127,23 @@ def _components(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _task(args: argparse.Namespace, name: str, seed: int) -> Any:
     from memrl.tasks.classification import load_local_task, load_task
+    from memrl.tasks.fewshot import PromptTemplate
 
     if name == "local":
         if not (args.train_file and args.test_file):
             raise ValueError("--task local needs --train-file and --test-file")
+        template = None
+        if args.template is not None:
+            text = args.template.replace("\\n", "\n")
+            if "{text}" not in text:
+                raise ValueError(f"--template must contain {{text}} where the input goes, got {args.template!r}")
+            template = PromptTemplate(input=text)
+        verbalizer = args.verbalizer or {}
         return load_local_task(args.train_file, args.test_file, text_column=args.text_column,
-                               label_column=args.label_column)
+                               label_column=args.label_column, labels=list(verbalizer) or None,
+                               verbalizer=list(verbalizer.values()) or None, template=template)
+    if args.verbalizer or args.template:
+        raise ValueError(f"--verbalizer and --template apply to --task local; {name!r} has its own prompt")
     return load_task(name, seed)
 
 
@@ -120,7 +151,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from memrl.poem import PoemOptimizer
 
     config = _config(args)
-    task = _task(args, args.task, args.seed)
+    task = _task(args, args.task, args.seed)  # data and names checked before the model loads
     scorer, encoder = _components(args)
     opt = PoemOptimizer(task, scorer, encoder, config)
     report = opt.fit(progress=not args.no_progress)
@@ -138,17 +169,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     config = _config(args)
     methods = args.methods or list(METHODS)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    # every task's data is read and checked before the model loads (minutes for nothing otherwise)
+    tasks = [_task(args, name, seed) for name in args.tasks for seed in args.seeds]
     scorer, encoder = _components(args)
     runs = []
     t0 = time.perf_counter()
-    for name in args.tasks:
-        for seed in args.seeds:
-            task = _task(args, name, seed)
-            opt = PoemOptimizer.load(args.load, task, scorer, encoder) if args.load else None
-            # a loaded optimiser brings its own settings; the fit flags apply to a fresh fit only
-            runs.append(evaluate_task(task, scorer, encoder, None if opt else config, methods=methods,
-                                      max_test=args.max_test or None, random_draws=args.random_draws,
-                                      progress=not args.no_progress, optimizer=opt))
+    for task in tasks:
+        opt = PoemOptimizer.load(args.load, task, scorer, encoder) if args.load else None
+        # a loaded optimiser brings its own settings; the fit flags apply to a fresh fit only
+        runs.append(evaluate_task(task, scorer, encoder, None if opt else config, methods=methods,
+                                  max_test=args.max_test or None, random_draws=args.random_draws,
+                                  progress=not args.no_progress, optimizer=opt))
     paths = write_report(args.out, runs, {"wall_s": time.perf_counter() - t0})
     table = aggregate(runs)
     print(text_table(table))

@@ -46,6 +46,14 @@ def _methods(table: dict[str, dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
+def _accuracy_cell(v: dict[str, Any], sep: str = " ± ") -> str:
+    """Accuracy % with its spread over seeds, or the bare value for one seed (a "± 0.0" would
+    claim a spread that was never measured)."""
+    if v["seeds"] > 1:
+        return f"{100 * v['mean']:.1f}{sep}{100 * v['std']:.1f}"
+    return f"{100 * v['mean']:.1f}"
+
+
 def markdown_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
     """Accuracy (%) per task and method — mean ± std over seeds when a task has several seeds, the
     single value otherwise (random order then shows its spread over draws) — plus mean cost."""
@@ -59,12 +67,9 @@ def markdown_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
                 cells.append("–")
                 continue
             v = per[m]
-            if v["seeds"] > 1:
-                cell = f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"
-            else:  # one seed: no spread over seeds to show; random still has its draws' spread
-                cell = f"{100 * v['mean']:.1f}"
-                if v.get("draw_std", 0.0) > 0:
-                    cell += f" (± {100 * v['draw_std']:.1f} over draws)"
+            cell = _accuracy_cell(v)
+            if v["seeds"] == 1 and v.get("draw_std", 0.0) > 0:  # random still has its draws' spread
+                cell += f" (± {100 * v['draw_std']:.1f} over draws)"
             cells.append(f"**{cell}**" if v["mean"] == best else cell)
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines += ["", "| method | LM calls fit | LM calls select | LM calls eval | wall s |", "|---|---|---|---|---|"]
@@ -88,34 +93,47 @@ def text_table(table: dict[str, dict[str, dict[str, float]]]) -> str:
         row = f"{task:<16}"
         for m in methods:
             v = per.get(m)
-            cell = f"{100 * v['mean']:.1f}±{100 * v['std']:.1f}" if v else "-"
+            cell = _accuracy_cell(v, sep="±") if v else "-"
             row += f"{cell:>{width}}"
         rows.append(row)
     return "\n".join(rows)
 
 
 def bar_chart_png(table: dict[str, dict[str, dict[str, float]]], title: str = "") -> bytes:
-    """Grouped bar chart (tasks × methods) of mean accuracy with std error bars, as PNG bytes."""
+    """:func:`bar_chart` as PNG bytes (the figure is closed)."""
+    return figure_png(bar_chart(table, title))
+
+
+def bar_chart(table: dict[str, dict[str, dict[str, float]]], title: str = "") -> Any:
+    """Grouped bar chart (tasks × methods) of mean accuracy, each bar labelled with its value, std
+    error bars when a task has several seeds, the legend below the axes; a matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods, tasks = _methods(table), list(table)
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(tasks) + 2), 4.5))
+    width_in = max(7.0, 1.6 * len(tasks) + 2)
+    # constrained layout sizes the axes around the legend below them, so no entry is cut off
+    fig, ax = plt.subplots(figsize=(width_in, 5.0), layout="constrained")
     width = 0.8 / max(1, len(methods))
     x = np.arange(len(tasks))
+    several_seeds = any(v["seeds"] > 1 for per in table.values() for v in per.values())
     for j, m in enumerate(methods):
         means = [100 * table[t][m]["mean"] if m in table[t] else 0 for t in tasks]
         stds = [100 * table[t][m]["std"] if m in table[t] else 0 for t in tasks]
-        ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, yerr=stds, label=m, capsize=2)
+        bars = ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width,
+                      yerr=stds if several_seeds else None, label=m, capsize=2)
+        ax.bar_label(bars, labels=[f"{v:.0f}" if m in table[t] else "" for v, t in zip(means, tasks)],
+                     fontsize=5, padding=1)
     ax.set_xticks(x, tasks)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%)" + (" (mean ± std over seeds)" if several_seeds else ""))
+    ax.set_ylim(0, 105)
     ax.set_title(title or "POEM vs baselines")
     if methods:  # an empty study (nothing run yet) still gets a valid, empty chart
-        ax.legend(fontsize=7, ncol=min(8, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    fig.tight_layout()
-    return figure_png(fig)
+        per_row = max(1, min(len(methods), int(width_in / 1.25)))  # ~1.25 inch per legend entry
+        fig.legend(*ax.get_legend_handles_labels(), fontsize=7, ncol=per_row, loc="outside lower center")
+    return fig
 
 
 def write_report(out_dir: str | Path, runs: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Path]:

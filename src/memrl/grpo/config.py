@@ -76,6 +76,10 @@ class TrainConfig:
         default=None, metadata={"help": "Weights by reward name, e.g. {correctness_reward: 2.0}; others 1.0."})
     collapse_window: int = field(default=5, metadata={"help": "Logged steps the collapse detectors look at."})
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png at the end."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "Attention kernel of the policy (default: the model's own, SDPA for "
+                                        "SmolLM2); bench/step_cost_bench.py measures the choice.",
+                                "choices": ("sdpa", "eager")})
 
     def __post_init__(self) -> None:
         check_field_types(self)

@@ -166,7 +166,7 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
         logger.info("restored reward state from %s: %r", state_path, reward_state)
 
     t_load = time.perf_counter()
-    model, tokenizer = load_model(train.model)
+    model, tokenizer = load_model(train.model, attn_implementation=train.attn_implementation)
     logger.info("loaded %s in %.1fs", train.model, time.perf_counter() - t_load)
     trainer = MemrlGRPOTrainer(model=model, reward_funcs=rewards, args=grpo, train_dataset=dataset,
                                processing_class=tokenizer)

@@ -172,12 +172,13 @@ def offline_bundle_path(bundle: OfflineBundle) -> Path:
 
 
 def load_model(
-    name: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: Any = None
+    name: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: Any = None, attn_implementation: str | None = None
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for generation or scoring.
 
     float32 by default: these CPUs have no native bf16 and run it far slower. The tokenizer pads
-    on the left (batched generation) and always has a pad token.
+    on the left (batched generation) and always has a pad token. ``attn_implementation``
+    (``sdpa``, ``eager``, ...) overrides the model's default attention kernel.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -187,7 +188,8 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     model.to(device)
     model.eval()
     return model, tokenizer

@@ -277,6 +277,12 @@ class MemoryRPlus:
         result = {"exploit": exploit, "explore": explore, "exploit_raw": ex_raw, "explore_raw": xp_raw,
                   "outcome": outcome}
         self._log(kwargs.get("log_metric"), result, bool(explore_on.any()))
+        if kwargs.get("log_metric") is not None:
+            # the spread the intrinsic rewards add inside a question's group, where GRPO compares
+            # (a random control reward of the same spread tells signal from mere extra variance)
+            total = exploit + explore
+            kwargs["log_metric"]("memory/intrinsic_group_std",
+                                 float(np.mean([total[q_of == j].std() for j in range(len(unique_q))])))
         self._last_key, self._last_result = cache_key, result
         return result
 

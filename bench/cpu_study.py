@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def study_root(args: argparse.Namespace) -> Path:
+    """``<out>/<study>/``: runs and the base evaluation of one study (``cpu_study`` here; the second
+    study, ``bench/cpu_study_v2.py``, reuses this machinery under its own name)."""
+    return args.out / getattr(args, "study", "cpu_study")
+
+
 def run_values(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
     """The flat training config of one run (identical across methods except ``method``)."""
     return {
@@ -178,9 +184,10 @@ def claim(run_dir: Path) -> bool:
     return False
 
 
-def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any] | None:
-    """Train, evaluate and record one (method, seed); None when another process is on it."""
-    run_dir = args.out / "cpu_study" / "runs" / f"{method}-s{seed}"
+def run_one(args: argparse.Namespace, method: str, seed: int, values_of: Any = None) -> dict[str, Any] | None:
+    """Train, evaluate and record one (method, seed); None when another process is on it.
+    ``values_of(args, method, seed, run_dir)`` gives the run's flat config (default :func:`run_values`)."""
+    run_dir = study_root(args) / "runs" / f"{method}-s{seed}"
     result_path = run_dir / "study_result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -188,19 +195,20 @@ def run_one(args: argparse.Namespace, method: str, seed: int) -> dict[str, Any] 
         logger.info("%s seed %d is being trained by another process; skipped here", method, seed)
         return None
     try:
-        return _train_and_evaluate(args, method, seed, run_dir)
+        return _train_and_evaluate(args, method, seed, run_dir, values_of or run_values)
     finally:
         (run_dir / ".claim").unlink(missing_ok=True)
 
 
-def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
+def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
+                        values_of: Any) -> dict[str, Any]:
     from memrl.grpo.config import resolve_config
     from memrl.grpo.rundir import RunDir
     from memrl.grpo.train import run_training
     from memrl.io import atomic_write_json
 
     result_path = run_dir / "study_result.json"
-    train, grpo, memory, exploration = resolve_config(run_values(args, method, seed, run_dir))
+    train, grpo, memory, exploration = resolve_config(values_of(args, method, seed, run_dir))
     resume = "latest" if any(run_dir.glob("checkpoint-*")) else None
     t0 = time.time()
     # a run folder without a checkpoint holds at most the start of an interrupted run: begin afresh
@@ -242,7 +250,7 @@ def backfill_records(args: argparse.Namespace) -> None:
 
     for seed in args.seeds:
         for method in args.methods:
-            run_dir = args.out / "cpu_study" / "runs" / f"{method}-s{seed}"
+            run_dir = study_root(args) / "runs" / f"{method}-s{seed}"
             result_path = run_dir / "study_result.json"
             benches = [b for b, limit in (("arith", args.eval_arith), ("gsm8k", args.eval_gsm8k)) if limit]
             if (not result_path.is_file() or not (run_dir / "final").is_dir()
@@ -273,7 +281,7 @@ def _torch_threads() -> int:
 def base_result(args: argparse.Namespace) -> dict[str, Any]:
     from memrl.io import atomic_write_json
 
-    path = args.out / "cpu_study" / "base.json"
+    path = study_root(args) / "base.json"
     if path.is_file():
         return json.loads(path.read_text())
     result = {"method": "base", "seed": None, **evaluate("smollm2-135m", args, save_dir=path.parent / "base")}
@@ -285,7 +293,7 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     """Recompute cpu_study.json, plots and the Markdown table from the runs on disk."""
     from memrl.io import atomic_write_json, atomic_write_text
 
-    root = args.out / "cpu_study"
+    root = study_root(args)
     runs = [with_logged_timing(p.parent, json.loads(p.read_text())) for p in sorted(root.glob("runs/*/study_result.json"))]
     base = json.loads((root / "base.json").read_text()) if (root / "base.json").is_file() else None
     keys = ("arith_accuracy", "gsm8k_accuracy", "final_mean_length", "seconds_per_step", "generation_share",
@@ -364,7 +372,8 @@ def _correct_by_question(path: Path) -> dict[str, bool]:
     return {_question_key(r): bool(r["correct"]) for _, r in iter_jsonl(path)}
 
 
-def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str = "r1") -> list[dict[str, Any]]:
+def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str = "r1",
+                         methods: tuple[str, ...] = METHODS) -> list[dict[str, Any]]:
     """Each method against ``baseline`` on the same evaluation problems (exact McNemar test).
 
     Uses the per-example records (``eval_<bench>.jsonl``) of runs with the same seed; runs
@@ -374,7 +383,7 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
     from memrl.grpo.stats import mcnemar_exact_p
 
     out = []
-    for method in METHODS:
+    for method in methods:
         if method == baseline:
             continue
         for bench in ("arith", "gsm8k"):

@@ -163,8 +163,9 @@ def score(name: str, groups: list[dict[str, Any]], epochs: int, measured_from: i
     from memrl.tasks.math import make_messages
 
     funcs, terms = build(name, encoder)
+    encoder.clear_cache()  # each reward pays for its own encoding, as in training (new completions)
     acc: dict[str, dict[str, list[tuple[float, int]]]] = {t: {"auc": [], "len_corr": []} for t in terms}
-    seconds, scored = 0.0, 0
+    seconds, scored = 0.0, 0  # timed over the measured batches (later passes may hit the encoder cache)
     for epoch, batch in batches(groups, epochs):
         prompts, completions, questions, answers, group_ids = [], [], [], [], []
         for j, (g, samples) in enumerate(batch):
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     from memrl.lm import resolve_model
 
     encoder = Encoder()
+    encoder.encode(["warm-up"])  # load the model before anything is timed
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     sources = {"greedy": greedy_groups(), "sampled": sampled_groups()}
     data: dict[str, Any] = {"sources": {}, "results": {}, "group_size": GROUP, "prompts_per_batch": PROMPTS_PER_BATCH,

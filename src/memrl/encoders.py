@@ -167,6 +167,10 @@ class Encoder:
 
     __call__ = encode
 
+    def clear_cache(self) -> None:
+        """Forget the cached vectors (benchmarks time encoding afresh; the model stays loaded)."""
+        self._cache.clear()
+
 
 def normalize(x: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation (zero rows stay zero instead of becoming NaN)."""

@@ -159,6 +159,7 @@ class PoemOptimizer:
         self.demos: list[Example] = []
         self.pool: list[Example] = []  # "knn" mode: candidates drawn per query
         self._demo_vecs: np.ndarray | None = None
+        self._pool_vecs: np.ndarray | None = None
         self._pool_memory: EpisodicMemory | None = None
         self._pool_text_counts: Counter[str] = Counter()
         self.memory: EpisodicMemory | None = None
@@ -205,12 +206,53 @@ class PoemOptimizer:
             self._demo_vecs = self.encoder.encode([d.key_text for d in self.demos])
         else:
             self.pool = list(train)
-            vecs = self.encoder.encode([ex.key_text for ex in self.pool])
-            self._pool_memory = EpisodicMemory(vecs.shape[1], max_keys=len(self.pool), max_values=1,
-                                               encoder_name=self.identities["encoder"])
-            self._pool_memory.add([str(i) for i in range(len(self.pool))], vecs, vecs)
-            # copies of one text in the pool: an input excluded as its own demo drops all of them
-            self._pool_text_counts = Counter(ex.key_text for ex in self.pool)
+            self._index_pool(self.encoder.encode([ex.key_text for ex in self.pool]))
+
+    def _index_pool(self, vecs: np.ndarray) -> None:
+        """(Re)build the kNN index of ``self.pool`` from its embeddings ``vecs``."""
+        self._pool_vecs = vecs
+        self._pool_memory = EpisodicMemory(vecs.shape[1], max_keys=len(self.pool), max_values=1,
+                                           encoder_name=self.identities["encoder"])
+        self._pool_memory.add([str(i) for i in range(len(self.pool))], vecs, vecs)
+        # copies of one text in the pool: an input excluded as its own demo drops all of them
+        self._pool_text_counts = Counter(ex.key_text for ex in self.pool)
+
+    def add_examples(self, examples: Sequence[Example]) -> None:
+        """Add demonstrations to the candidate pool of a fitted ``examples="knn"`` optimiser.
+
+        No LM call and no refit: in kNN mode the memory stores *similarity-rank* codes, which name
+        no example, so a new pool example is one more candidate. A query it is among the ``n``
+        most similar to gets it as a demonstration, placed by its similarity rank like any other.
+        The added examples live in this object only: :meth:`save` does not write the pool
+        (:meth:`load` rebuilds it from ``task.train``).
+
+        Raises:
+            ValueError: in ``examples="fixed"`` mode. There the memory holds rewards earned by
+                orders of one fixed set of demonstrations, chosen at fit, so a new demonstration
+                has no reward to be ordered by: fit again with it in the training split, or use
+                ``examples="knn"``. Also for a label outside the task's labels.
+            RuntimeError: before :meth:`fit` or :meth:`load`.
+        """
+        self._check_fitted()
+        if self.config.examples != "knn":
+            raise ValueError(
+                "PoemOptimizer(examples='fixed') cannot take new demonstrations without a refit: its "
+                "memory holds rewards of orders of the fixed set chosen at fit, and a new example has no "
+                "reward to be ordered by. Fit again with the example in the training split, or use "
+                "PoemConfig(examples='knn'), whose candidate pool can grow."
+            )
+        examples = list(examples)
+        n_labels = len(self.task.label_names)
+        for ex in examples:
+            if ex.choices is None and not 0 <= ex.label < n_labels:
+                raise ValueError(f"label {ex.label} of {ex.text!r:.60} is outside the task's "
+                                 f"{n_labels} labels {list(self.task.label_names)}")
+        if not examples:
+            return
+        assert self._pool_vecs is not None
+        vecs = self.encoder.encode([ex.key_text for ex in examples])
+        self.pool += examples
+        self._index_pool(np.concatenate([self._pool_vecs, vecs]))
 
     def candidates(self, query_vec: np.ndarray, exclude_text: str | None = None) -> tuple[list[Example], np.ndarray]:
         """The query's ``n`` candidate demonstrations and their similarities ``(n,)``.

@@ -9,6 +9,7 @@ import pytest
 
 @pytest.mark.parametrize(("module", "framework", "extra"), [
     ("memrl.integrations.langchain", "langchain_core", "memrl[langchain]"),
+    ("memrl.integrations.dspy", "dspy", "memrl[dspy]"),
 ])
 def test_missing_framework_names_the_extra(monkeypatch, module, framework, extra):
     monkeypatch.delitem(sys.modules, module, raising=False)

@@ -2,6 +2,9 @@
 
 * :mod:`memrl.integrations.langchain` — :class:`~memrl.integrations.langchain.PoemLangChainSelector`,
   a LangChain ``BaseExampleSelector`` for ``FewShotPromptTemplate`` (``pip install memrl[langchain]``).
+* :mod:`memrl.integrations.dspy` — :class:`~memrl.integrations.dspy.PoemFewShot`, a DSPy
+  teleprompter whose compiled program sets each query's demonstrations at call time
+  (``pip install memrl[dspy]``).
 
 Nothing here is imported by ``import memrl``; importing a submodule without its framework raises
 an ``ImportError`` naming the extra to install.

@@ -16,7 +16,8 @@ Two sources of completions:
   (``bench/results/cpu_study/runs/*/eval_arith.jsonl``): per question, one completion from each
   of the 8 trained models (4 methods x 2 seeds) form its group. They carry no answer tags.
 * ``sampled``: completions sampled from the base SmolLM2-135M-Instruct (temperature 0.9) with the
-  paper's 1-shot worked exemplar in the prompt, so that most carry ``<think>``/``<answer>`` tags;
+  second study's prompt (arith level 1, two worked exemplars), so that most carry
+  ``<think>``/``<answer>`` tags;
   generated once by ``--generate`` and kept in ``bench/results/semantics_completions.jsonl``
   (arith problems are memrl's own, not shared data).
 
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generate", action="store_true", help="sample the 'sampled' completions (then rescore)")
     p.add_argument("--questions", type=int, default=24, help="arith questions to sample for (--generate)")
     p.add_argument("--samples", type=int, default=16, help="samples per question (--generate)")
-    p.add_argument("--level", type=int, default=2, help="arith level of the sampled questions (--generate)")
+    p.add_argument("--level", type=int, default=1, help="arith level of the sampled questions (--generate)")
+    p.add_argument("--shots", type=int, default=2, help="worked exemplars in the prompt (--generate)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--rewards", nargs="+", default=list(REWARDS), choices=list(REWARDS))
     p.add_argument("--out", type=Path, default=RESULTS / "semantics.json")
@@ -102,7 +104,7 @@ def generate_sampled(args: argparse.Namespace) -> None:
 
     problems = generate_problems(args.questions + 16, level=args.level, seed=7, split="train")
     questions, pool = problems[: args.questions], problems[args.questions:]
-    rows = to_training_rows(questions, "think", shots=1, exemplar_pool=pool, seed=0)
+    rows = to_training_rows(questions, "think", shots=args.shots, exemplar_pool=pool, seed=0)
     model, tokenizer = load_model("smollm2-135m")
     t0 = time.perf_counter()
     outs = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=args.max_new_tokens,
@@ -112,7 +114,7 @@ def generate_sampled(args: argparse.Namespace) -> None:
     for o in outs:
         samples[o["prompt_index"]].append(o["text"])
     atomic_write_jsonl(COMPLETIONS, [{"question": r["question"], "answer": r["answer"], "level": args.level,
-                                      "shots": 1, "temperature": 0.9, "max_new_tokens": args.max_new_tokens,
+                                      "shots": args.shots, "temperature": 0.9, "max_new_tokens": args.max_new_tokens,
                                       "samples": samples[i]} for i, r in enumerate(rows)])
 
 

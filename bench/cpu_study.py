@@ -209,7 +209,7 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
 
     result_path = run_dir / "study_result.json"
     train, grpo, memory, exploration = resolve_config(values_of(args, method, seed, run_dir))
-    resume = "latest" if any(run_dir.glob("checkpoint-*")) else None
+    resume = "latest" if RunDir(run_dir).checkpoints() else None
     t0 = time.time()
     # a run folder without a checkpoint holds at most the start of an interrupted run: begin afresh
     summary = run_training(train, grpo, memory, resume=resume, overwrite=resume is None, exploration_cfg=exploration)
@@ -234,7 +234,7 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
     if not args.keep_checkpoints:  # only needed to resume an interrupted run, which is now done
         import shutil
 
-        for ckpt in run_dir.glob("checkpoint-*"):
+        for ckpt in RunDir(run_dir).checkpoints():
             shutil.rmtree(ckpt, ignore_errors=True)
     return result
 

@@ -186,7 +186,7 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     summary: dict[str, Any] = {
         "output_dir": str(out),
         "final_model": str(run.final_dir),
-        "checkpoints": sorted(str(p) for p in out.glob("checkpoint-*")),
+        "checkpoints": [str(p) for p in run.checkpoints()],
         # the saved reward state: Memory-R(+)'s memories or outcome-ucb's answer counts
         "memory": str(reward_state_path(out, reward_state)) if reward_state is not None else None,
         "metrics": str(run.metrics_file),

@@ -332,6 +332,15 @@ class OutcomeUCBReward(_OutcomeExploration):
         ``bonus`` (``b_ucb`` before baseline and ``c``) and ``count`` (the ``N`` it used; -1
         for a completion without an answer under ``"floor"``).
         """
+        return self._run(prompts, completions, kwargs, update=True)
+
+    def score(self, prompts=None, completions=None, **kwargs: Any) -> dict[str, np.ndarray]:
+        """What :meth:`compute` would return for this batch, without counting its answers (the
+        counts, ``calls`` and the logged metrics are left alone). ``memrl serve`` answers each
+        request with this against the counts committed at the previous step."""
+        return self._run(prompts, completions, kwargs, update=False)
+
+    def _run(self, prompts, completions, kwargs: dict[str, Any], update: bool) -> dict[str, np.ndarray]:
         c = self.config
         questions, answers, everyone = self._step(prompts, completions, kwargs)
         step = Counter(pair for pair in everyone if pair[1] is not None)
@@ -356,6 +365,9 @@ class OutcomeUCBReward(_OutcomeExploration):
             value = ucb_values(local_bonus, questions, c.outcome_explore_coef, c.outcome_explore_baseline,
                                c.outcome_explore_b0)
 
+        result = {"value": value, "bonus": local_bonus, "count": local_counts.astype(np.float64)}
+        if not update:
+            return result
         # Metrics on the whole step, before the update (so "new" means unseen before this step).
         answered = [(q, a) for q, a in everyone if a is not None]
         new_frac = sum(self.count(q, a) == 0 for q, a in answered) / max(len(answered), 1)
@@ -370,7 +382,7 @@ class OutcomeUCBReward(_OutcomeExploration):
             log_metric("outcome_explore/ucb_new_answer_frac", float(new_frac))
             for name, v in self._step_metrics(everyone).items():
                 log_metric(f"outcome_explore/{name}", float(v))
-        return {"value": value, "bonus": local_bonus, "count": local_counts.astype(np.float64)}
+        return result
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:

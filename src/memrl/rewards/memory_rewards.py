@@ -81,6 +81,7 @@ Other choices:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -226,6 +227,38 @@ class MemoryRPlus:
         (normalised and weighted; what TRL receives), ``exploit_raw`` and ``explore_raw`` (NaN
         where nothing was retrieved or explore was off) and ``outcome`` (what decided success).
         """
+        return self._run(prompts, completions, kwargs, write=True)
+
+    def score(self, prompts=None, completions=None, **kwargs: Any) -> dict[str, np.ndarray]:
+        """What :meth:`compute` would return for this batch, changing nothing: no memory write,
+        no normaliser update, no call counted.
+
+        The bounds are those :meth:`compute` would use (the window plus this batch's found
+        values); the window itself is left as it is. Only ``score_then_write`` without
+        micro-batches is defined this way (every other order writes part of a call before
+        scoring the rest of it); other settings raise ``ValueError``. ``memrl serve`` answers
+        each request with this against the memory committed at the previous step.
+        """
+        c = self.config
+        if c.memory_semantics != "score_then_write" or c.memory_micro_batch_prompts:
+            raise ValueError(
+                "MemoryRPlus.score (read-only scoring) needs memory_semantics='score_then_write' and "
+                f"memory_micro_batch_prompts=0; got {c.memory_semantics!r} and {c.memory_micro_batch_prompts}: "
+                "those orders write part of a call before scoring the rest of it")
+        return self._run(prompts, completions, kwargs, write=False)
+
+    def encode_inputs(self, prompts=None, completions=None, **kwargs: Any) -> int:
+        """Encode, into the encoder's cache, the questions and stored texts that :meth:`compute`
+        or :meth:`score` would encode for this batch (one batched pass); returns how many texts
+        were asked for. A server that gathers many small requests calls it once for all of them,
+        so the encoder sees one batch and the later per-request calls hit the cache."""
+        batch = self._prepare(prompts, completions, kwargs)
+        texts = batch["unique_q"] + batch["spans"]
+        self.encoder.encode(texts)
+        return len(texts)
+
+    def _prepare(self, prompts, completions, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Per-call inputs: texts, question keys and key ids, stored spans, distinct questions."""
         texts = completion_texts(completions)
         n = len(texts)
         c = self.config
@@ -235,14 +268,22 @@ class MemoryRPlus:
             key_ids = question_keys(prompts, n, kwargs, c.memory_id_column)
         if prompts is not None:
             check_lengths(n, prompts=prompts)
-        step = self._step(kwargs.get("trainer_state"))
-        cache_key = self._batch_key(step, texts, key_ids)
-        if cache_key == self._last_key and self._last_result is not None:
-            return self._last_result
-
-        t0 = time.perf_counter()
         spans = [stored_text(t, c.memory_store, c.memory_style) for t in texts]
         unique_q = list(dict.fromkeys(questions))
+        return {"texts": texts, "questions": questions, "key_ids": key_ids, "spans": spans, "unique_q": unique_q}
+
+    def _run(self, prompts, completions, kwargs: dict[str, Any], write: bool) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        batch = self._prepare(prompts, completions, kwargs)
+        texts, questions, key_ids, spans, unique_q = (batch[k] for k in ("texts", "questions", "key_ids", "spans",
+                                                                          "unique_q"))
+        n = len(texts)
+        c = self.config
+        step = self._step(kwargs.get("trainer_state"))
+        cache_key = self._batch_key(step, texts, key_ids)
+        if write and cache_key == self._last_key and self._last_result is not None:
+            return self._last_result
+
         q_index = {q: i for i, q in enumerate(unique_q)}
         q_of = np.array([q_index[q] for q in questions], dtype=np.int64)
         outcome = self._outcomes(prompts, completions, texts, kwargs)
@@ -250,6 +291,9 @@ class MemoryRPlus:
         q_vecs = self.encoder.encode(unique_q)  # cached across steps (questions repeat G times)
         a_vecs = self.encoder.encode(spans)  # one batched pass, shared by exploit and explore
         t2 = time.perf_counter()
+        # read-only scoring normalises with copies, so the windows stay as they are
+        exploit_norm = self.exploit_norm if write else copy.deepcopy(self.exploit_norm)
+        explore_norm = self.explore_norm if write else copy.deepcopy(self.explore_norm)
 
         ex_raw, xp_raw = np.full(n, np.nan), np.full(n, np.nan)
         exploit, explore = np.zeros(n), np.zeros(n)
@@ -262,20 +306,22 @@ class MemoryRPlus:
                 ids, chunk_q = key_ids[lo:hi], q_of[part]
             used, local_q = np.unique(chunk_q, return_inverse=True)
             er, xr, on = self._score_and_write(ids, q_vecs[used], local_q.reshape(-1), a_vecs[part],
-                                               outcome[part], step)
+                                               outcome[part], step, write)
             ex_raw[part], xp_raw[part], explore_on[part] = er, xr, on
-            exploit[part] = self._normalize(er, self.exploit_norm, EXPLOIT_EMPTY) * c.memory_exploit_weight
+            exploit[part] = self._normalize(er, exploit_norm, EXPLOIT_EMPTY) * c.memory_exploit_weight
             if c.memory_explore:
-                xn = self._normalize(np.where(on, xr, np.nan), self.explore_norm, EXPLORE_EMPTY)
+                xn = self._normalize(np.where(on, xr, np.nan), explore_norm, EXPLORE_EMPTY)
                 explore[part] = np.where(on, xn * c.memory_explore_weight, 0.0)
         t3 = time.perf_counter()
+        result = {"exploit": exploit, "explore": explore, "exploit_raw": ex_raw, "explore_raw": xp_raw,
+                  "outcome": outcome}
+        if not write:
+            return result
 
         self.calls += 1
         self.timings["encode_s"] += t2 - t1
         self.timings["memory_s"] += t3 - t2
         self.timings["total_s"] += time.perf_counter() - t0
-        result = {"exploit": exploit, "explore": explore, "exploit_raw": ex_raw, "explore_raw": xp_raw,
-                  "outcome": outcome}
         self._log(kwargs.get("log_metric"), result, bool(explore_on.any()))
         if kwargs.get("log_metric") is not None:
             # the spread the intrinsic rewards add inside a question's group, where GRPO compares
@@ -322,11 +368,12 @@ class MemoryRPlus:
             return len(self.failure_memory) >= c.memory_explore_warmup_keys
         return step >= c.memory_explore_warmup_steps
 
-    def _score_and_write(self, key_ids, q_vecs, q_of, a_vecs, outcome, step):
+    def _score_and_write(self, key_ids, q_vecs, q_of, a_vecs, outcome, step, write=True):
         """One chunk under ``memory_semantics``: ``(exploit_raw, explore_raw, explore_on)``.
 
         ``q_vecs`` holds the chunk's distinct query questions and ``q_of`` each completion's row
-        of it; ``key_ids`` are the write keys.
+        of it; ``key_ids`` are the write keys. ``write=False`` (``score_then_write`` only, see
+        :meth:`score`) scores without writing.
         """
         n = len(q_of)
         semantics = self.config.memory_semantics
@@ -337,7 +384,8 @@ class MemoryRPlus:
             ex_raw, xp_raw = self._score_group_loo(key_ids, q_vecs, q_of, a_vecs, outcome, on)
         else:
             ex_raw, xp_raw = self._score(q_vecs, q_of, a_vecs, on)
-            self._write(key_ids, q_vecs[q_of], a_vecs, outcome)
+            if write:
+                self._write(key_ids, q_vecs[q_of], a_vecs, outcome)
         return ex_raw, xp_raw, np.full(n, on)
 
     def _score(self, q_vecs, q_of, a_vecs, explore_on) -> tuple[np.ndarray, np.ndarray]:

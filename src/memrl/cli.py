@@ -21,6 +21,7 @@ _COMMANDS = (
     ("memrl.grpo.cli", "add_report_subparser"),
     ("memrl.poem.cli", "add_poem_subparser"),
     ("memrl.demo", "add_demo_subparser"),
+    ("memrl.serve.cli", "add_serve_subparser"),
 )
 
 

@@ -1,0 +1,103 @@
+"""verl custom reward functions backed by ``memrl serve`` (Memory-R / Memory-R+ in verl).
+
+verl computes rule rewards in its reward workers with a ``compute_score`` function it loads from
+``custom_reward_function.path`` / ``.name``; this module provides two that send the samples to one
+``memrl serve`` process, where the memory lives, and return its reward (R1 + intrinsic):
+
+* :func:`compute_score` ``(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``:
+  one sample, for verl's ``naive`` / ``prime`` / ``dapo`` reward managers and the reward loop;
+* :func:`compute_score_batch` ``(data_sources, solution_strs, ground_truths, extra_infos,
+  **kwargs)``: a whole batch in one request, for ``reward_model.reward_manager=batch`` (with
+  ``--respond immediate`` a request holding the whole step is scored exactly as in-process).
+
+verl config (``custom_reward_function.path`` takes a file path; verl versions whose
+``load_module`` knows the ``pkg://`` prefix also take ``pkg://memrl.integrations.verl``)::
+
+    custom_reward_function.path=$(python -c 'import memrl.integrations.verl as m; print(m.__file__)')
+    custom_reward_function.name=compute_score          # or compute_score_batch with
+    reward_model.reward_manager=naive                  #   reward_model.reward_manager=batch
+    +custom_reward_function.reward_kwargs.memrl_url=http://127.0.0.1:5000   # or $MEMRL_REWARD_URL
+
+The service URL comes from the ``memrl_url`` keyword (verl merges
+``custom_reward_function.reward_kwargs`` into every call), else ``extra_info["memrl_url"]``, else
+the environment variable ``MEMRL_REWARD_URL`` (set it in the Ray runtime env of the workers); the
+token from ``memrl_token`` or ``$MEMRL_SERVE_TOKEN``.
+
+verl passes the decoded response (special tokens skipped) but not the prompt, so the memory key
+is ``extra_info["question"]`` (verl's GSM8K preprocessing stores the raw question there), else
+``extra_info["prompt"]``; a sample with neither is refused. ``ground_truth`` is the gold answer.
+The return value is a dict: ``score`` (the total reward) and each reward by name, which verl logs
+as ``reward_extra_info``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from memrl.serve.client import RewardClient
+
+URL_ENV = "MEMRL_REWARD_URL"
+_clients: dict[tuple[str, str | None], RewardClient] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(url: str | None, token: str | None) -> RewardClient:
+    url = url or os.environ.get(URL_ENV)
+    if not url:
+        raise ValueError(f"memrl reward: no service URL; set ${URL_ENV} in the reward workers' environment, or "
+                         "custom_reward_function.reward_kwargs.memrl_url (or extra_info['memrl_url'])")
+    with _clients_lock:
+        if (url, token) not in _clients:
+            _clients[(url, token)] = RewardClient(url, token=token)
+        return _clients[(url, token)]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value of a ground truth or column (numpy scalars and arrays become Python values)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool) or isinstance(value, dict):
+        return value
+    return str(value)
+
+
+def _question(extra_info: Any, index: int) -> str:
+    info = extra_info if isinstance(extra_info, dict) else {}
+    for key in ("question", "prompt"):
+        value = info.get(key)
+        if isinstance(value, str) and value:
+            return value
+    raise ValueError(f"memrl reward: extra_info of sample {index} has no 'question' (the memory key); add the raw "
+                     "question to extra_info when preparing the data (verl's gsm8k preprocessing does)")
+
+
+def _results(answer: dict[str, Any], n: int) -> list[dict[str, float]]:
+    logs = answer.get("extra_logs") or {}
+    return [{"score": float(answer["rewards"][i]), **{k: float(v[i]) for k, v in logs.items()}} for i in range(n)]
+
+
+def compute_score_batch(data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
+                        extra_infos: Sequence[Any] | None = None, *, memrl_url: str | None = None,
+                        memrl_token: str | None = None, **kwargs: Any) -> list[dict[str, float]]:
+    """verl's batch reward function: every sample of the call in one ``/get_reward`` request."""
+    n = len(solution_strs)
+    infos = list(extra_infos) if extra_infos is not None else [{}] * n
+    first = infos[0] if infos and isinstance(infos[0], dict) else {}
+    client = _client(memrl_url or first.get("memrl_url"), memrl_token)
+    questions = [_question(info, i) for i, info in enumerate(infos)]
+    answer = client.get_reward(prompts=questions, responses=[str(s) for s in solution_strs],
+                               labels=[_plain(g) for g in ground_truths], questions=questions)
+    return _results(answer, n)
+
+
+def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, *,
+                  memrl_url: str | None = None, memrl_token: str | None = None, **kwargs: Any) -> dict[str, float]:
+    """verl's per-sample reward function (see the module docstring)."""
+    info = extra_info if isinstance(extra_info, dict) else {}
+    return compute_score_batch([data_source], [solution_str], [ground_truth], [info],
+                               memrl_url=memrl_url or info.get("memrl_url"), memrl_token=memrl_token)[0]

@@ -1,0 +1,216 @@
+"""Settings of ``memrl serve`` and the reward set it serves.
+
+This module owns two things:
+
+* :class:`ServeConfig`, the service's own options (address, token, limits, step boundaries,
+  micro-batching, snapshots), one ``--flag`` per field through
+  :func:`memrl.options.add_dataclass_arguments`;
+* :func:`build_reward_spec`, which turns the **same flat options** ``memrl train`` reads (a grpo
+  preset or YAML file, ``--set`` and the flags: ``method``, every ``memory_*`` and
+  ``outcome_explore_*`` option, ``prompt_style``, ``checker``, ``reward_weights_by_name``,
+  ``max_completion_length``) into the reward functions of
+  :func:`memrl.rewards.registry.build_rewards`, so the service computes rewards with the very
+  objects a TRL run would use, and checks that the chosen rewards can be answered in the chosen
+  ``respond`` mode.
+
+It does not hold state or answer requests (:mod:`memrl.serve.engine`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from memrl.names import MEMORY_METHODS, check_choice
+from memrl.options import check_field_types
+
+logger = logging.getLogger(__name__)
+
+RESPOND_MODES = ("immediate", "commit")
+TOKEN_ENV = "MEMRL_SERVE_TOKEN"
+# end-of-text markers OpenRLHF leaves in a decoded query (it decodes with skip_special_tokens=False)
+DEFAULT_STRIP = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>",
+                 "<end_of_turn>", "<eos>"]
+
+
+@dataclass
+class ServeConfig:
+    """Options of the reward service itself (the rewards come from the training options)."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to bind (127.0.0.1: this machine only; 0.0.0.0 "
+                                                             "for other machines, then set a token)."})
+    port: int = field(default=5000, metadata={"help": "TCP port (0: any free port, printed at start)."})
+    token: str | None = field(default=None, metadata={"help": f"Token every request but /health must send, as "
+                                                             f"'Authorization: Bearer <token>' or ?token=<token> in "
+                                                             f"the URL (default: ${TOKEN_ENV}, else none)."})
+    respond: str = field(default="immediate", metadata={
+        "help": "'immediate': answer each request at once, scored alone against the memory committed at the "
+                "end of the previous step; 'commit': hold each answer until its step commits and answer with "
+                "the rewards of one in-process call over the whole step (docs/serve.md).",
+        "choices": RESPOND_MODES})
+    commit_every: int = field(default=0, metadata={"help": "Commit the step after this many samples (B, the rollout "
+                                                          "batch: prompts x samples per prompt); 0: off."})
+    commit_idle_s: float = field(default=0.0, metadata={"help": "Commit a non-empty step when no request arrived "
+                                                               "for this long (seconds); 0: off."})
+    commit_timeout_s: float = field(default=120.0, metadata={"help": "respond=commit: commit a step whose oldest "
+                                                                    "request has waited this long (a partial step); "
+                                                                    "keep it below the client's timeout (OpenRLHF: "
+                                                                    "180 s, then it retries)."})
+    batch_wait_ms: float = field(default=5.0, metadata={"help": "Micro-batching: wait this long after a request for "
+                                                               "others, so the encoder sees them in one batch."})
+    max_batch: int = field(default=256, metadata={"help": "Most samples in one micro-batch."})
+    max_body_mb: float = field(default=16.0, metadata={"help": "Largest request body (MiB); larger: HTTP 413."})
+    max_samples: int = field(default=4096, metadata={"help": "Most samples in one request; more: HTTP 413."})
+    state_dir: str | None = field(default=None, metadata={"help": "Folder for snapshots of the memory; a restart "
+                                                                 "with the same folder resumes from the newest."})
+    snapshot_every: int = field(default=10, metadata={"help": "Snapshot after every N commits (and on shutdown)."})
+    keep_snapshots: int = field(default=2, metadata={"help": "Snapshots kept (older ones are deleted)."})
+    question_regex: str | None = field(default=None, metadata={
+        "help": "Regex whose first group (or group 'question') extracts the question from a string prompt "
+                "(default: the last user turn of a ChatML, Llama 3, Gemma or DeepSeek chat template, else the "
+                "whole prompt)."})
+    strip: list[str] = field(default_factory=lambda: list(DEFAULT_STRIP), metadata={
+        "help": "End-of-text markers removed from the end of each response.", "nargs": "*"})
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer counting completion tokens for "
+                                                                 "--method cosine when a request sends no "
+                                                                 "completion_ids."})
+    encoder_device: str = field(default="cpu", metadata={"help": "torch device of the sentence encoder (cuda on a "
+                                                                "GPU machine)."})
+    encoder_batch_size: int = field(default=64, metadata={"help": "Texts per encoder forward pass."})
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_choice("respond", self.respond, RESPOND_MODES)
+        for name in ("commit_every", "max_batch", "max_samples", "snapshot_every", "keep_snapshots",
+                     "encoder_batch_size"):
+            low = 0 if name == "commit_every" else 1
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        for name in ("commit_idle_s", "commit_timeout_s", "batch_wait_ms", "max_body_mb"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.max_body_mb <= 0 or self.commit_timeout_s <= 0:
+            raise ValueError("max_body_mb and commit_timeout_s must be > 0")
+        if not isinstance(self.strip, list) or not all(isinstance(s, str) and s for s in self.strip):
+            raise ValueError(f"strip must be a list of non-empty strings, got {self.strip!r}")
+        if self.token is None:
+            self.token = os.environ.get(TOKEN_ENV) or None
+        if self.question_regex is not None:
+            import re
+
+            try:
+                re.compile(self.question_regex)
+            except re.error as exc:
+                raise ValueError(f"question_regex {self.question_regex!r} is not a valid regex: {exc}") from None
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+
+@dataclass
+class RewardSpec:
+    """The reward set of one service: the functions in reward order (TRL's ``reward_funcs``), their
+    names and weights, and the stateful object among them (a :class:`~memrl.rewards.MemoryRPlus`
+    or :class:`~memrl.rewards.OutcomeUCBReward`), as :func:`build_rewards` returned them."""
+
+    method: str
+    funcs: list[Any]
+    names: list[str]
+    weights: list[float]
+    state: Any
+    options: dict[str, Any]  # what a snapshot records and a resumed service must match
+    id_columns: tuple[str, ...] = ()  # columns every sample must carry (memory_id_column)
+
+    @property
+    def memory(self) -> Any:
+        from memrl.rewards.memory_rewards import MemoryRPlus
+
+        return self.state if isinstance(self.state, MemoryRPlus) else None
+
+
+# GRPO-config-free TrainConfig fields the service uses; the others describe training only
+TRAIN_FIELDS = ("method", "prompt_style", "checker", "dataset", "reward_weights_by_name")
+
+
+def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_device: str = "cpu",
+                      encoder_batch_size: int = 64, tokenizer: Any = None) -> RewardSpec:
+    """The rewards ``memrl train`` would build from the flat options ``values``.
+
+    ``values`` are resolved exactly as ``memrl train`` resolves them
+    (:func:`memrl.grpo.config.resolve_config`: unknown keys refused, presets' derived fields
+    filled). ``encoder`` (an :class:`~memrl.encoders.Encoder`) is shared when given, else built
+    from ``memory_encoder`` on ``encoder_device``.
+    """
+    from memrl.grpo.config import resolve_config
+    from memrl.grpo.train import reward_weight_list
+    from memrl.rewards.baselines import CosineLengthReward
+    from memrl.rewards.registry import build_rewards
+    from memrl.tasks.math import default_checker
+
+    train, grpo, memory_cfg, exploration_cfg = resolve_config(dict(values))
+    if train.method == "entropy":
+        raise ValueError("method 'entropy' is TRL's entropy bonus in the loss, not a reward: serve --method r1 "
+                         "and set the entropy coefficient in your trainer")
+    checker = train.checker or default_checker(train.dataset)
+    if encoder is None and train.method in MEMORY_METHODS:
+        from memrl.encoders import Encoder
+
+        encoder = Encoder(memory_cfg.memory_encoder, device=encoder_device, batch_size=encoder_batch_size)
+    funcs, state = build_rewards(train.method, style=train.prompt_style, answer_column="answer", checker=checker,
+                                 max_completion_length=grpo.max_completion_length or 256,
+                                 memory_config=memory_cfg, encoder=encoder, exploration_config=exploration_cfg)
+    if tokenizer is not None:
+        for f in funcs:
+            if isinstance(f, CosineLengthReward):
+                f.tokenizer = tokenizer
+    names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+    weights = reward_weight_list(funcs, train.reward_weights_by_name) or [1.0] * len(funcs)
+    options: dict[str, Any] = {"method": train.method, "prompt_style": train.prompt_style, "checker": checker,
+                               "reward_names": names, "reward_weights": weights}
+    if train.method in MEMORY_METHODS:
+        options["memory"] = dataclasses.asdict(state.config)
+    if train.method.startswith("outcome-"):
+        options["exploration"] = dataclasses.asdict(exploration_cfg)
+    id_columns = (memory_cfg.memory_id_column,) if train.method in MEMORY_METHODS and memory_cfg.memory_id_column else ()
+    return RewardSpec(train.method, funcs, names, weights, state, options, id_columns)
+
+
+def check_respond_mode(spec: RewardSpec, respond: str) -> None:
+    """Refuse reward settings whose per-request answer would depend on arrival order or on the other
+    completions of a step, when answers are given per request (``respond='immediate'``).
+
+    Under ``respond='commit'`` every setting is served: the step is computed in one call, in a
+    canonical order (see :mod:`memrl.serve.engine`).
+    """
+    if respond != "immediate":
+        return
+    hint = ("; serve it with --respond commit (each answer waits for its step's commit and is computed over the "
+            "whole step, as one in-process call)")
+    memory = spec.memory
+    if memory is not None:
+        c = memory.config
+        if c.memory_semantics != "score_then_write":
+            kind = "depends on the order of completions" if c.memory_semantics in ("write_then_score", "reference") \
+                else "scores each completion against the other completions of its step"
+            raise ValueError(f"memory_semantics={c.memory_semantics!r} {kind}, so it cannot be answered per request "
+                             f"against the committed memory (--respond immediate supports score_then_write){hint}")
+        if c.memory_micro_batch_prompts:
+            raise ValueError(f"memory_micro_batch_prompts={c.memory_micro_batch_prompts} writes part of a step before "
+                             f"scoring the rest, which depends on arrival order{hint}")
+    if spec.method == "outcome-batch":
+        raise ValueError(f"outcome-batch penalises repeats among the completions of a question in the step, which "
+                         f"a single request does not hold{hint}")
+    if spec.method == "outcome-ucb":
+        c = spec.state.config
+        if c.outcome_explore_baseline == "mean" or c.outcome_explore_count_batch:
+            raise ValueError("outcome-ucb with outcome_explore_baseline='mean' or outcome_explore_count_batch=True "
+                             "depends on the other completions of the step (baseline 'constant' or 'none' gives "
+                             f"the same GRPO advantages){hint}")

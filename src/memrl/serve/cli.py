@@ -71,7 +71,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = build_config(ServeConfig, given_values(args, ServeConfig))
     values = reward_values(args)
-    if args.print_config:  # the reward set only: no model is loaded, no snapshot read
+    if args.print_config:  # the reward set only: no snapshot is read, nothing is served
         spec = build_reward_spec(values)
         check_respond_mode(spec, config.respond)
         print(json.dumps({"rewards": dict(zip(spec.names, spec.weights)), "respond": config.respond,

@@ -15,7 +15,9 @@ before any result of this study was seen (``docs/cpu_study_v2.md`` gives the rea
   (greedy, 0-shot as the paper evaluates) and the first 100 GSM8K test problems;
 * methods (``VARIANTS``), in this priority order, each for every seed before the next:
   ``r1``; ``memory-r+`` under ``reference``, ``group_loo`` and ``score_then_write``;
-  ``outcome-ucb``;
+  ``outcome-ucb``; ``r1-random``, the control: R1 plus Gaussian noise whose std is the mean
+  within-group spread of the intrinsic rewards (``memory/intrinsic_group_std``) over the finished
+  Memory-R+ runs, measured when the control starts (it runs last);
 * the ``reference`` warm-up of 500 failure keys cannot be reached with a 24-question pool (with
   the reference's key rule a step adds at most one key); it is scaled to 10 keys, about the 10
   optimizer steps the other semantics wait (``--warmup-explore``).
@@ -54,6 +56,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "memory-r+-group_loo": ("memory-r+", {"memory_semantics": "group_loo"}),
     "memory-r+-score_then_write": ("memory-r+", {"memory_semantics": "score_then_write"}),
     "outcome-ucb": ("outcome-ucb", {}),
+    # the control: R1 plus pure noise of the memory variants' within-group intrinsic spread
+    "r1-random": ("r1-random", {}),
 }
 TARGET_CORRECTNESS = 0.5  # "steps to reach": first step whose 5-step mean training correctness is >= this
 PROBE_LEVELS = (1, 2, 3)
@@ -167,12 +171,27 @@ def run_values(args: argparse.Namespace, name: str, seed: int, run_dir: Path) ->
         "max_completion_length": args.max_completion, "learning_rate": args.learning_rate, "beta": 0.0,
         "temperature": 0.9, "logging_steps": 1, "save_steps": args.save_steps, "save_total_limit": 1,
     }
+    if method == "r1-random":
+        values["random_reward_std"] = intrinsic_spread(study_root(args))
     if method.startswith("memory"):
         if options.get("memory_semantics") == "reference":
             values["memory_explore_warmup_keys"] = args.warmup_explore
         else:
             values.update(memory_explore_warmup_steps=args.warmup_explore, memory_max_keys=args.train_pool)
     return {**values, **options}
+
+
+def intrinsic_spread(root: Path) -> float:
+    """Mean ``memory/intrinsic_group_std`` over every logged step of the finished Memory-R+ runs:
+    the within-group spread the intrinsic rewards add, which the random control reproduces."""
+    from memrl.grpo.rundir import RunDir
+
+    values = [r["memory/intrinsic_group_std"] for p in sorted(root.glob("runs/memory-r+-*/study_result.json"))
+              for r in RunDir(p.parent).metrics() if "memory/intrinsic_group_std" in r]
+    if not values:
+        raise RuntimeError("the r1-random control needs finished memory-r+ runs that logged "
+                           "memory/intrinsic_group_std; it runs after them")
+    return statistics.fmean(values)
 
 
 def run_all(args: argparse.Namespace) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 PROMPT_STYLES = ("think", "reasoning")
 
 # GRPO reward methods (`memrl train --method`): the paper's baselines, Memory-R / Memory-R+, and
-# peer exploration methods (outcome-based exploration, Song et al. 2025; TRL's entropy bonus).
-METHODS = ("r1", "cosine", "memory-r", "memory-r+", "outcome-ucb", "outcome-batch", "entropy")
+# peer exploration methods (outcome-based exploration, Song et al. 2025; TRL's entropy bonus), and a
+# control (R1 plus pure noise of a chosen spread).
+METHODS = ("r1", "cosine", "memory-r", "memory-r+", "outcome-ucb", "outcome-batch", "entropy", "r1-random")
 MEMORY_METHODS = ("memory-r", "memory-r+")
 OUTCOME_EXPLORATION_METHODS = ("outcome-ucb", "outcome-batch")
 

@@ -197,3 +197,27 @@ def test_peer_exploration_methods_resolve_with_their_options():
     assert isinstance(rewards[-1], OutcomeBatchReward) and state is None  # no state between steps
     rewards, state = build_rewards("entropy")
     assert [r.__name__ for r in rewards] == [r.__name__ for r in build_rewards("r1")[0]] and state is None
+
+
+def test_random_control_reward_is_reproducible_noise_of_the_given_spread():
+    import numpy as np
+    from transformers import TrainerState
+
+    from memrl.rewards.baselines import RandomReward
+    from memrl.rewards.registry import build_rewards
+
+    train, *_ = resolve_config({**CPU_TINY, "method": "r1-random", "random_reward_std": 0.2})
+    assert train.random_reward_std == 0.2
+    with pytest.raises(ValueError, match="random_reward_std must be > 0"):
+        resolve_config({**CPU_TINY, "method": "r1-random", "random_reward_std": 0.0})
+    rewards, state = build_rewards("r1-random", random_reward_std=0.2, seed=3)
+    assert isinstance(rewards[-1], RandomReward) and state is None and len(rewards) == 6
+    big = np.array(RandomReward(std=0.2, seed=3)(completions=["x"] * 4000))
+    assert abs(big.mean()) < 0.02 and abs(big.std() - 0.2) < 0.01  # noise of the asked spread
+    at_step = TrainerState()
+    at_step.global_step = 7
+    a = RandomReward(std=0.2, seed=3)(completions=["x", "y"], trainer_state=at_step)
+    b = RandomReward(std=0.2, seed=3)(completions=["p", "q"], trainer_state=at_step)
+    assert a == b  # the same step draws the same noise, whatever was written (a resumed run too)
+    at_step.global_step = 8
+    assert RandomReward(std=0.2, seed=3)(completions=["x", "y"], trainer_state=at_step) != a

@@ -74,6 +74,10 @@ class TrainConfig:
     shots: int = field(default=0, metadata={"help": "Worked exemplars in each training prompt (paper: 1 for Llama)."})
     reward_weights_by_name: dict[str, float] | None = field(
         default=None, metadata={"help": "Weights by reward name, e.g. {correctness_reward: 2.0}; others 1.0."})
+    random_reward_std: float = field(
+        default=0.3, metadata={"help": "Method r1-random: std of the Gaussian control reward; match it to the "
+                                       "intrinsic rewards' within-group spread (memory/intrinsic_group_std of "
+                                       "a Memory-R+ run)."})
     collapse_window: int = field(default=5, metadata={"help": "Logged steps the collapse detectors look at."})
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png at the end."})
     attn_implementation: str | None = field(
@@ -90,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"shots must be >= 0, got {self.shots}")
         if self.arith_level not in (1, 2, 3, 4):
             raise ValueError(f"arith_level must be 1..4, got {self.arith_level}")
+        if not self.random_reward_std > 0:
+            raise ValueError(f"random_reward_std must be > 0, got {self.random_reward_std}")
         if self.dataset_limit is not None and self.dataset_limit < 1:
             raise ValueError(f"dataset_limit must be >= 1 (or null for all rows), got {self.dataset_limit}")
 

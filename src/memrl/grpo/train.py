@@ -70,7 +70,7 @@ def find_checkpoint(output_dir: str | os.PathLike, resume: str) -> Path:
 # Settings a resumed run must share with the run it continues (the data, the prompts, the
 # memory's shape): changing them mid-run would silently train a different experiment.
 RESUME_INVARIANTS = ("model", "dataset", "dataset_split", "dataset_limit", "arith_level", "method",
-                     "prompt_style", "shots", "question_column", "answer_column", "checker")
+                     "prompt_style", "shots", "question_column", "answer_column", "checker", "random_reward_std")
 
 
 def check_resume_matches(run_dir: Path, train: TrainConfig, memory_cfg: MemoryRewardConfig,
@@ -145,7 +145,8 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     dataset = Dataset.from_list(rows)
     rewards, reward_state = build_rewards(train.method, style=train.prompt_style, answer_column="answer",
                                           checker=checker, max_completion_length=grpo.max_completion_length or 256,
-                                          memory_config=memory_cfg, encoder=encoder, exploration_config=exploration_cfg)
+                                          memory_config=memory_cfg, encoder=encoder, exploration_config=exploration_cfg,
+                                          random_reward_std=train.random_reward_std, seed=grpo.seed)
     weights = reward_weight_list(rewards, train.reward_weights_by_name)
     if weights is not None:
         grpo.reward_weights = weights

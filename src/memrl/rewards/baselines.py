@@ -72,3 +72,40 @@ class CosineLengthReward:
             )
         correct = self.correctness(prompts=prompts, completions=completions, **kwargs)
         return [cosine_length_value(n, self.max_len, c > 0.5) for n, c in zip(lengths, correct)]
+
+
+class RandomReward:
+    """A control reward: independent Gaussian noise ``N(0, std²)`` per completion, carrying no
+    information about the completion at all.
+
+    Added to R1 with the same within-group spread as Memory-R+'s intrinsic rewards (their
+    ``memory/intrinsic_group_std``), it tells an effect of the intrinsic rewards' *signal* from an
+    effect of merely adding variance to GRPO's advantages (e.g. filling zero-variance groups).
+    The noise is reproducible: drawn from ``(seed, optimizer step, process rank)``, so a resumed run
+    draws what the uninterrupted one would have.
+
+    >>> r = RandomReward(std=0.5, seed=1)
+    >>> r(completions=["a", "b"]) == RandomReward(std=0.5, seed=1)(completions=["a", "b"])
+    True
+    """
+
+    __name__ = "random_reward"
+
+    def __init__(self, std: float = 0.3, seed: int = 0) -> None:
+        if not std > 0:
+            raise ValueError(f"random reward std must be > 0, got {std}")
+        self.std = float(std)
+        self.seed = int(seed)
+        self.calls = 0  # stands in for the step outside a trainer
+
+    def __call__(self, prompts=None, completions=None, trainer_state: Any = None, **kwargs) -> list[float]:
+        import numpy as np
+
+        from memrl.distributed import rank
+
+        n = len(completion_texts(completions))
+        step = getattr(trainer_state, "global_step", None)
+        step = self.calls if step is None else int(step)
+        self.calls += 1
+        rng = np.random.default_rng([self.seed, step, rank()])
+        return rng.normal(0.0, self.std, size=n).tolist()

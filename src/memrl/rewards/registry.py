@@ -5,7 +5,8 @@ length reward in place of plain correctness, plus format; ``memory-r`` / ``memor
 the memory rewards; ``outcome-ucb`` / ``outcome-batch``: R1 plus the outcome-based exploration
 bonus (historical UCB over each question's final answers, or the within-group repeat penalty);
 ``entropy``: the R1 rewards, with TRL's entropy bonus in the loss (``entropy_coef``, set by
-:func:`memrl.grpo.config.resolve_config`).
+:func:`memrl.grpo.config.resolve_config`); ``r1-random``: R1 plus a control reward of pure
+Gaussian noise (:class:`~memrl.rewards.baselines.RandomReward`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from memrl.names import MEMORY_METHODS, METHODS, OUTCOME_EXPLORATION_METHODS
-from memrl.rewards.baselines import CosineLengthReward
+from memrl.rewards.baselines import CosineLengthReward, RandomReward
 from memrl.rewards.exploration import OutcomeBatchReward, OutcomeExplorationConfig, OutcomeUCBReward
 from memrl.rewards.format import (
     IntegerAnswerReward,
@@ -46,6 +47,8 @@ def build_rewards(
     memory_config: MemoryRewardConfig | None = None,
     encoder: Any = None,
     exploration_config: OutcomeExplorationConfig | None = None,
+    random_reward_std: float = 0.3,
+    seed: int = 0,
 ) -> tuple[list[Any], MemoryRPlus | OutcomeUCBReward | None]:
     """Reward functions for ``method`` and the stateful reward among them, or None.
 
@@ -66,6 +69,8 @@ def build_rewards(
         memory = MemoryRPlus(config, encoder=encoder,
                              outcome=CorrectnessReward(answer_column=answer_column, checker=checker))
         return rewards + memory.reward_functions(), memory
+    if method == "r1-random":
+        return rewards + [RandomReward(random_reward_std, seed=seed)], None
     if method in OUTCOME_EXPLORATION_METHODS:
         # answers as the correctness check reads them: numbers normalised, or the tagged text
         answer_fn = extract_answer if checker == "numeric" else extract_tagged_answer

@@ -159,6 +159,9 @@ def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_de
     if train.method == "entropy":
         raise ValueError("method 'entropy' is TRL's entropy bonus in the loss, not a reward: serve --method r1 "
                          "and set the entropy coefficient in your trainer")
+    if train.method == "r1-random":
+        raise ValueError("method 'r1-random' is a study control (R1 plus noise drawn per trainer step); "
+                         "a service sees no trainer step to draw it from: serve --method r1")
     checker = train.checker or default_checker(train.dataset)
     if encoder is None and train.method in MEMORY_METHODS:
         from memrl.encoders import Encoder

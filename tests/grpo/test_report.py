@@ -82,3 +82,20 @@ def test_cli_report(tmp_path, capsys):
     assert "training_curves" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "out2")]) == 1
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_diagnostic_panels_show_the_answer_terms_not_the_format_ones(tmp_path):
+    from memrl.grpo.report import diagnostic_keys, plot_training_curves
+
+    run = _run(tmp_path, "m", "memory-r+", 0, [0.1, 0.2, 0.4])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()[:3]]
+    for row in rows:
+        row |= {"diag/memory_exploit_reward/auc": 0.8, "diag/correctness_reward/adv_share": 0.6,
+                "diag/xmlcount_reward/auc": 0.5, "diag/total/len_corr": -0.3, "diag/auc_groups": 2.0}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = {"m": read_metrics(run)}
+    assert diagnostic_keys(runs, "auc") == ["diag/memory_exploit_reward/auc"]  # format terms and counts left out
+    assert diagnostic_keys(runs, "adv_share") == ["diag/correctness_reward/adv_share"]
+    assert diagnostic_keys(runs, "len_corr") == ["diag/total/len_corr"]
+    path = plot_training_curves([run], tmp_path / "curves.png")
+    assert path.stat().st_size > 10_000

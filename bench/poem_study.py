@@ -13,6 +13,7 @@ stops starting new (task, seed) pairs once ``--time-budget-min`` has passed. Wri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ def run_ablation(task, scorer, encoder, args: Args) -> dict:
     from memrl.poem import PoemConfig, PoemOptimizer
     from memrl.poem.evaluate import ScoreBook, subsample
 
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=args.n_examples))
+    # the first study's setting (before leave-one-out and dev inputs), so resumed runs stay comparable
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=args.n_examples, select="fixed", use_dev=False))
     opt.fit()
     queries = subsample(task.test, args.max_test or None)
     book = ScoreBook(task, scorer, queries)
@@ -99,8 +101,8 @@ def run_ablation(task, scorer, encoder, args: Args) -> dict:
     out = {"task": task.name, "seed": task.seed, "n_test": len(queries), "variants": {}}
     for k in (1, 8, len(opt.memory)):
         for read in ("sum", "mean"):
-            opt.config.k, opt.config.read = k, read
-            sels = [opt.select_vec(v) for v in vecs]
+            variant = opt.with_setting(dataclasses.replace(opt.setting, k=k, read=read))
+            sels = [variant.select_vec(v) for v in vecs]
             acc = book.accuracy([task.prefix(s.examples) for s in sels], progress=True)
             out["variants"][f"k={k},read={read}"] = {"accuracy": acc, "distinct_codes": len({s.code for s in sels})}
             logging.info("ablation %s k=%d read=%s acc %.4f", task.name, k, read, acc)
@@ -125,7 +127,7 @@ def backfill(data: dict, scorer, encoder, args: Args, save) -> None:
             continue
         set_seed(run["seed"])
         t0 = time.perf_counter()
-        new = evaluate_task(load_task(run["task"], run["seed"]), scorer, encoder, PoemConfig(**run["config"]),
+        new = evaluate_task(load_task(run["task"], run["seed"]), scorer, encoder, PoemConfig(**{"select": "fixed", "use_dev": False, **run["config"]}),
                             methods=["poem", *missing], max_test=args.max_test or None,
                             random_draws=args.random_draws)
         again, stored = new["methods"]["poem"]["accuracy"], run["methods"]["poem"]["accuracy"]
@@ -251,7 +253,8 @@ def main() -> None:
             # ALGO LOGIC: fit POEM and evaluate every method on the same demonstrations
             set_seed(seed)
             t0 = time.perf_counter()
-            run = evaluate_task(load_task(name, seed), scorer, encoder, PoemConfig(n_examples=args.n_examples),
+            run = evaluate_task(load_task(name, seed), scorer, encoder,
+                                PoemConfig(n_examples=args.n_examples, select="fixed", use_dev=False),
                                 max_test=args.max_test or None, random_draws=args.random_draws)
             run["wall_s"] = time.perf_counter() - t0
             data["runs"].append(run)

@@ -13,8 +13,8 @@ from memrl.poem.report import aggregate, markdown_table
 
 
 def test_evaluate_task_all_methods(sst2, scorer, encoder):
-    task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:])  # 6 fit inputs x 2 orders
-    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3), max_test=6,
+    task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:], dev=[])  # 6 fit inputs x 2 orders
+    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
                         random_draws=2, probe_orders=2, progress=False)
     assert set(res["methods"]) == set(METHODS) and res["n_test"] == 6
     poem = res["methods"]["poem"]

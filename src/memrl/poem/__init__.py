@@ -7,6 +7,7 @@ See ``docs/poem.md``.
 """
 
 from memrl.poem.config import PoemConfig
+from memrl.poem.matrix import LooResult, Setting, TrialMatrix, loo_select
 from memrl.poem.optimizer import (
     FitReport,
     FitTrials,
@@ -16,10 +17,20 @@ from memrl.poem.optimizer import (
     Selection,
     best_action,
 )
-from memrl.poem.orders import decode_order, encode_order, kate_code, sample_orders, similarity_ranks
+from memrl.poem.orders import (
+    decode_label_order,
+    decode_order,
+    encode_label_order,
+    encode_order,
+    kate_code,
+    label_ranks,
+    sample_orders,
+    similarity_ranks,
+)
 
 __all__ = [
     "PoemConfig", "PoemOptimizer", "PoemExampleSelector", "PoemMismatchError", "Selection",
     "FitReport", "FitTrials", "best_action", "encode_order", "decode_order", "similarity_ranks",
-    "sample_orders", "kate_code",
+    "sample_orders", "kate_code", "encode_label_order", "decode_label_order", "label_ranks",
+    "TrialMatrix", "Setting", "LooResult", "loo_select",
 ]

@@ -52,8 +52,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default=None, help="server root for --backend openai, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2", help="sentence encoder")
     p.add_argument("--batch-size", type=int, default=16, help="suffixes per LM forward pass")
-    p.add_argument("--config", default=None,
-                   help=f"YAML file or shipped preset ({', '.join(preset_names(PRESET_FAMILY))}) with PoemConfig values")
+    p.add_argument("--config", "--preset", dest="config", default=None,
+                   help=f"YAML file or shipped preset ({', '.join(preset_names(PRESET_FAMILY))}) with PoemConfig "
+                        "values; 'paper' is the paper's exact setting (rank encoding, fixed settings)")
     p.add_argument("--train-file", default=None, help="with --task local: CSV/TSV/JSONL training file")
     p.add_argument("--test-file", default=None, help="with --task local: CSV/TSV/JSONL test file")
     p.add_argument("--text-column", default="text", help="with --task local: text column")
@@ -158,6 +159,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     path = opt.save(args.out)
     print(f"fitted POEM on {task.name} (seed {task.seed}): {report.inputs} inputs, {report.trials} trials, "
           f"{report.lm_calls} LM calls, {report.wall_s:.1f} s, mean reward {report.mean_reward:.3f}")
+    if report.loo is not None:
+        print(f"leave-one-out chose {report.setting} (accuracy {report.loo.accuracy:.3f} over "
+              f"{report.loo.n_inputs} inputs, {len(report.loo.table)} settings scored, 0 LM calls)")
+    else:
+        print(f"setting: {report.setting}")
     print(f"saved to {path}")
     return 0
 

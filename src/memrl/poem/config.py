@@ -12,7 +12,9 @@ REWARDS = ("correct", "gold_prob", "margin")
 READS = ("sum", "mean")
 EXAMPLE_MODES = ("fixed", "knn")
 FALLBACKS = ("kate", "kate_reverse")
-ENCODINGS = ("rank", "identity")
+ENCODINGS = ("rank", "identity", "label")
+SELECTS = ("loo", "fixed")
+N_EXAMPLES_WORDS = ("auto", "classes")
 
 
 @dataclass
@@ -22,7 +24,19 @@ class PoemConfig:
     Exploration (fit), memory read (select) and example choice are each one option.
     """
 
-    n_examples: int = field(default=4, metadata={"help": "number of demonstrations n in the prompt"})
+    n_examples: int | str = field(
+        default="auto",
+        metadata={"help": "number of demonstrations n in the prompt: an integer, 'classes' (one per "
+                  "class: every class shown once) or 'auto' (max(4, number of classes)). The label-"
+                  "balanced draw shows every class whenever n >= the number of classes"},
+    )
+    select: str = field(
+        default="loo",
+        metadata={"help": "'loo': after the fit, choose encoding, reward, k, read and shrink by "
+                  "leave-one-out accuracy over the training inputs (zero LM calls; the fields below "
+                  "are then ignored at read time); 'fixed': use the fields below as given (the "
+                  "paper's setting is the 'paper' preset)"},
+    )
     reward: str = field(
         default="gold_prob",
         metadata={"help": "reward of one (input, order) trial: 'correct' (0/1 argmax), 'gold_prob' "
@@ -34,7 +48,19 @@ class PoemConfig:
         metadata={"help": "how neighbours' rewards are combined per action: 'sum' (paper) or "
                   "'mean' (does not favour actions tried by more neighbours)"},
     )
-    k: int = field(default=8, metadata={"help": "neighbours retrieved from memory at select time"})
+    k: int | str = field(default=8, metadata={"help": "neighbours retrieved from memory at select time "
+                                                  "(an integer, or 'all')"})
+    shrink: float = field(
+        default=0.0,
+        metadata={"help": "weight lambda in [0, 1] of the global prior: an action's score is (1 - lambda) x "
+                  "the neighbours' score + lambda x its mean reward over all memory inputs (x the "
+                  "neighbour count for read='sum'); 1 = one global order for every query"},
+    )
+    use_dev: bool = field(
+        default=True,
+        metadata={"help": "the task's dev split (16 per class) joins the fit inputs (allowed for model "
+                  "selection by the standard few-shot protocol); never used as demonstrations"},
+    )
     budget: int = field(
         default=24,
         metadata={"help": "orders tried per training input: all n! when n! <= budget, else a "
@@ -55,24 +81,33 @@ class PoemConfig:
         metadata={"help": "action encoding: 'rank' (paper: position j holds the a_j-th most similar "
                   "example, decoded with each query's own ranks) or 'identity' (the concrete order "
                   "of the fixed demonstrations; keeps which example, and so which label, sits "
-                  "where; needs examples='fixed')"},
+                  "where; needs examples='fixed') or 'label' (position j holds (label, similarity "
+                  "rank among the demonstrations of that label): keeps the label pattern and still "
+                  "transfers similarity)"},
     )
     seed: int = field(default=0, metadata={"help": "seed for drawing demonstrations and sampling orders"})
 
     def __post_init__(self) -> None:
         check_field_types(self)
         checks = (("reward", REWARDS), ("read", READS), ("examples", EXAMPLE_MODES), ("fallback", FALLBACKS),
-                  ("encoding", ENCODINGS))
+                  ("encoding", ENCODINGS), ("select", SELECTS))
         for name, valid in checks:
             if getattr(self, name) not in valid:
                 raise ValueError(f"PoemConfig.{name}={getattr(self, name)!r}; choose one of {list(valid)}")
         if self.encoding == "identity" and self.examples != "fixed":
             raise ValueError("PoemConfig.encoding='identity' needs examples='fixed': with per-query "
                              "(knn) demonstrations a concrete order does not carry over between queries")
-        for name in ("n_examples", "k", "budget"):
+        words = {"n_examples": N_EXAMPLES_WORDS, "k": ("all",), "budget": ()}
+        for name, allowed in words.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"PoemConfig.{name} must be a positive integer, got {value!r}")
+            if value in allowed:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                extra = f" or one of {list(allowed)}" if allowed else ""
+                raise ValueError(f"PoemConfig.{name} must be a positive integer{extra}, got {value!r}")
+        if isinstance(self.shrink, bool) or not isinstance(self.shrink, (int, float)) or not 0.0 <= self.shrink <= 1.0:
+            raise ValueError(f"PoemConfig.shrink must be a number in [0, 1], got {self.shrink!r}")
+        self.shrink = float(self.shrink)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

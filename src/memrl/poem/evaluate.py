@@ -122,7 +122,9 @@ def evaluate_task(
             fit = optimizer.fit(progress=progress)
             record = fit.record
             out["poem_fit"] = {"inputs": fit.inputs, "lm_calls": fit.lm_calls, "wall_s": fit.wall_s,
-                               "mean_reward": fit.mean_reward}
+                               "mean_reward": fit.mean_reward, "n_examples": optimizer.n,
+                               "setting": fit.setting.to_dict() if fit.setting else None,
+                               "loo": optimizer.loo_summary}
         else:  # the baselines need the demonstrations, not the memory: no LM call
             optimizer.setup_examples()
     fit_wall = time.perf_counter() - t0

@@ -78,25 +78,28 @@ def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float) 
     sels = [opt.select_vec(v) for v in ctx.vecs]
     sel_ms = 1000 * (time.perf_counter() - t_sel) / len(ctx.queries)
     acc = ctx.accuracy([ctx.task.prefix(s.examples) for s in sels])
-    ctx.record(name, acc, start - ctx.fit_wall, fit_calls=ctx.optimizer.lm_calls_fit,
-               extra={"fallback_rate": float(np.mean([s.fallback for s in sels]))})
+    extra = {"fallback_rate": float(np.mean([s.fallback for s in sels])),
+             "setting": opt.setting.to_dict() if opt.setting is not None else None}
+    if opt.loo_summary is not None:
+        extra["loo_accuracy"] = opt.loo_summary["accuracy"]
+    ctx.record(name, acc, start - ctx.fit_wall, fit_calls=ctx.optimizer.lm_calls_fit, extra=extra)
     return sel_ms
 
 
 def poem(ctx: EvalContext) -> dict[str, Any]:
-    """POEM as configured (the paper's rank encoding by default)."""
+    """POEM as configured (by default its read setting chosen by leave-one-out on the fit)."""
     return {"select_ms_per_query": _record_poem(ctx, "poem", ctx.optimizer, time.perf_counter())}
 
 
 def poem_identity(ctx: EvalContext) -> None:
     """Ablation of the rank encoding: the same fit's trials stored as concrete orders."""
-    config = ctx.config
-    if config.examples != "fixed" or config.encoding == "identity" or ctx.fit_record is None:
-        logger.info("poem_identity skipped: needs fixed demonstrations, the rank encoding as the "
-                    "main POEM row and a fit run here")
+    config, opt = ctx.config, ctx.optimizer
+    if config.examples != "fixed" or opt.setting is None or opt.setting.encoding == "identity" or opt.matrix is None:
+        logger.info("poem_identity skipped: needs fixed demonstrations, another encoding as the "
+                    "main POEM row and a trial matrix")
         return
     start = time.perf_counter()
-    _record_poem(ctx, "poem_identity", ctx.optimizer.with_encoding("identity", ctx.fit_record), start)
+    _record_poem(ctx, "poem_identity", opt.with_encoding("identity"), start)
 
 
 def best_fixed(ctx: EvalContext) -> None:
@@ -126,7 +129,7 @@ def random_order(ctx: EvalContext) -> None:
     """A fresh uniform order per query; mean and std over ``random_draws`` draws."""
     start = time.perf_counter()
     rng = np.random.default_rng(1000 + (ctx.task.seed or 0))
-    n = ctx.config.n_examples
+    n = ctx.optimizer.n
     accs = [ctx.accuracy(ctx.prefixes_of(random_perms(n, len(ctx.queries), rng))) for _ in range(ctx.random_draws)]
     ctx.record("random", float(np.mean(accs)), start, draws=ctx.random_draws, std=float(np.std(accs)),
                extra={"draws": accs})
@@ -145,7 +148,7 @@ def entropy_methods(ctx: EvalContext) -> None:
     start = time.perf_counter()
     calls0 = scorer.calls
     demos = ctx.optimizer.demos
-    perms = sample_orders(config.n_examples, config.budget, np.random.default_rng(config.seed + 2))
+    perms = sample_orders(ctx.optimizer.n, config.budget, np.random.default_rng(config.seed + 2))
     probe_src = [perms[int(i)] for i in np.random.default_rng(config.seed + 3).choice(
         len(perms), size=min(ctx.probe_orders, len(perms)), replace=False)]
     probes = sample_probes(task, scorer, demos, probe_src, seed=config.seed)

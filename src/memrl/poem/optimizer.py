@@ -12,6 +12,8 @@ ranks. It makes no LM call.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import time
@@ -26,14 +28,16 @@ import numpy as np
 from memrl.io import atomic_dir, atomic_write_json
 from memrl.memory import EpisodicMemory
 from memrl.poem.config import PoemConfig
-from memrl.poem.orders import Order, decode_order, encode_order, kate_code, sample_orders, similarity_ranks
+from memrl.poem.matrix import LooResult, Setting, TrialMatrix, build_matrix, decode, encode, fallback_perm, loo_select
+from memrl.poem.orders import Order, sample_orders, similarity_ranks
 from memrl.poem.rewards import compute_reward
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "memrl.poem"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: + trials.npz (the full trial matrix), the read setting and the leave-one-out summary
+READABLE_VERSIONS = (1, 2)
 
 
 class PoemMismatchError(ValueError):
@@ -46,6 +50,9 @@ def best_action(
     *,
     read: str = "sum",
     default: Order | None = None,
+    prior: Mapping[Order, float] | None = None,
+    shrink: float = 0.0,
+    allowed: Any = None,
 ) -> tuple[Order | None, dict[Order, tuple[float, int]]]:
     """Combine the reward tables of the retrieved neighbours and pick an action.
 
@@ -55,6 +62,11 @@ def best_action(
             ``"mean"`` — that sum divided by the number of neighbours that tried the code.
             An action a neighbour did not try contributes nothing.
         default: preferred code on a tie after the neighbour count (the fallback heuristic).
+        prior: ``code -> mean reward over all memory inputs`` (the global order's evidence).
+        shrink: weight ``lambda`` of ``prior``: score = ``(1 - lambda) * local + lambda * prior``,
+            the prior times the number of neighbours for ``read="sum"`` (same scale). With
+            ``lambda > 0`` a code no neighbour tried competes on its prior alone.
+        allowed: optional predicate; codes it rejects (not realisable for this query) never win.
 
     Returns:
         ``(code, scores)`` where ``scores[code] = (score, neighbours that tried it)``; ``code`` is
@@ -74,12 +86,22 @@ def best_action(
             acc = totals.setdefault(code, [0.0, 0])
             acc[0] += float(mean_reward)
             acc[1] += 1
-    scores = {
-        code: ((s / c) if read == "mean" else s, int(c)) for code, (s, c) in totals.items()
-    }
-    if not scores:
-        return None, {}
-    best = min(scores, key=lambda a: (-scores[a][0], -scores[a][1], a != default, a))
+    codes = set(totals) | (set(prior) if prior is not None and shrink > 0 else set())
+    scale = len(tables) if read == "sum" else 1
+    scores: dict[Order, tuple[float, int]] = {}
+    for code in codes:
+        s, c = totals.get(code, (0.0, 0))
+        local = (s / c if c else 0.0) if read == "mean" else s
+        if shrink > 0 and prior is not None:
+            local = (1.0 - shrink) * local + shrink * float(prior.get(code, 0.0)) * scale
+        scores[code] = (local, int(c))
+    ok = [a for a in scores if allowed is None or allowed(a)]
+    if not ok:
+        return None, scores
+    top = max(scores[a][0] for a in ok)
+    tol = 1e-12 * max(1.0, abs(top))  # the vectorised leave-one-out read uses the same tolerance
+    near = [a for a in ok if scores[a][0] >= top - tol]
+    best = min(near, key=lambda a: (-scores[a][1], a != default, a))
     return best, scores
 
 
@@ -115,13 +137,15 @@ class FitTrials:
         inputs: the fitted training inputs.
         vecs: their embeddings, ``(len(inputs), d)``.
         candidates: per input, its candidate demonstrations and their similarity ranks.
-        trials: ``(input index, order, reward, correct)`` per scored trial.
+        trials: ``(input index, order, reward, correct)`` per scored trial (``config.reward``).
+        matrix: the full trial matrix (per-label scores of every trial: every reward recomputable).
     """
 
     inputs: list[Example]
     vecs: np.ndarray
     candidates: list[tuple[list[Example], Order]]
     trials: list[tuple[int, Order, float, float]]
+    matrix: TrialMatrix | None = None
 
 
 @dataclass
@@ -134,6 +158,8 @@ class FitReport:
     wall_s: float
     mean_reward: float
     record: FitTrials | None = field(default=None, repr=False)
+    setting: Setting | None = None
+    loo: LooResult | None = field(default=None, repr=False)
 
 
 class PoemOptimizer:
@@ -167,6 +193,20 @@ class PoemOptimizer:
         # fixed mode: per concrete order, [sum correct, sum reward, trials] (best fixed order baseline)
         self.order_stats: dict[Order, list[float]] = {}
         self.lm_calls_fit = 0
+        self.matrix: TrialMatrix | None = None  # None for an optimiser loaded from format v1
+        self.setting: Setting | None = None  # the read setting in use (chosen by leave-one-out or given)
+        self.loo: LooResult | None = None
+        self.loo_summary: dict[str, Any] | None = None
+        self.prior: dict[Any, float] = {}
+
+    @property
+    def n(self) -> int:
+        """The number of demonstrations: ``config.n_examples`` with 'classes'/'auto' resolved."""
+        value = self.config.n_examples
+        if isinstance(value, int):
+            return value
+        classes = len(self.task.label_names)
+        return classes if value == "classes" else max(4, classes)
 
     # ------------------------------------------------------------------ identities
     @property
@@ -180,7 +220,7 @@ class PoemOptimizer:
     # ------------------------------------------------------------------ examples
     def setup_examples(self) -> None:
         """Choose the demonstrations (fixed mode) or index the pool (kNN mode); no LM call."""
-        n = self.config.n_examples
+        n = self.n
         train = self.task.train
         if not train:
             raise ValueError(f"task {self.task.name!r} has an empty training split; POEM needs examples")
@@ -260,7 +300,7 @@ class PoemOptimizer:
         Fixed mode: the fixed set (in its stored order). kNN mode: the ``n`` most similar pool
         examples, skipping one whose text equals ``exclude_text`` (a training input is never its own demo).
         """
-        n = self.config.n_examples
+        n = self.n
         if self.config.examples == "fixed":
             assert self._demo_vecs is not None
             return self.demos, self._demo_vecs @ query_vec
@@ -275,92 +315,159 @@ class PoemOptimizer:
         return [self.pool[i] for i, _ in picked], np.array([s for _, s in picked])
 
     # ------------------------------------------------------------------ fit
+    def default_inputs(self) -> list[Example]:
+        """The fit inputs by default: the training split minus the fixed demonstrations, then
+        (``use_dev``) the dev split; a text already among them is not added twice."""
+        demo_texts = {d.key_text for d in self.demos}
+        inputs = [ex for ex in self.task.train if ex.key_text not in demo_texts]
+        if self.config.use_dev:
+            seen = {ex.key_text for ex in inputs} | demo_texts
+            for ex in self.task.dev:
+                if ex.key_text not in seen:
+                    seen.add(ex.key_text)
+                    inputs.append(ex)
+        return inputs
+
     def fit(self, inputs: Sequence[Example] | None = None, *, progress: bool = True) -> FitReport:
-        """Try orders on each training input, score them with the LM and fill the memory.
+        """Try orders on each training input, score them with the LM, keep the full trial matrix,
+        choose the read setting (``select="loo"``: by leave-one-out, no LM call) and fill the memory.
 
         Args:
-            inputs: training inputs (default: the training split minus the fixed demonstrations).
+            inputs: training inputs (default :meth:`default_inputs`).
             progress: show a tqdm bar over distinct prompts.
 
         Returns:
-            :class:`FitReport` with the number of LM calls (= (input, order) trials).
+            :class:`FitReport` with the number of LM calls (= (input, order) trials), the setting
+            used and the leave-one-out result.
         """
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
         self.setup_examples()
-        if inputs is None:
-            demo_texts = {d.key_text for d in self.demos}
-            inputs = [ex for ex in self.task.train if ex.key_text not in demo_texts]
-        inputs = list(inputs)
+        inputs = self.default_inputs() if inputs is None else list(inputs)
         if not inputs:
             raise ValueError(f"task {self.task.name!r}: no training inputs left to fit on")
         vecs = self.encoder.encode([ex.key_text for ex in inputs])
         rng = np.random.default_rng(self.config.seed + 1)
+        # fixed demonstrations: one sample of orders shared by every input (a dense trial matrix,
+        # and each order's prefix is scored once for all inputs); kNN: a sample per input
+        shared = sample_orders(self.n, self.config.budget, rng) if self.config.examples == "fixed" else None
         # Jobs grouped by prompt prefix: every distinct prefix is scored in one backend call, so
         # a prefix-caching backend runs each order's demonstrations once.
         groups: dict[str, list[tuple[int, Order]]] = {}
         cand_of: list[tuple[list[Example], Order]] = []
+        cand_sims: list[np.ndarray] = []
         for i, ex in enumerate(inputs):
             cands, sims = self.candidates(vecs[i], exclude_text=ex.key_text)
-            ranks = similarity_ranks(sims)
-            cand_of.append((cands, ranks))
-            for perm in sample_orders(len(cands), self.config.budget, rng):
+            cand_of.append((cands, similarity_ranks(sims)))
+            cand_sims.append(np.asarray(sims, dtype=np.float64))
+            for perm in shared if shared is not None else sample_orders(len(cands), self.config.budget, rng):
                 prefix = self.task.prefix([cands[p] for p in perm])
                 groups.setdefault(prefix, []).append((i, perm))
         trials: list[tuple[int, Order, float, float]] = []  # (input, perm, reward, correct)
+        raw: list[tuple[int, Order, np.ndarray]] = []
         calls0 = self.scorer.calls
         for prefix, jobs in tqdm(groups.items(), desc=f"poem fit {self.task.name}", unit="prompt",
                                  disable=not progress):
             batch = [inputs[i] for i, _ in jobs]
             res = self.scorer.score(prefix, [self.task.suffix(ex) for ex in batch], self.task.continuations(batch))
-            scores = res.normalised(self.task.length_normalise)
+            scores = np.asarray(res.normalised(self.task.length_normalise), dtype=np.float64)
             gold = np.array([ex.label for ex in batch])
             rewards = compute_reward(self.config.reward, scores, gold)
             correct = compute_reward("correct", scores, gold)
             trials += [(i, perm, float(r), float(c)) for (i, perm), r, c in zip(jobs, rewards, correct)]
+            raw += [(i, perm, row) for (i, perm), row in zip(jobs, scores)]
         self.lm_calls_fit = self.scorer.calls - calls0
-        record = FitTrials(inputs, vecs, cand_of, trials)
-        self._write_memory(record)
+        self.matrix = build_matrix(raw, gold=[ex.label for ex in inputs], sims=cand_sims,
+                                   labels=[[c.label for c in cands] for cands, _ in cand_of], vecs=vecs,
+                                   keys=[ex.key_text for ex in inputs])
+        self._choose_setting()
+        self._write_memory()
+        record = FitTrials(inputs, vecs, cand_of, trials, self.matrix)
         report = FitReport(
             inputs=len(inputs), trials=len(trials), lm_calls=self.lm_calls_fit,
             wall_s=time.perf_counter() - t0, mean_reward=float(np.mean([t[2] for t in trials])), record=record,
+            setting=self.setting, loo=self.loo,
         )
         logger.info("POEM fit on %s: %s", self.task.name, report)
         return report
 
-    def with_encoding(self, encoding: str, record: FitTrials) -> PoemOptimizer:
-        """A copy of this fitted optimiser whose memory stores the trials of ``record`` (its fit's
-        :attr:`FitReport.record`) under ``encoding``: comparing encodings costs no LM call."""
-        import copy
-        import dataclasses
+    def fixed_setting(self) -> Setting:
+        """The read setting the config names (used with ``select="fixed"``)."""
+        c = self.config
+        return Setting(c.encoding, c.reward, c.k, c.read, c.shrink)
 
-        if not isinstance(record, FitTrials):
-            raise TypeError("with_encoding needs the trials of a fit (FitReport.record); saved optimisers do not keep them")
+    def loo_encodings(self) -> tuple[str, ...]:
+        """Encodings leave-one-out chooses among (``identity`` needs fixed demonstrations)."""
+        return ("identity", "label", "rank") if self.config.examples == "fixed" else ("label", "rank")
+
+    def _choose_setting(self) -> None:
+        assert self.matrix is not None
+        self.loo = None
+        if self.config.select == "loo" and len(set(self.matrix.keys)) >= 2:
+            self.loo = loo_select(self.matrix, encodings=self.loo_encodings(),
+                                  most_similar_last=self.config.fallback == "kate")
+            self.setting = self.loo.setting
+            self.loo_summary = self.loo.summary()
+            logger.info("POEM leave-one-out on %s chose %s (accuracy %.3f over %d inputs, %d settings)",
+                        self.task.name, self.setting, self.loo.accuracy, self.loo.n_inputs, len(self.loo.table))
+        else:
+            if self.config.select == "loo":
+                logger.warning("POEM: leave-one-out needs >= 2 distinct fit inputs; using the config's setting")
+            self.setting = self.fixed_setting()
+            self.loo_summary = None
+
+    def with_setting(self, setting: Setting) -> PoemOptimizer:
+        """A copy of this fitted optimiser that reads its memory under ``setting``, rebuilt from the
+        trial matrix: comparing encodings, rewards, k, read rules or shrinkage costs no LM call."""
+        self._check_fitted()
+        if self.matrix is None:
+            raise RuntimeError("this optimiser has no trial matrix (saved in format v1, before trial matrices "
+                               "were kept): fit again to change its setting")
         other = copy.copy(self)
-        other.config = dataclasses.replace(self.config, encoding=encoding)  # validates the value
-        other._write_memory(record)
+        other.config = dataclasses.replace(self.config, select="fixed", encoding=setting.encoding,  # validates
+                                           reward=setting.reward, k=setting.k, read=setting.read,
+                                           shrink=setting.shrink)
+        other.setting = setting
+        other.loo, other.loo_summary = None, None
+        other._write_memory()
         return other
 
-    def _write_memory(self, record: FitTrials) -> None:
-        inputs, vecs, cand_of, trials = record.inputs, record.vecs, record.candidates, record.trials
-        sums: dict[str, dict[Order, list[float]]] = {}
+    def with_encoding(self, encoding: str, record: FitTrials | None = None) -> PoemOptimizer:
+        """:meth:`with_setting` with only the encoding changed (``record`` is accepted for
+        backward compatibility; the optimiser's own trial matrix is used)."""
+        if record is not None and not isinstance(record, FitTrials):
+            raise TypeError("with_encoding's record must be a fit's FitReport.record")
+        assert self.setting is not None or self.memory is None
+        self._check_fitted()
+        return self.with_setting(dataclasses.replace(self.setting, encoding=encoding))
+
+    def _write_memory(self) -> None:
+        """Reward tables (one per distinct input), the global prior and the per-order training
+        statistics, from the trial matrix under :attr:`setting`."""
+        mx, st = self.matrix, self.setting
+        assert mx is not None and st is not None
+        reward, correct, tried = mx.rewards(st.reward), mx.rewards("correct"), mx.tried
+        orders = [tuple(int(x) for x in o) for o in mx.orders]
+        sums: dict[str, dict[Any, list[float]]] = {}
         self.order_stats = {}
-        for i, perm, reward, correct in trials:
-            code = tuple(perm) if self.config.encoding == "identity" else encode_order(perm, cand_of[i][1])
-            acc = sums.setdefault(inputs[i].key_text, {}).setdefault(code, [0.0, 0])
-            acc[0] += reward
+        for i, p in zip(*np.nonzero(tried)):
+            perm = orders[p]
+            code = encode(st.encoding, perm, mx.sims[i], mx.labels[i])
+            acc = sums.setdefault(mx.keys[i], {}).setdefault(code, [0.0, 0])
+            acc[0] += float(reward[i, p])
             acc[1] += 1
             if self.config.examples == "fixed":
-                st = self.order_stats.setdefault(perm, [0.0, 0.0, 0])
-                st[0] += correct
-                st[1] += reward
-                st[2] += 1
+                s = self.order_stats.setdefault(perm, [0.0, 0.0, 0])
+                s[0] += float(correct[i, p])
+                s[1] += float(reward[i, p])
+                s[2] += 1
         # memory value per (input, action) = mean reward over repeats (duplicate inputs merge)
         self.tables = {key: {code: (s / c, int(c)) for code, (s, c) in t.items()} for key, t in sums.items()}
-        keys = list(dict.fromkeys(ex.key_text for ex in inputs))
-        first = {ex.key_text: j for j, ex in reversed(list(enumerate(inputs)))}
-        key_vecs = vecs[[first[k] for k in keys]]
+        self.prior = _prior(self.tables)
+        keys = list(dict.fromkeys(mx.keys))
+        first = {k: j for j, k in reversed(list(enumerate(mx.keys)))}
+        key_vecs = np.asarray(mx.vecs)[[first[k] for k in keys]]
         self.memory = EpisodicMemory(key_vecs.shape[1], max_keys=max(1, len(keys)), max_values=1,
                                      encoder_name=self.identities["encoder"])
         # EpisodicMemory stores vector values; the reward tables live beside it, keyed by id.
@@ -374,22 +481,31 @@ class PoemOptimizer:
     def select_vec(self, query_vec: np.ndarray, exclude_text: str | None = None) -> Selection:
         """:meth:`select` for an already embedded query (``(d,)`` unit vector); no LM call."""
         self._check_fitted()
+        st = self.setting or self.fixed_setting()
         cands, sims = self.candidates(query_vec, exclude_text)
-        ranks = similarity_ranks(sims)
-        fallback_code = kate_code(len(cands), self.config.fallback == "kate")
-        identity = self.config.encoding == "identity"
-        if identity:  # actions are concrete orders: the fallback is the heuristic's concrete order
-            fallback_code = decode_order(fallback_code, ranks)
+        labels = [c.label for c in cands]
+        fallback_code = encode(st.encoding, fallback_perm(sims, self.config.fallback == "kate"), sims, labels)
         ids: list[str] = []
         nsims: list[float] = []
         if len(self.memory):
-            s, found = self.memory.search(query_vec[None], self.config.k)
+            k = len(self.memory) if st.k == "all" else int(st.k)
+            s, found = self.memory.search(query_vec[None], k)
             ids, nsims = found[0], [float(x) for x in s[0]]
-        code, scores = best_action([self.tables[i] for i in ids], read=self.config.read, default=fallback_code)
+
+        def realisable(code: Any) -> bool:
+            try:
+                decode(st.encoding, code, sims, labels)
+                return True
+            except ValueError:
+                return False
+
+        code, scores = best_action([self.tables[i] for i in ids], read=st.read, default=fallback_code,
+                                   prior=self.prior, shrink=st.shrink,
+                                   allowed=realisable if st.encoding == "label" else None)
         used_fallback = code is None
         if code is None:
             code = fallback_code
-        perm = tuple(code) if identity else decode_order(code, ranks)
+        perm = decode(st.encoding, code, sims, labels)
         top = dict(sorted(scores.items(), key=lambda kv: -kv[1][0])[:5])
         return Selection([cands[p] for p in perm], perm, code, ids, nsims, top, used_fallback)
 
@@ -413,22 +529,32 @@ class PoemOptimizer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the fitted optimiser to folder ``path`` (``poem.json`` + ``memory.npz``), atomically."""
+        """Write the fitted optimiser to folder ``path`` atomically: ``poem.json`` (identities,
+        config, read setting, leave-one-out summary, demonstrations, reward tables), ``memory.npz``
+        (the input keys) and ``trials.npz`` (the full trial matrix; absent for an optimiser that
+        was itself loaded from format v1)."""
         self._check_fitted()
+        assert self.setting is not None
         path = Path(path)
         state = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "identities": self.identities,
             "config": self.config.to_dict(),
+            "n_examples": self.n,
+            "setting": self.setting.to_dict(),
+            "loo": self.loo_summary,
             "demos": [_example_to_dict(d) for d in self.demos],
-            "tables": {k: [[list(c), m, n] for c, (m, n) in t.items()] for k, t in self.tables.items()},
+            "tables": {k: [[_listify(c), m, n] for c, (m, n) in t.items()] for k, t in self.tables.items()},
             "order_stats": [[list(p), *v] for p, v in self.order_stats.items()],
             "lm_calls_fit": self.lm_calls_fit,
+            "has_matrix": self.matrix is not None,
         }
         with atomic_dir(path) as tmp:
             atomic_write_json(tmp / "poem.json", state)
             self.memory.save(tmp / "memory.npz")
+            if self.matrix is not None:
+                self.matrix.save(tmp / "trials.npz")
         return path
 
     @classmethod
@@ -452,10 +578,16 @@ class PoemOptimizer:
         missing = [k for k in ("config", "identities", "tables", "order_stats", "lm_calls_fit") if k not in state]
         if state.get("format") == FORMAT_NAME and missing:
             raise ValueError(f"{meta_path}: missing field(s) {missing}; the saved optimiser is incomplete")
-        if state.get("format") != FORMAT_NAME or state.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: format {state.get('format')!r} v{state.get('version')}, "
-                             f"expected {FORMAT_NAME!r} v{FORMAT_VERSION}")
-        opt = cls(task, scorer, encoder, PoemConfig.from_dict(state["config"], source=str(meta_path)))
+        version = state.get("version")
+        if state.get("format") != FORMAT_NAME or version not in READABLE_VERSIONS:
+            raise ValueError(f"{meta_path}: format {state.get('format')!r} v{version}, "
+                             f"expected {FORMAT_NAME!r} v{'/v'.join(map(str, READABLE_VERSIONS))}")
+        config = dict(state["config"])
+        if version == 1:
+            # v1 read with the config's own fields, had no dev inputs and no shrinkage
+            config.setdefault("select", "fixed")
+            config.setdefault("use_dev", False)
+        opt = cls(task, scorer, encoder, PoemConfig.from_dict(config, source=str(meta_path)))
         saved, now = state["identities"], opt.identities
         wrong = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in now if saved.get(k) != now[k]]
         if wrong:
@@ -464,15 +596,46 @@ class PoemOptimizer:
                 "to its task prompt, LM and encoder: fit a new one for this setting."
             )
         opt.memory = EpisodicMemory.load(path / "memory.npz", encoder_name=now["encoder"])
-        opt.tables = {k: {tuple(c): (float(m), int(n)) for c, m, n in rows} for k, rows in state["tables"].items()}
+        opt.tables = {k: {_tuplify(c): (float(m), int(n)) for c, m, n in rows} for k, rows in state["tables"].items()}
+        opt.prior = _prior(opt.tables)
         opt.order_stats = {tuple(p): [a, b, c] for p, a, b, c in state["order_stats"]}
         opt.lm_calls_fit = int(state["lm_calls_fit"])
+        if version == 1:
+            opt.setting = opt.fixed_setting()
+            logger.info("%s: format v1 (no trial matrix): it selects as saved; with_setting/with_encoding "
+                        "and leave-one-out need a new fit", path)
+        else:
+            opt.setting = Setting(**state["setting"])
+            opt.loo_summary = state.get("loo")
+            if state.get("has_matrix"):
+                if not (path / "trials.npz").is_file():
+                    raise ValueError(f"{path}: trials.npz is missing; the saved optimiser is incomplete")
+                opt.matrix = TrialMatrix.load(path / "trials.npz")
         if opt.config.examples == "fixed":
             opt.demos = [_example_from_dict(d) for d in state["demos"]]
             opt._demo_vecs = encoder.encode([d.key_text for d in opt.demos])
         else:
             opt.setup_examples()
         return opt
+
+
+def _prior(tables: Mapping[str, Mapping[Any, tuple[float, int]]]) -> dict[Any, float]:
+    """Per code, the mean over memory inputs of their mean reward (the shrinkage target)."""
+    acc: dict[Any, list[float]] = {}
+    for table in tables.values():
+        for code, (mean, _) in table.items():
+            a = acc.setdefault(code, [0.0, 0])
+            a[0] += mean
+            a[1] += 1
+    return {code: s / c for code, (s, c) in acc.items()}
+
+
+def _listify(code: Any) -> Any:
+    return [_listify(x) for x in code] if isinstance(code, (tuple, list)) else int(code)
+
+
+def _tuplify(code: Any) -> Any:
+    return tuple(_tuplify(x) for x in code) if isinstance(code, (tuple, list)) else int(code)
 
 
 def _example_to_dict(ex: Example) -> dict[str, Any]:

@@ -106,3 +106,68 @@ def sample_orders(n: int, budget: int, rng: np.random.Generator) -> list[Order]:
             seen.add(p)
             out.append(p)
     return out
+
+
+# ---------------------------------------------------------------------------- label-aware codes
+LabelCode = tuple[tuple[int, int], ...]
+
+
+def label_ranks(labels: Sequence[int], sims: Sequence[float] | np.ndarray) -> Order:
+    """Each example's similarity rank among the examples **of its own label**, 0 = most similar.
+
+    Ties are broken by the lower example index (as :func:`similarity_ranks`).
+
+    >>> label_ranks([0, 1, 0, 1], [0.1, 0.9, 0.5, 0.2])
+    (1, 0, 0, 1)
+    """
+    labels = [int(x) for x in labels]
+    sims = np.asarray(sims, dtype=np.float64)
+    if sims.shape != (len(labels),):
+        raise ValueError(f"labels and sims must have the same length, got {len(labels)} and {sims.shape}")
+    out = [0] * len(labels)
+    for lab in set(labels):
+        members = [i for i, x in enumerate(labels) if x == lab]
+        for r, i in enumerate(sorted(members, key=lambda i: (-sims[i], i))):
+            out[i] = r
+    return tuple(out)
+
+
+def encode_label_order(perm: Sequence[int], labels: Sequence[int], lranks: Sequence[int]) -> LabelCode:
+    """Permutation of examples -> label-aware code: position ``j`` holds ``(label, rank within
+    that label)`` of the example at ``j``. Keeps the label pattern of the prompt (what drives
+    recency/majority-label bias in a small LM) and still transfers similarity between queries.
+
+    >>> encode_label_order((2, 0, 1), labels=(0, 1, 0), lranks=(1, 0, 0))
+    ((0, 0), (0, 1), (1, 0))
+    """
+    n = len(labels)
+    _check_perm(perm, n, "perm")
+    if len(lranks) != n:
+        raise ValueError(f"lranks must have {n} entries, got {len(lranks)}")
+    return tuple((int(labels[i]), int(lranks[i])) for i in perm)
+
+
+def decode_label_order(code: Sequence[Sequence[int]], labels: Sequence[int], lranks: Sequence[int]) -> Order:
+    """Label-aware code -> permutation for a query whose candidates have ``labels`` and
+    within-label ranks ``lranks``: position ``j`` gets the example with label ``code[j][0]`` that is
+    the ``code[j][1]``-th most similar of its label. Inverse of :func:`encode_label_order` for
+    the same ranks.
+
+    Raises:
+        ValueError: the code's label pattern cannot be realised with these candidates (another
+            multiset of labels, as can happen with per-query kNN demonstrations).
+
+    >>> decode_label_order(((0, 0), (0, 1), (1, 0)), labels=(0, 1, 0), lranks=(0, 0, 1))
+    (0, 2, 1)
+    """
+    where = {(int(lab), int(r)): i for i, (lab, r) in enumerate(zip(labels, lranks))}
+    if len(where) != len(labels):
+        raise ValueError(f"lranks {tuple(lranks)} are not within-label ranks of labels {tuple(labels)}")
+    try:
+        perm = tuple(where[(int(lab), int(r))] for lab, r in code)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"label-aware code {tuple(code)} cannot be realised with candidate labels "
+                         f"{tuple(labels)}") from None
+    if len(perm) != len(labels) or len(set(perm)) != len(perm):
+        raise ValueError(f"label-aware code {tuple(code)} is not a permutation of {len(labels)} candidates")
+    return perm

@@ -1,0 +1,139 @@
+"""Leave-one-out choice of POEM's read setting, on hand-built trial matrices (no LM)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from memrl.poem.matrix import (
+    Setting,
+    TrialMatrix,
+    build_matrix,
+    code_matrix,
+    decode,
+    encode,
+    fallback_perm,
+    loo_scores,
+    loo_select,
+)
+from memrl.poem.optimizer import _prior, best_action
+
+GOOD, BAD = np.array([0.0, -2.0]), np.array([-2.0, 0.0])  # label scores when gold = 0
+
+
+def _matrix(correct_order, vecs, sims):
+    """n = 2 fixed demonstrations (labels 0, 1), both orders tried on every input, gold 0;
+    ``correct_order[i]`` is the one order that is right on input ``i``."""
+    trials = [(i, o, GOOD if o == correct_order[i] else BAD)
+              for i in range(len(vecs)) for o in ((0, 1), (1, 0))]
+    m = len(vecs)
+    return build_matrix(trials, gold=[0] * m, sims=sims, labels=[[0, 1]] * m, vecs=np.asarray(vecs, float),
+                        keys=[f"input {i}" for i in range(m)])
+
+
+def _row(result_table, **setting):
+    want = Setting(**setting).to_dict()
+    (row,) = [r for r in result_table if r["setting"] == want]
+    return row
+
+
+def test_one_order_always_correct_is_chosen_and_rank_codes_cannot_express_it():
+    # inputs alternate which demonstration is more similar, so the always-correct concrete order
+    # (1, 0) is rank code (1, 0) on even inputs and (0, 1) on odd ones
+    m = 4
+    sims = [[0.6, 0.2] if i % 2 == 0 else [0.2, 0.6] for i in range(m)]
+    # each input's nearest other input has the other parity
+    vecs = np.array([[1.0, 0.0], [0.95, 0.31], [0.0, 1.0], [0.31, 0.95]])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    mx = _matrix([(1, 0)] * m, vecs, sims)
+    res = loo_select(mx)
+    assert res.accuracy == 1.0 and res.coverage == 1.0 and res.n_inputs == m
+    assert res.setting == Setting("identity", "correct", 1, "sum", 0.0)  # first of the ties in grid order
+    assert res.gold_prob == pytest.approx(1 / (1 + np.exp(-2)))
+    # exact scores of other settings
+    rank_k1 = _row(res.table, encoding="rank", reward="correct", k=1, read="sum", shrink=0.0)
+    assert rank_k1["accuracy"] == 0.0  # the neighbour's good code realises the bad order here
+    assert _row(res.table, encoding="identity", reward="margin", k="all", read="mean", shrink=1.0)["accuracy"] == 1.0
+    assert _row(res.table, encoding="label", reward="gold_prob", k=2, read="sum", shrink=0.5)["accuracy"] == 1.0
+
+
+def test_neighbours_matter_so_knn_beats_the_global_order():
+    # two clusters of 3 inputs; order (0, 1) is right in cluster A, (1, 0) in cluster B
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.normal(size=(3, 3))
+    b = np.array([0.0, 1.0, 0.0]) + 0.05 * rng.normal(size=(3, 3))
+    vecs = np.concatenate([a, b])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    mx = _matrix([(0, 1)] * 3 + [(1, 0)] * 3, vecs, [[0.5, 0.1]] * 6)
+    res = loo_select(mx)
+    assert res.setting == Setting("identity", "correct", 1, "sum", 0.0) and res.accuracy == 1.0
+    kw = {"encoding": "identity", "reward": "correct", "read": "sum"}
+    assert _row(res.table, k=2, shrink=0.0, **kw)["accuracy"] == 1.0  # both other members of its cluster
+    # all 5 others: 3 of the other cluster outvote 2 of its own -> always wrong
+    assert _row(res.table, k="all", shrink=0.0, **kw)["accuracy"] == 0.0
+    assert _row(res.table, k=16, shrink=0.0, **kw)["accuracy"] == 0.0  # k beyond the memory = all
+    # the global order (shrink 1) is the other cluster's order for every held-out input
+    assert _row(res.table, k=1, shrink=1.0, **kw)["accuracy"] == 0.0
+    # shrink 0.5 with k = 2 (sum): local 2 vs 0, prior x 2 neighbours: 2/5*2 vs 3/5*2 -> local wins
+    assert _row(res.table, k=2, shrink=0.5, **kw)["accuracy"] == 1.0
+    assert _row(res.table, k=2, shrink=0.75, **kw)["accuracy"] == 1.0  # 0.5 + 0.6 = 1.1 vs 0.9
+    assert res.table[0]["accuracy"] == 1.0 and res.table[-1]["accuracy"] == 0.0
+
+
+def _slow_loo(mx, encoding, reward, k, read, shrink):
+    """Leave-one-out by the optimiser's own read rule (best_action on per-input tables)."""
+    orders = [tuple(int(x) for x in o) for o in mx.orders]
+    rew, cor = mx.rewards(reward), mx.rewards("correct")
+    m = len(mx.keys)
+    tables = [{encode(encoding, orders[p], mx.sims[i], mx.labels[i]): (float(rew[i, p]), 1)
+               for p in range(len(orders)) if mx.tried[i, p]} for i in range(m)]
+    sim = mx.vecs @ mx.vecs.T
+    accs = []
+    for i in range(m):
+        others = [j for j in np.argsort(-sim[i], kind="stable") if j != i]
+        nb = others if k == "all" else others[:k]
+        prior = _prior({str(j): tables[j] for j in range(m) if j != i})
+        default = encode(encoding, fallback_perm(mx.sims[i]), mx.sims[i], mx.labels[i])
+
+        def ok(code, i=i):
+            try:
+                decode(encoding, code, mx.sims[i], mx.labels[i])
+                return True
+            except ValueError:
+                return False
+
+        code, _ = best_action([tables[j] for j in nb], read=read, default=default, prior=prior, shrink=shrink,
+                              allowed=ok)
+        perm = decode(encoding, code if code is not None else default, mx.sims[i], mx.labels[i])
+        p = orders.index(perm) if perm in orders else -1
+        accs.append(cor[i, p] if p >= 0 and mx.tried[i, p] else np.nanmean(cor[i]))
+    return float(np.mean(accs))
+
+
+@pytest.mark.parametrize("encoding", ["rank", "label", "identity"])
+def test_vectorised_loo_agrees_with_the_optimisers_read_rule(encoding):
+    # a random matrix: n = 3 with two labels, 3 classes of gold, a sample of orders per input
+    rng = np.random.default_rng(7)
+    m, n = 9, 3
+    all_orders = list(itertools.permutations(range(n)))
+    trials = [(i, o, rng.normal(size=3)) for i in range(m)
+              for o in [all_orders[j] for j in rng.choice(6, size=4, replace=False)]]
+    vecs = rng.normal(size=(m, 5))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    mx = build_matrix(trials, gold=rng.integers(0, 3, size=m), sims=rng.uniform(size=(m, n)),
+                      labels=[[0, 1, 0]] * m, vecs=vecs, keys=[str(i) for i in range(m)])
+    cm = code_matrix(mx, encoding)
+    for reward in ("correct", "gold_prob", "margin"):
+        rows = loo_scores(mx, encoding, reward, cm=cm)
+        for row in rows:
+            s = row["setting"]
+            assert row["accuracy"] == pytest.approx(_slow_loo(mx, encoding, reward, s.k, s.read, s.shrink)), s
+
+
+def test_loo_needs_two_inputs_and_a_consistent_matrix():
+    mx = _matrix([(0, 1)], np.array([[1.0, 0.0]]), [[0.5, 0.1]])
+    with pytest.raises(ValueError, match="at least 2"):
+        loo_scores(mx, "identity", "correct")
+    with pytest.raises(ValueError, match="inconsistent trial matrix"):
+        TrialMatrix(orders=mx.orders, scores=mx.scores, gold=np.zeros(2, int), sims=mx.sims, labels=mx.labels,
+                    vecs=mx.vecs, keys=mx.keys)

@@ -4,11 +4,12 @@ import argparse
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from memrl.poem import PoemConfig
 from memrl.poem.cli import add_poem_subparser, main
-from memrl.poem.evaluate import METHODS, evaluate_task
+from memrl.poem.evaluate import METHODS, evaluate_task, oracle_and_spread, subsample
 from memrl.poem.report import aggregate, markdown_table
 
 
@@ -24,6 +25,15 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     assert res["methods"]["globale"]["lm_calls_select"] == 2 * res["methods"]["globale"]["probes"]
     for r in res["methods"].values():
         assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy"] * 6 == pytest.approx(round(r["accuracy"] * 6))
+    # evaluation as a matrix: every query under both orders of the 2 demonstrations
+    orc, best = res["methods"]["oracle"], res["methods"]["best_fixed"]
+    assert orc["orders"] == 2 and orc["lm_calls_eval"] == 12
+    assert orc["fixed_min"] <= best["accuracy"] <= orc["fixed_max"] <= orc["accuracy"]
+    assert sorted(orc["per_order_accuracy"].values()) == [orc["fixed_min"], orc["fixed_max"]]
+    gold = [q.label for q in subsample(task.test, 6)]
+    for name in ("poem", "best_fixed", "kate", "zero_shot"):  # per-query predictions, same items
+        pred = res["methods"][name]["predictions"]
+        assert len(pred) == 6 and np.mean(np.array(pred) == gold) == pytest.approx(res["methods"][name]["accuracy"])
     table = aggregate([res, {**res, "seed": 21}])
     assert table["sst2"]["poem"]["seeds"] == 2 and table["sst2"]["poem"]["std"] == 0.0
     assert "| sst2 |" in markdown_table(table)
@@ -134,3 +144,9 @@ def test_bad_task_or_data_is_reported_before_any_model_loads(local_files, tmp_pa
     assert "test.jsonl" in err and "row 2" in err and "no-such-model" not in err
     assert main(["poem", "eval", "--tasks", "sst2", "--methods", "poem,tempera", "--out", str(tmp_path / "g"), *model]) == 2
     assert "tempera" in capsys.readouterr().err
+
+
+def test_oracle_and_spread_from_a_hand_built_correctness_matrix():
+    correct = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 0], [1, 0, 1]], dtype=float)  # 4 queries x 3 orders
+    stats = oracle_and_spread(correct)
+    assert stats == {"oracle": 0.75, "fixed_min": 0.0, "fixed_median": 0.5, "fixed_max": 0.5, "orders": 3}

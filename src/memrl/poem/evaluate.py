@@ -54,9 +54,32 @@ class ScoreBook:
                 self._memo[(i, prefix)] = row
         return np.stack([self._memo[(i, p)] for i, p in enumerate(prefixes)])
 
+    def predictions(self, prefixes: Sequence[str], progress: bool = False) -> np.ndarray:
+        """``(m,)`` predicted label / choice index of each test query under its prefix."""
+        return self.scores(prefixes, progress).argmax(axis=1)
+
     def accuracy(self, prefixes: Sequence[str], progress: bool = False) -> float:
         gold = np.array([q.label for q in self.queries])
-        return float((self.scores(prefixes, progress).argmax(axis=1) == gold).mean())
+        return float((self.predictions(prefixes, progress) == gold).mean())
+
+
+def order_matrix(book: ScoreBook, task: FewShotTask, demos: Sequence[Example], orders: Sequence[tuple[int, ...]],
+                 progress: bool = False) -> np.ndarray:
+    """``(m, P)`` correctness of every test query under every order of the fixed ``demos``
+    (scored once per (query, order) through ``book``, so later methods read them from its memo)."""
+    gold = np.array([q.label for q in book.queries])
+    cols = [book.predictions([task.prefix([demos[p] for p in perm])] * len(book.queries), progress) == gold
+            for perm in orders]
+    return np.stack(cols, axis=1).astype(np.float64)
+
+
+def oracle_and_spread(correct: np.ndarray) -> dict[str, float]:
+    """From an ``(m, P)`` test correctness matrix: the per-query oracle (a query counts when some
+    order is right) and the spread of the ``P`` fixed orders' accuracies (min / median / max)."""
+    per_order = correct.mean(axis=0)
+    return {"oracle": float(correct.max(axis=1).mean()), "fixed_min": float(per_order.min()),
+            "fixed_median": float(np.median(per_order)), "fixed_max": float(per_order.max()),
+            "orders": int(correct.shape[1])}
 
 
 def subsample(examples: Sequence[Example], max_n: int | None, seed: int = 0) -> list[Example]:

@@ -50,6 +50,7 @@ class EvalContext:
     random_draws: int
     probe_orders: int
     out: dict[str, Any] = field(default_factory=dict)
+    last_predictions: list[int] | None = None
 
     def prefixes_of(self, perms: Sequence[Order]) -> list[str]:
         """The prompt prefix of each query under its order of the demonstrations."""
@@ -59,13 +60,20 @@ class EvalContext:
         return [self.task.prefix([self.cands[i][p] for p in perm]) for i, perm in enumerate(perms)]
 
     def accuracy(self, prefixes: Sequence[str]) -> float:
-        return self.book.accuracy(prefixes, self.progress)
+        """Accuracy of the queries under ``prefixes``; the per-query predictions are kept and the
+        next :meth:`record` stores them (``predictions``), so methods compare on the same items."""
+        pred = self.book.predictions(prefixes, self.progress)
+        self.last_predictions = [int(x) for x in pred]
+        return float((pred == np.array([q.label for q in self.queries])).mean())
 
     def record(self, name: str, acc: float, start: float, *, fit_calls: int = 0, select_calls: int = 0,
                draws: int = 1, std: float = 0.0, extra: dict | None = None) -> None:
         self.out[name] = {"accuracy": acc, "accuracy_std": std, "lm_calls_fit": fit_calls,
                           "lm_calls_select": select_calls, "lm_calls_eval": len(self.queries) * draws,
                           "wall_s": time.perf_counter() - start, **(extra or {})}
+        if self.last_predictions is not None:  # of the last accuracy() call (random: its last draw)
+            self.out[name]["predictions"] = self.last_predictions
+            self.last_predictions = None
         logger.info("%s seed %s %-12s acc %.4f", self.task.name, self.task.seed, name, acc)
 
     def wanted(self, name: str) -> bool:
@@ -100,6 +108,29 @@ def poem_identity(ctx: EvalContext) -> None:
         return
     start = time.perf_counter()
     _record_poem(ctx, "poem_identity", opt.with_encoding("identity"), start)
+
+
+def oracle(ctx: EvalContext) -> None:
+    """Evaluation as a matrix: every test query scored once under every tried order of the fixed
+    demonstrations. Records the per-query oracle (some order is right) with the spread of the
+    fixed orders' test accuracies (min / median / max): how much ordering can matter for this LM.
+    Later fixed-order methods (best fixed, GlobalE/LocalE, POEM's identity picks) read these
+    scores from the ScoreBook's memo."""
+    from memrl.poem.evaluate import oracle_and_spread, order_matrix
+
+    if ctx.config.examples != "fixed":
+        logger.info("oracle skipped: needs fixed demonstrations")
+        return
+    start = time.perf_counter()
+    opt = ctx.optimizer
+    orders = ([tuple(int(x) for x in o) for o in opt.matrix.orders] if opt.matrix is not None
+              else sample_orders(opt.n, ctx.config.budget, np.random.default_rng(ctx.config.seed + 1)))
+    correct = order_matrix(ctx.book, ctx.task, opt.demos, orders, ctx.progress)
+    stats = oracle_and_spread(correct)
+    ctx.last_predictions = None
+    ctx.record("oracle", stats.pop("oracle"), start, draws=len(orders),
+               extra={**stats, "per_order_accuracy": {",".join(map(str, o)): float(a)
+                                                      for o, a in zip(orders, correct.mean(axis=0))}})
 
 
 def best_fixed(ctx: EvalContext) -> None:
@@ -181,6 +212,7 @@ class Method:
 REGISTRY: tuple[Method, ...] = (
     Method(("poem",), poem, needs_fit=True),
     Method(("poem_identity",), poem_identity, needs_fit=True),
+    Method(("oracle",), oracle),
     Method(("best_fixed",), best_fixed, needs_fit=True),
     Method(("kate", "kate_reverse"), kate),
     Method(("random",), random_order),

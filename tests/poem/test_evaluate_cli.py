@@ -31,6 +31,7 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     assert orc["fixed_min"] <= best["accuracy"] <= orc["fixed_max"] <= orc["accuracy"]
     assert sorted(orc["per_order_accuracy"].values()) == [orc["fixed_min"], orc["fixed_max"]]
     gold = [q.label for q in subsample(task.test, 6)]
+    assert res["methods"]["kate_knn"]["lm_calls_eval"] == 6
     for name in ("poem", "best_fixed", "kate", "zero_shot"):  # per-query predictions, same items
         pred = res["methods"][name]["predictions"]
         assert len(pred) == 6 and np.mean(np.array(pred) == gold) == pytest.approx(res["methods"][name]["accuracy"])
@@ -150,3 +151,13 @@ def test_oracle_and_spread_from_a_hand_built_correctness_matrix():
     correct = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 0], [1, 0, 1]], dtype=float)  # 4 queries x 3 orders
     stats = oracle_and_spread(correct)
     assert stats == {"oracle": 0.75, "fixed_min": 0.0, "fixed_median": 0.5, "fixed_max": 0.5, "orders": 3}
+
+
+def test_real_kate_retrieves_the_most_similar_training_examples_most_similar_last(sst2, encoder):
+    from memrl.poem.methods import kate_prefixes
+
+    q = encoder.encode([sst2.test[0].key_text])
+    tv = encoder.encode([ex.key_text for ex in sst2.train])
+    (prefix,) = kate_prefixes(sst2, tv, q, 3)
+    top = np.argsort(-(tv @ q[0]))[:3]
+    assert prefix == sst2.prefix([sst2.train[int(i)] for i in top[::-1]])

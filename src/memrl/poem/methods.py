@@ -156,6 +156,28 @@ def kate(ctx: EvalContext) -> None:
             ctx.record(name, ctx.accuracy(ctx.prefixes_of(kate_perms(sims, last))), start)
 
 
+def kate_prefixes(task: FewShotTask, train_vecs: np.ndarray, query_vecs: np.ndarray, n: int) -> list[str]:
+    """KATE as Liu et al. 2022 (pure): per query, the ``n`` training examples most similar to it,
+    most similar last (ties: lower training index first in similarity)."""
+    out = []
+    for row in query_vecs @ train_vecs.T:
+        top = np.argsort(-row, kind="stable")[:n][::-1]  # most similar last
+        out.append(task.prefix([task.train[int(i)] for i in top]))
+    return out
+
+
+def kate_retrieved(ctx: EvalContext) -> None:
+    """Real KATE: the ``n`` training examples most similar to each query (not a re-ordering of the
+    fixed set), most similar last."""
+    n = ctx.optimizer.n
+    if len(ctx.task.train) < n:
+        logger.info("kate_knn skipped: fewer than n training examples")
+        return
+    start = time.perf_counter()
+    train_vecs = ctx.optimizer.encoder.encode([ex.key_text for ex in ctx.task.train])
+    ctx.record("kate_knn", ctx.accuracy(kate_prefixes(ctx.task, train_vecs, ctx.vecs, n)), start)
+
+
 def random_order(ctx: EvalContext) -> None:
     """A fresh uniform order per query; mean and std over ``random_draws`` draws."""
     start = time.perf_counter()
@@ -215,6 +237,7 @@ REGISTRY: tuple[Method, ...] = (
     Method(("oracle",), oracle),
     Method(("best_fixed",), best_fixed, needs_fit=True),
     Method(("kate", "kate_reverse"), kate),
+    Method(("kate_knn",), kate_retrieved),
     Method(("random",), random_order),
     Method(("globale", "locale"), entropy_methods),
     Method(("zero_shot",), zero_shot),

@@ -16,7 +16,7 @@ from memrl.poem.matrix import (
     loo_scores,
     loo_select,
 )
-from memrl.poem.optimizer import _prior, best_action
+from memrl.poem.reading import best_action, prior_means
 
 GOOD, BAD = np.array([0.0, -2.0]), np.array([-2.0, 0.0])  # label scores when gold = 0
 
@@ -92,7 +92,7 @@ def _slow_loo(mx, encoding, reward, k, read, shrink):
     for i in range(m):
         others = [j for j in np.argsort(-sim[i], kind="stable") if j != i]
         nb = others if k == "all" else others[:k]
-        prior = _prior({str(j): tables[j] for j in range(m) if j != i})
+        prior = prior_means({str(j): tables[j] for j in range(m) if j != i})
         default = encode(encoding, fallback_perm(mx.sims[i]), mx.sims[i], mx.labels[i])
 
         def ok(code, i=i):

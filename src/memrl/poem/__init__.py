@@ -11,11 +11,9 @@ from memrl.poem.matrix import LooResult, Setting, TrialMatrix, loo_select
 from memrl.poem.optimizer import (
     FitReport,
     FitTrials,
-    PoemExampleSelector,
     PoemMismatchError,
     PoemOptimizer,
     Selection,
-    best_action,
 )
 from memrl.poem.orders import (
     decode_label_order,
@@ -27,6 +25,8 @@ from memrl.poem.orders import (
     sample_orders,
     similarity_ranks,
 )
+from memrl.poem.reading import best_action
+from memrl.poem.selector import PoemExampleSelector
 
 __all__ = [
     "PoemConfig", "PoemOptimizer", "PoemExampleSelector", "PoemMismatchError", "Selection",

@@ -220,7 +220,7 @@ def pick_codes(local_sum: np.ndarray, local_cnt: np.ndarray, glob_mean: np.ndarr
     times the number of neighbours read for ``"sum"`` (same scale). Only codes with evidence (a
     neighbour tried it, or ``shrink > 0`` and some input did) that the row can realise
     (``allowed``) compete. Ties: more neighbours that tried it, then ``default``, then the lower
-    code index (lexicographic). Same rule as :func:`memrl.poem.optimizer.best_action`.
+    code index (lexicographic). Same rule as :func:`memrl.poem.reading.best_action`.
     """
     if read == "sum":
         local = local_sum

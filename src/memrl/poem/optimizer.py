@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from memrl.memory import EpisodicMemory
 from memrl.poem.config import PoemConfig
 from memrl.poem.matrix import LooResult, Setting, TrialMatrix, build_matrix, decode, encode, fallback_perm, loo_select
 from memrl.poem.orders import Order, sample_orders, similarity_ranks
+from memrl.poem.reading import best_action, prior_means
 from memrl.poem.rewards import compute_reward
 from memrl.tasks.fewshot import Example, FewShotTask
 
@@ -42,67 +43,6 @@ READABLE_VERSIONS = (1, 2)
 
 class PoemMismatchError(ValueError):
     """A saved POEM memory was built for another task, LM or encoder."""
-
-
-# ---------------------------------------------------------------------------- read rule
-def best_action(
-    tables: Sequence[Mapping[Order, tuple[float, int]]],
-    *,
-    read: str = "sum",
-    default: Order | None = None,
-    prior: Mapping[Order, float] | None = None,
-    shrink: float = 0.0,
-    allowed: Any = None,
-) -> tuple[Order | None, dict[Order, tuple[float, int]]]:
-    """Combine the reward tables of the retrieved neighbours and pick an action.
-
-    Args:
-        tables: one table per neighbour, ``code -> (mean reward, trials)``.
-        read: ``"sum"`` — score = sum over neighbours of the neighbour's mean reward (the paper);
-            ``"mean"`` — that sum divided by the number of neighbours that tried the code.
-            An action a neighbour did not try contributes nothing.
-        default: preferred code on a tie after the neighbour count (the fallback heuristic).
-        prior: ``code -> mean reward over all memory inputs`` (the global order's evidence).
-        shrink: weight ``lambda`` of ``prior``: score = ``(1 - lambda) * local + lambda * prior``,
-            the prior times the number of neighbours for ``read="sum"`` (same scale). With
-            ``lambda > 0`` a code no neighbour tried competes on its prior alone.
-        allowed: optional predicate; codes it rejects (not realisable for this query) never win.
-
-    Returns:
-        ``(code, scores)`` where ``scores[code] = (score, neighbours that tried it)``; ``code`` is
-        ``None`` when no neighbour has any entry. Ties: higher score, then more neighbours, then
-        ``default``, then the lexicographically smallest code (a fixed order).
-
-    >>> best_action([{(0, 1): (1.0, 1), (1, 0): (0.5, 1)}, {(1, 0): (0.6, 1)}])[0]
-    (1, 0)
-    >>> best_action([{(0, 1): (1.0, 1), (1, 0): (0.5, 1)}, {(1, 0): (0.6, 1)}], read="mean")[0]
-    (0, 1)
-    """
-    if read not in ("sum", "mean"):
-        raise ValueError(f"read must be 'sum' or 'mean', got {read!r}")
-    totals: dict[Order, list[float]] = {}
-    for table in tables:
-        for code, (mean_reward, _) in table.items():
-            acc = totals.setdefault(code, [0.0, 0])
-            acc[0] += float(mean_reward)
-            acc[1] += 1
-    codes = set(totals) | (set(prior) if prior is not None and shrink > 0 else set())
-    scale = len(tables) if read == "sum" else 1
-    scores: dict[Order, tuple[float, int]] = {}
-    for code in codes:
-        s, c = totals.get(code, (0.0, 0))
-        local = (s / c if c else 0.0) if read == "mean" else s
-        if shrink > 0 and prior is not None:
-            local = (1.0 - shrink) * local + shrink * float(prior.get(code, 0.0)) * scale
-        scores[code] = (local, int(c))
-    ok = [a for a in scores if allowed is None or allowed(a)]
-    if not ok:
-        return None, scores
-    top = max(scores[a][0] for a in ok)
-    tol = 1e-12 * max(1.0, abs(top))  # the vectorised leave-one-out read uses the same tolerance
-    near = [a for a in ok if scores[a][0] >= top - tol]
-    best = min(near, key=lambda a: (-scores[a][1], a != default, a))
-    return best, scores
 
 
 @dataclass
@@ -464,7 +404,7 @@ class PoemOptimizer:
                 s[2] += 1
         # memory value per (input, action) = mean reward over repeats (duplicate inputs merge)
         self.tables = {key: {code: (s / c, int(c)) for code, (s, c) in t.items()} for key, t in sums.items()}
-        self.prior = _prior(self.tables)
+        self.prior = prior_means(self.tables)
         keys = list(dict.fromkeys(mx.keys))
         first = {k: j for j, k in reversed(list(enumerate(mx.keys)))}
         key_vecs = np.asarray(mx.vecs)[[first[k] for k in keys]]
@@ -597,7 +537,7 @@ class PoemOptimizer:
             )
         opt.memory = EpisodicMemory.load(path / "memory.npz", encoder_name=now["encoder"])
         opt.tables = {k: {_tuplify(c): (float(m), int(n)) for c, m, n in rows} for k, rows in state["tables"].items()}
-        opt.prior = _prior(opt.tables)
+        opt.prior = prior_means(opt.tables)
         opt.order_stats = {tuple(p): [a, b, c] for p, a, b, c in state["order_stats"]}
         opt.lm_calls_fit = int(state["lm_calls_fit"])
         if version == 1:
@@ -619,17 +559,6 @@ class PoemOptimizer:
         return opt
 
 
-def _prior(tables: Mapping[str, Mapping[Any, tuple[float, int]]]) -> dict[Any, float]:
-    """Per code, the mean over memory inputs of their mean reward (the shrinkage target)."""
-    acc: dict[Any, list[float]] = {}
-    for table in tables.values():
-        for code, (mean, _) in table.items():
-            a = acc.setdefault(code, [0.0, 0])
-            a[0] += mean
-            a[1] += 1
-    return {code: s / c for code, (s, c) in acc.items()}
-
-
 def _listify(code: Any) -> Any:
     return [_listify(x) for x in code] if isinstance(code, (tuple, list)) else int(code)
 
@@ -646,29 +575,3 @@ def _example_to_dict(ex: Example) -> dict[str, Any]:
 def _example_from_dict(d: dict[str, Any]) -> Example:
     return Example(text=d["text"], label=int(d["label"]), text_b=d.get("text_b"),
                    choices=tuple(d["choices"]) if d.get("choices") is not None else None)
-
-
-class PoemExampleSelector:
-    """Drop-in example selector: ``selector(query) -> ordered demonstrations``.
-
-    Wraps a fitted :class:`PoemOptimizer` so any prompt pipeline that asks "which examples, in
-    which order, for this input?" can use POEM without knowing about memories or codes.
-
-    Example:
-        >>> selector = PoemExampleSelector(opt)                                   # doctest: +SKIP
-        >>> demos = selector("a gorgeous, witty film")                            # doctest: +SKIP
-        >>> prompt = "".join(f"Review: {d.text}\\nSentiment: {verbalizer[d.label]}\\n\\n" for d in demos)  # doctest: +SKIP
-    """
-
-    def __init__(self, optimizer: PoemOptimizer) -> None:
-        optimizer._check_fitted()
-        self.optimizer = optimizer
-
-    def __call__(self, query: Example | str) -> list[Example]:
-        return self.optimizer.select(query).examples
-
-    def prompt(self, query: Example | str) -> str:
-        """The full prompt (ordered demonstrations + the query rendered by the task template)."""
-        ex = Example(text=query, label=0) if isinstance(query, str) else query
-        task = self.optimizer.task
-        return task.prefix(self(query)) + task.suffix(ex)

@@ -439,8 +439,11 @@ def _pooled(entry: dict[str, Any], bench: str) -> str:
 
 
 def _pm(entry: dict[str, Any], key: str, scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± std`` over seeds; the bare value for one seed (no spread was measured)."""
     if key not in entry:
         return "-"
+    if entry.get("n_seeds") == 1:
+        return f"{scale * entry[key]['mean']:.{digits}f}"
     return f"{scale * entry[key]['mean']:.{digits}f} ± {scale * entry[key]['std']:.{digits}f}"
 
 

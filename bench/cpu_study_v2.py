@@ -331,7 +331,8 @@ def results_markdown(data: dict[str, Any]) -> str:
             lines.append(f"| {k} | {100 * v['sampled_correct']:.1f} | {100 * v['tag_rate']:.1f} |")
         lines.append("")
     lines += ["| method | seeds | held-out arith % | pooled [95% CI] | GSM8K % | steps to train correctness 50% | "
-              "final length | eval tag rate % | s/step (generation, rewards %) | collapse warnings | verdict |",
+              "final length | tags % (training, last 10 steps / greedy eval) | s/step (generation, rewards %) | "
+              "collapse warnings | verdict |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     if data.get("base"):
         lines.append(f"| base (no RL) | - | {100 * data['base'].get('arith_accuracy', float('nan')):.1f} | "
@@ -341,7 +342,8 @@ def results_markdown(data: dict[str, Any]) -> str:
         reach = ", ".join("-" if x is None else str(x) for x in e["steps_to_target"])
         lines.append(f"| {name} | {e['n_seeds']} | {v1._pm(e, 'arith_accuracy', 100)} | {v1._pooled(e, 'arith')} | "
                      f"{v1._pm(e, 'gsm8k_accuracy', 100)} | {reach} | {v1._pm(e, 'final_mean_length')} | "
-                     f"{v1._pm(e, 'eval_tag_rate', 100)} | {v1._pm(e, 'seconds_per_step')} "
+                     f"{v1._pm(e, 'train_tag_rate_last10', 100, 0)} / {v1._pm(e, 'eval_tag_rate', 100, 0)} | "
+                     f"{v1._pm(e, 'seconds_per_step')} "
                      f"({v1._pm(e, 'generation_share', 100, 0)}, {v1._pm(e, 'reward_share', 100, 2)}) | "
                      f"{e['collapse_warnings']} | {e.get('verdict', '-')} |")
     if data["paired_vs_r1"] or data["paired_vs_r1_per_seed"]:

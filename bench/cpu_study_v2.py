@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import cpu_study as v1  # the run machinery (claims, training, evaluation, records, paired test)
+from cpu_study import study_root
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "cpu_study_v2"
@@ -96,10 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.study = STUDY
     args.workers = 1
     return args
-
-
-def study_root(args: argparse.Namespace) -> Path:
-    return v1.study_root(args)
 
 
 # ----------------------------------------------------------------------------- probe

@@ -17,6 +17,10 @@ METHODS = ("r1", "cosine", "memory-r", "memory-r+", "outcome-ucb", "outcome-batc
 MEMORY_METHODS = ("memory-r", "memory-r+")
 OUTCOME_EXPLORATION_METHODS = ("outcome-ucb", "outcome-batch")
 
+# Reward functions that grade correctness (their TRL names), each with the value above which a
+# completion counts as correct: the cosine reward's sign follows correctness, so > 0 is right.
+CORRECTNESS_REWARDS = {"correctness_reward": 0.5, "math_accuracy_reward": 0.5, "cosine_length_reward": 0.0}
+
 # Answer checkers: GSM8K-style numeric comparison, or math-verify for LaTeX answers.
 CHECKERS = ("numeric", "math")
 

@@ -30,7 +30,7 @@ from memrl.rewards.memory_rewards import MemoryRewardConfig
 logger = logging.getLogger(__name__)
 
 # GRPOConfig fields with a flag of their own (any other GRPOConfig field: --set key=value)
-GRPO_FLAGS = {"output_dir": str, "max_steps": int, "seed": int}
+GRPO_FLAGS = ("output_dir", "max_steps", "seed")
 
 
 # ----------------------------------------------------------------------------- train

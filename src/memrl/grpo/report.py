@@ -17,11 +17,11 @@ from typing import Any
 from memrl.grpo.callbacks import FORMAT_MARKERS, LENGTH_KEY
 from memrl.grpo.rundir import RunDir
 from memrl.io import atomic_write_text, save_figure
+from memrl.names import CORRECTNESS_REWARDS
 
 logger = logging.getLogger(__name__)
 
-CORRECTNESS_KEYS = ("rewards/correctness_reward/mean", "rewards/math_accuracy_reward/mean",
-                    "rewards/cosine_length_reward/mean")
+CORRECTNESS_KEYS = tuple(f"rewards/{name}/mean" for name in CORRECTNESS_REWARDS)
 MEMORY_KEYS = ("memory/success_values", "memory/failure_values")
 
 

@@ -16,11 +16,8 @@ import numpy as np
 from trl import GRPOTrainer
 
 from memrl.grpo.callbacks import StepTimer
+from memrl.names import CORRECTNESS_REWARDS
 from memrl.rewards.diagnostics import batch_diagnostics
-
-# Reward functions that grade correctness, and the value above which a completion counts as
-# correct (the cosine reward's sign follows correctness: > 0 is right).
-CORRECTNESS_THRESHOLDS = {"correctness_reward": 0.5, "math_accuracy_reward": 0.5, "cosine_length_reward": 0.0}
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +81,7 @@ class MemrlGRPOTrainer(GRPOTrainer):
     def _log_diagnostics(self, rewards_per_func: Any, completion_ids_list: Any) -> None:
         """``diag/*`` metrics of this step's rewards (every process's rows: TRL gathered them)."""
         names = list(self.reward_func_names)
-        judge = next((n for n in names if n in CORRECTNESS_THRESHOLDS), None)
+        judge = next((n for n in names if n in CORRECTNESS_REWARDS), None)
         if judge is None:
             return
         values = rewards_per_func.detach().float().cpu().numpy()
@@ -96,7 +93,7 @@ class MemrlGRPOTrainer(GRPOTrainer):
         if len(lengths) != values.shape[0]:
             return
         terms = {name: values[:, j] for j, name in enumerate(names)}
-        correct = (terms[judge] > CORRECTNESS_THRESHOLDS[judge]).astype(np.float64)
+        correct = (terms[judge] > CORRECTNESS_REWARDS[judge]).astype(np.float64)
         groups = np.arange(values.shape[0]) // self.num_generations
         weights = dict(zip(names, self.reward_weights.detach().float().cpu().tolist()))
         diag = batch_diagnostics(terms, correct, groups, np.asarray(lengths, dtype=np.float64), weights=weights,

@@ -91,6 +91,7 @@ import numpy as np
 
 from memrl.distributed import all_gather_objects
 from memrl.io import atomic_write_text
+from memrl.names import check_choice
 from memrl.options import build_config, check_field_types
 from memrl.rewards.common import check_lengths, completion_texts, question_keys
 from memrl.rewards.outcome import extract_answer
@@ -136,8 +137,7 @@ class OutcomeExplorationConfig:
             )
         choices = {"outcome_explore_baseline": BASELINES, "outcome_explore_missing": MISSING_POLICIES}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+            check_choice(name, getattr(self, name), allowed)
         if not self.outcome_explore_key_column:
             raise ValueError("outcome_explore_key_column must name a dataset column, e.g. 'question'")
 

@@ -14,6 +14,7 @@ from typing import Any
 from memrl.encoders import DEFAULT_ENCODER
 from memrl.names import MEMORY_SEMANTICS as SEMANTICS
 from memrl.names import PROMPT_STYLES as STYLES
+from memrl.names import check_choice
 from memrl.options import build_config, check_field_types
 
 logger = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ class MemoryRewardConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.memory_semantics not in SEMANTICS:
-            raise ValueError(f"memory_semantics={self.memory_semantics!r} is not one of {SEMANTICS}")
+        check_choice("memory_semantics", self.memory_semantics, SEMANTICS)
         filled = {}
         for name, value in semantics_preset(self.memory_semantics, self.memory_explore).items():
             if getattr(self, name) is None:
@@ -113,8 +113,7 @@ class MemoryRewardConfig:
                    "memory_norm_flat": FLAT_RULES, "memory_warmup_unit": WARMUP_UNITS,
                    "memory_backend": ("exact", "faiss"), "memory_dtype": ("float32", "float16")}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+            check_choice(name, getattr(self, name), allowed)
         if self.memory_failure_threshold > self.memory_success_threshold:
             raise ValueError(
                 "memory_failure_threshold must be <= memory_success_threshold, otherwise a completion "

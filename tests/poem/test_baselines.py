@@ -1,4 +1,5 @@
-"""GlobalE/LocalE probe parsing: a rendered query is read back into its text fields."""
+"""GlobalE/LocalE: probe parsing (a rendered query is read back into its text fields), the probe
+set size, multiple-choice probes and the tie-break."""
 
 import pytest
 
@@ -13,3 +14,41 @@ from memrl.poem.baselines import _template_regex
 ])
 def test_template_regex_reads_fields_back(template, rendered, expected):
     assert _template_regex(template).match(rendered).groupdict() == expected
+
+
+def test_entropy_ties_break_on_the_other_entropy_then_the_earlier_order():
+    from memrl.poem.baselines import pick_entropy_orders
+
+    perms = [(0, 1, 2), (1, 0, 2), (2, 1, 0), (0, 2, 1)]
+    stats = {(0, 1, 2): (0.6931, 0.40), (1, 0, 2): (0.6931, 0.55), (2, 1, 0): (0.3, 0.55), (0, 2, 1): (0.1, 0.2)}
+    g, loc, ties = pick_entropy_orders(perms, stats)
+    assert g == (1, 0, 2)  # GlobalE tie between the first two, LocalE 0.55 > 0.40
+    assert loc == (1, 0, 2)  # LocalE tie between (1,0,2) and (2,1,0), GlobalE decides
+    assert ties == {"globale_ties": 2, "locale_ties": 2}
+    stats[(2, 1, 0)] = (0.3, 0.9)
+    assert pick_entropy_orders(perms, stats)[1] == (2, 1, 0)
+    flat = {p: (0.5, 0.5) for p in perms}  # all equal: the first order, every order tied
+    assert pick_entropy_orders(perms, flat) == (perms[0], perms[0], {"globale_ties": 4, "locale_ties": 4})
+
+
+def test_probe_count_covers_every_order_and_reaches_the_minimum():
+    from memrl.poem.baselines import probes_per_order
+
+    for n_orders, min_probes in [(24, 48), (24, 50), (6, 1), (120, 48), (1, 7)]:
+        k = probes_per_order(n_orders, min_probes)
+        assert n_orders * k >= min_probes and (k == 1 or n_orders * (k - 1) < min_probes)  # enough, and no more
+    with pytest.raises(ValueError, match="min_probes"):
+        probes_per_order(24, 0)
+
+
+def test_multiple_choice_probes_are_fit_inputs_without_labels():
+    from memrl.poem.baselines import unlabelled_probes
+    from memrl.tasks.classification import load_task
+
+    task = load_task("piqa", 13)
+    probes = unlabelled_probes(task.train, 10, seed=3)
+    assert len(probes) == 10 and all(p.label == 0 for p in probes)
+    texts = {ex.text: ex for ex in task.train}
+    assert all(p.text in texts and p.choices == texts[p.text].choices for p in probes)
+    assert [p.text for p in probes] == [p.text for p in unlabelled_probes(task.train, 10, seed=3)]
+    assert len(unlabelled_probes(task.train, 10_000)) == len(task.train)

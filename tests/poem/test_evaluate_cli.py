@@ -16,7 +16,7 @@ from memrl.poem.report import aggregate, markdown_table
 def test_evaluate_task_all_methods(sst2, scorer, encoder):
     task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:], dev=[])  # 6 fit inputs x 2 orders
     res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
-                        random_draws=2, probe_orders=2, progress=False)
+                        random_draws=2, min_probes=4, progress=False)
     assert set(res["methods"]) == set(METHODS) and res["n_test"] == 6
     poem = res["methods"]["poem"]
     assert poem["lm_calls_fit"] == res["poem_fit"]["lm_calls"] == 12
@@ -30,6 +30,20 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     assert orc["orders"] == 2 and orc["lm_calls_eval"] == 12
     assert orc["fixed_min"] <= best["accuracy"] <= orc["fixed_max"] <= orc["accuracy"]
     assert sorted(orc["per_order_accuracy"].values()) == [orc["fixed_min"], orc["fixed_max"]]
+    # rows derived from the oracle's matrix: look-ups, no new LM call
+    for name in ("best_fixed", "random", "poem_identity", "poem_paper"):
+        assert res["methods"][name]["lm_calls_made"] == 0, name
+    assert orc["lm_calls_made"] <= 12 and orc["fixed_mean"] == pytest.approx(np.mean(list(orc["per_order_accuracy"].values())))
+    # GlobalE/LocalE: probes sampled under every candidate order, the count and ties recorded
+    ge = res["methods"]["globale"]
+    assert ge["candidate_orders"] == 2 and 1 <= ge["probes"] <= 4 and ge["probe_source"].startswith("sampled")
+    assert 1 <= ge["ties"] <= 2 and ge["lm_calls_made"] == ge["lm_calls_select"]
+    # the paper's read rule on the same fit; POEM on per-query kNN demonstrations with its own fit
+    paper = res["methods"]["poem_paper"]
+    assert paper["setting"] == PoemConfig.from_preset("paper").read_setting().to_dict()
+    assert paper["lm_calls_fit"] == 12
+    knn = res["methods"]["poem_knn"]
+    assert knn["lm_calls_fit"] == 8 * 2 and knn["setting"]["encoding"] in ("rank", "label")
     gold = [q.label for q in subsample(task.test, 6)]
     assert res["methods"]["kate_knn"]["lm_calls_eval"] == 6
     for name in ("poem", "best_fixed", "kate", "zero_shot"):  # per-query predictions, same items
@@ -150,7 +164,8 @@ def test_bad_task_or_data_is_reported_before_any_model_loads(local_files, tmp_pa
 def test_oracle_and_spread_from_a_hand_built_correctness_matrix():
     correct = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 0], [1, 0, 1]], dtype=float)  # 4 queries x 3 orders
     stats = oracle_and_spread(correct)
-    assert stats == {"oracle": 0.75, "fixed_min": 0.0, "fixed_median": 0.5, "fixed_max": 0.5, "orders": 3}
+    assert stats == {"oracle": 0.75, "fixed_min": 0.0, "fixed_median": 0.5, "fixed_max": 0.5,
+                     "fixed_mean": pytest.approx(1 / 3), "orders": 3}
 
 
 def test_real_kate_retrieves_the_most_similar_training_examples_most_similar_last(sst2, encoder):
@@ -161,3 +176,19 @@ def test_real_kate_retrieves_the_most_similar_training_examples_most_similar_las
     (prefix,) = kate_prefixes(sst2, tv, q, 3)
     top = np.argsort(-(tv @ q[0]))[:3]
     assert prefix == sst2.prefix([sst2.train[int(i)] for i in top[::-1]])
+
+
+def test_entropy_baselines_on_a_multiple_choice_task_use_unlabelled_inputs(scorer, encoder):
+    from memrl.tasks.classification import load_task
+
+    piqa = load_task("piqa", 13)
+    task = replace(piqa, train=piqa.train[:8], dev=[])
+    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, select="fixed"), max_test=4,
+                        methods=["oracle", "globale", "locale", "random"], random_draws=2, min_probes=3,
+                        progress=False)
+    ge, le = res["methods"]["globale"], res["methods"]["locale"]
+    assert ge["probe_source"].startswith("unlabelled") and ge["probes"] == 3 and ge["candidate_orders"] == 2
+    assert ge["lm_calls_select"] == ge["lm_calls_made"] == 2 * 3  # every candidate order on every probe
+    assert le["lm_calls_made"] == ge["lm_calls_made"]  # one probe computation serves both rows
+    assert res["methods"]["random"]["lm_calls_made"] == 0  # draws among the oracle's orders
+    assert {tuple(o) for o in (ge["order"], le["order"])} <= {(0, 1), (1, 0)}

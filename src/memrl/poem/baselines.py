@@ -3,14 +3,16 @@
 * random order — a fresh uniform order per query, repeated over several draws;
 * KATE (Liu et al. 2022) — by similarity to the query, most similar last (and the reverse);
 * GlobalE / LocalE (Lu et al. 2022, "Fantastically Ordered Prompts") — build a probe set by
-  sampling from the LM, then pick the order whose predictions on it have the highest entropy
-  of the predicted-label histogram (GlobalE) or the highest mean per-probe entropy (LocalE);
+  sampling from the LM under every candidate order, then pick the order whose predictions on it
+  have the highest entropy of the predicted-label histogram (GlobalE) or the highest mean
+  per-probe entropy (LocalE); multiple-choice tasks use unlabelled training inputs as probes;
 * best fixed order — the order with the highest training accuracy (from POEM's fit trials);
 * zero-shot — no demonstrations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -77,20 +79,36 @@ def _template_regex(template_input: str) -> re.Pattern[str]:
     return re.compile(pattern, re.S)
 
 
+def probes_per_order(n_orders: int, min_probes: int) -> int:
+    """Samples to draw from each candidate order so that the probe set has at least ``min_probes``
+    texts (before removing duplicates). Lu et al. draw the probe set from *every* candidate order;
+    with few orders one sample each leaves so few probes that many orders tie on GlobalE.
+
+    >>> probes_per_order(24, 48), probes_per_order(24, 10), probes_per_order(120, 48)
+    (2, 1, 1)
+    """
+    if n_orders < 1 or min_probes < 1:
+        raise ValueError(f"probes_per_order needs n_orders >= 1 and min_probes >= 1, got {n_orders}, {min_probes}")
+    return max(1, -(-min_probes // n_orders))
+
+
 def sample_probes(
     task: FewShotTask,
     scorer: Any,
     demos: Sequence[Example],
     perms: Sequence[Order],
     *,
+    samples_per_order: int = 1,
     max_new_tokens: int = 32,
     seed: int = 0,
 ) -> list[Example]:
-    """Lu et al.'s probe set: for each order, let the LM continue the prompt with a new input.
+    """Lu et al.'s probe set: for each candidate order, let the LM continue the prompt with a new input.
 
     The prompt is the ordered demonstrations followed by the template's text before ``{text}``
     (e.g. ``"Review: "``); the sample is cut where the template continues (``"\\nSentiment:"``) or
-    at a blank line. Needs a backend that generates (:class:`memrl.lm.HFScorer`).
+    at a blank line. Each order is sampled ``samples_per_order`` times (temperature 1); a text
+    already in the set is dropped, so the set may be smaller than ``len(perms) * samples_per_order``.
+    Needs a backend that generates (:class:`memrl.lm.HFScorer`).
     """
     from memrl.lm.loading import generate
 
@@ -98,11 +116,11 @@ def sample_probes(
         raise ValueError("GlobalE/LocalE probes need a generating backend (HFScorer); got "
                          f"{type(scorer).__name__}")
     lead = task.template.input.split("{text}")[0]
-    prompts = [task.prefix([demos[p] for p in perm]) + lead for perm in perms]
+    prompts = [task.prefix([demos[p] for p in perm]) + lead for perm in perms for _ in range(samples_per_order)]
     outs = generate(scorer.model, scorer.tokenizer, prompts, max_new_tokens=max_new_tokens,
-                    temperature=1.0, seed=seed, batch_size=len(prompts))
+                    temperature=1.0, seed=seed, batch_size=16)
     regex = _template_regex(task.template.input)
-    probes = []
+    probes, seen = [], set()
     for out in outs:
         raw = lead + out["text"]
         m = regex.match(raw)
@@ -110,11 +128,44 @@ def sample_probes(
         text_b = None
         if "{text_b}" in task.template.input:
             text_b = (m.group("text_b").strip() if m and m.groupdict().get("text_b") else text)
-        if text:
+        if text and (text, text_b) not in seen:
+            seen.add((text, text_b))
             probes.append(Example(text=text, label=0, text_b=text_b))
     if not probes:
         raise RuntimeError("the LM produced no usable probe text for GlobalE/LocalE")
     return probes
+
+
+def unlabelled_probes(inputs: Sequence[Example], count: int, seed: int = 0) -> list[Example]:
+    """GlobalE/LocalE's probe set for multiple-choice tasks: a seeded sample of ``count`` training
+    inputs with their labels dropped. (Lu et al. sample probes from the LM; a sampled question
+    would also need sampled answer choices, so real unlabelled inputs stand in. Their labels are
+    replaced by 0 and never read: the entropies use only the predicted choice distribution.)"""
+    if not inputs:
+        raise ValueError("unlabelled_probes: no inputs to draw the probe set from")
+    idx = np.random.default_rng(seed).permutation(len(inputs))[:count]
+    return [dataclasses.replace(inputs[int(i)], label=0) for i in sorted(idx)]
+
+
+def pick_entropy_orders(perms: Sequence[Order], stats: dict[Order, tuple[float, float]],
+                        tol: float = 1e-12) -> tuple[Order, Order, dict[str, int]]:
+    """The GlobalE and LocalE orders from per-order ``(GlobalE, LocalE)`` scores (pure).
+
+    GlobalE ties (common: the histogram takes few values on a small probe set) go to the higher
+    LocalE, LocalE ties to the higher GlobalE, remaining ties to the earlier order in ``perms``.
+    Also returns how many orders shared the top GlobalE / LocalE value before the tie-break.
+
+    >>> pick_entropy_orders([(0, 1), (1, 0)], {(0, 1): (0.69, 0.5), (1, 0): (0.69, 0.6)})
+    ((1, 0), (1, 0), {'globale_ties': 2, 'locale_ties': 1})
+    """
+    def key(primary: int):
+        return lambda p: (round(stats[p][primary] / tol), stats[p][1 - primary])
+
+    g = max(perms, key=key(0))  # max() keeps the first of equal keys: the earlier order
+    loc = max(perms, key=key(1))
+    ties = {"globale_ties": sum(abs(stats[p][0] - stats[g][0]) <= tol for p in perms),
+            "locale_ties": sum(abs(stats[p][1] - stats[loc][1]) <= tol for p in perms)}
+    return g, loc, ties
 
 
 def entropy_orders(
@@ -123,16 +174,13 @@ def entropy_orders(
     demos: Sequence[Example],
     perms: Sequence[Order],
     probes: Sequence[Example],
-) -> tuple[Order, Order, dict[Order, tuple[float, float]]]:
-    """Score every order on the probe set; return (GlobalE order, LocalE order, all scores).
-
-    Costs ``len(perms) * len(probes)`` LM calls. Ties go to the earlier order in ``perms``.
-    """
+) -> tuple[Order, Order, dict[Order, tuple[float, float]], dict[str, int]]:
+    """Score every order on the probe set; return (GlobalE order, LocalE order, all scores, tie
+    counts) as :func:`pick_entropy_orders` chooses. Costs ``len(perms) * len(probes)`` LM calls."""
     stats: dict[Order, tuple[float, float]] = {}
     suffixes = [task.suffix(p) for p in probes]
     for perm in perms:
         res = scorer.score(task.prefix([demos[p] for p in perm]), suffixes, task.continuations(probes))
         stats[perm] = globale_locale_scores(label_probs(res.normalised(task.length_normalise)))
-    g = max(perms, key=lambda p: stats[p][0])
-    loc = max(perms, key=lambda p: stats[p][1])
-    return g, loc, stats
+    g, loc, ties = pick_entropy_orders(perms, stats)
+    return g, loc, stats, ties

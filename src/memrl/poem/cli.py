@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from memrl.options import add_dataclass_arguments, given_values, preset_names, preset_path, read_yaml_mapping
-from memrl.poem.config import PoemConfig
+from memrl.poem.config import PRESET_FAMILY, PoemConfig
 
 logger = logging.getLogger(__name__)
 
-PRESET_FAMILY = "poem"
 CFG_PREFIX = "cfg_"  # PoemConfig flags land in args.cfg_<field>, apart from the command's own flags
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memrl.options import build_config, check_field_types
+from memrl.poem.matrix import Setting
 
 REWARDS = ("correct", "gold_prob", "margin")
 READS = ("sum", "mean")
@@ -15,6 +16,7 @@ FALLBACKS = ("kate", "kate_reverse")
 ENCODINGS = ("rank", "identity", "label")
 SELECTS = ("loo", "fixed")
 N_EXAMPLES_WORDS = ("auto", "classes")
+PRESET_FAMILY = "poem"  # presets live in memrl/configs/poem/
 
 
 @dataclass
@@ -112,7 +114,19 @@ class PoemConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def read_setting(self) -> Setting:
+        """The read setting these fields name (what ``select="fixed"`` uses as given)."""
+        return Setting(self.encoding, self.reward, self.k, self.read, self.shrink)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> PoemConfig:
         """Build from a dict (YAML/JSON), refusing unknown keys with the closest valid names."""
         return build_config(cls, data, source=source)
+
+    @classmethod
+    def from_preset(cls, name: str) -> PoemConfig:
+        """A shipped preset (``memrl/configs/poem/<name>.yaml``, e.g. ``"paper"``) or a YAML file."""
+        from memrl.options import preset_path, read_yaml_mapping
+
+        path = preset_path(name, PRESET_FAMILY)
+        return cls.from_dict(read_yaml_mapping(path, PRESET_FAMILY), source=str(path))

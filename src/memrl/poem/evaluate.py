@@ -75,10 +75,12 @@ def order_matrix(book: ScoreBook, task: FewShotTask, demos: Sequence[Example], o
 
 def oracle_and_spread(correct: np.ndarray) -> dict[str, float]:
     """From an ``(m, P)`` test correctness matrix: the per-query oracle (a query counts when some
-    order is right) and the spread of the ``P`` fixed orders' accuracies (min / median / max)."""
+    order is right) and the spread of the ``P`` fixed orders' accuracies (min / median / max /
+    mean; the mean is the exact expected accuracy of a uniformly random candidate order)."""
     per_order = correct.mean(axis=0)
     return {"oracle": float(correct.max(axis=1).mean()), "fixed_min": float(per_order.min()),
             "fixed_median": float(np.median(per_order)), "fixed_max": float(per_order.max()),
+            "fixed_mean": float(per_order.mean()),
             "orders": int(correct.shape[1])}
 
 
@@ -99,7 +101,7 @@ def evaluate_task(
     methods: Sequence[str] = METHODS,
     max_test: int | None = 500,
     random_draws: int = 5,
-    probe_orders: int = 8,
+    min_probes: int = 48,
     progress: bool = True,
     optimizer: PoemOptimizer | None = None,
 ) -> dict[str, Any]:
@@ -110,14 +112,17 @@ def evaluate_task(
         methods: subset of :data:`METHODS`.
         max_test: test subsample size (seeded, fixed), ``None`` for the full test set.
         random_draws: draws of the random-order baseline (mean and std reported).
-        probe_orders: orders whose sampled continuations form the GlobalE/LocalE probe set
-            (one probe each); all orders are then scored on it.
+        min_probes: GlobalE/LocalE probe set size to reach: samples are drawn from every
+            candidate order until at least this many (before duplicates are dropped).
         optimizer: an already fitted optimiser (then its fit cost is reported, not re-run, and its
             config is used: ``config`` must then be None or equal to it).
 
     Returns:
         JSON-able dict: ``methods[name] = {accuracy, accuracy_std, lm_calls_fit,
-        lm_calls_select, lm_calls_eval, wall_s}`` plus the POEM fit report and select latency.
+        lm_calls_select, lm_calls_eval, lm_calls_made, wall_s, predictions}`` plus the POEM fit
+        report and select latency. ``lm_calls_*`` are what a method needs on its own;
+        ``lm_calls_made`` what it sent to the LM in this run, after the memo of earlier rows (the
+        fixed-order rows after ``oracle`` make none).
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -155,9 +160,13 @@ def evaluate_task(
     cands = [optimizer.candidates(v)[0] for v in vecs] if config.examples == "knn" else None
     ctx = EvalContext(task=task, scorer=scorer, config=config, optimizer=optimizer, fit_record=record,
                       queries=queries, book=book, vecs=vecs, cands=cands, fit_wall=fit_wall, methods=methods,
-                      progress=progress, random_draws=random_draws, probe_orders=probe_orders,
+                      progress=progress, random_draws=random_draws, min_probes=min_probes,
                       out=out["methods"])
     for method in wanted:
+        calls0 = scorer.calls
         out.update(method.run(ctx) or {})
+        for row in method.rows:  # what the method (all its rows together) sent to the LM, after earlier rows
+            if row in ctx.out:
+                ctx.out[row]["lm_calls_made"] = scorer.calls - calls0
     out["lm_calls_total"] = scorer.calls
     return out

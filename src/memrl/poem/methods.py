@@ -9,6 +9,7 @@ the order they run; POEM runs first and pays for its own scoring, later methods 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from memrl.poem.baselines import entropy_orders, kate_perms, random_perms, sample_probes
+from memrl.poem.baselines import (
+    entropy_orders,
+    kate_perms,
+    probes_per_order,
+    random_perms,
+    sample_probes,
+    unlabelled_probes,
+)
 from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import FitTrials, PoemOptimizer
 from memrl.poem.orders import Order, sample_orders
@@ -48,7 +56,7 @@ class EvalContext:
     methods: Sequence[str]
     progress: bool
     random_draws: int
-    probe_orders: int
+    min_probes: int
     out: dict[str, Any] = field(default_factory=dict)
     last_predictions: list[int] | None = None
 
@@ -79,9 +87,19 @@ class EvalContext:
     def wanted(self, name: str) -> bool:
         return name in self.methods
 
+    def fixed_orders(self) -> list[Order]:
+        """The candidate orders of the fixed demonstrations: those the fit tried (all ``n!`` when
+        ``n! <= budget``), else a seeded sample of ``budget``. Every fixed-order method picks
+        among these, so the oracle row's matrix holds every order they can choose."""
+        opt = self.optimizer
+        if opt.matrix is not None:
+            return [tuple(int(x) for x in o) for o in opt.matrix.orders]
+        return sample_orders(opt.n, self.config.budget, np.random.default_rng(self.config.seed + 1))
+
 
 def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float) -> float:
-    """Select for every query with ``opt``, score, record; returns select() ms per query."""
+    """Select for every query with ``opt``, score, record (its fit's LM calls, its wall time from
+    ``start``); returns select() ms per query."""
     t_sel = time.perf_counter()
     sels = [opt.select_vec(v) for v in ctx.vecs]
     sel_ms = 1000 * (time.perf_counter() - t_sel) / len(ctx.queries)
@@ -90,13 +108,42 @@ def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float) 
              "setting": opt.setting.to_dict() if opt.setting is not None else None}
     if opt.loo_summary is not None:
         extra["loo_accuracy"] = opt.loo_summary["accuracy"]
-    ctx.record(name, acc, start - ctx.fit_wall, fit_calls=ctx.optimizer.lm_calls_fit, extra=extra)
+    ctx.record(name, acc, start, fit_calls=opt.lm_calls_fit, extra=extra)
     return sel_ms
 
 
 def poem(ctx: EvalContext) -> dict[str, Any]:
     """POEM as configured (by default its read setting chosen by leave-one-out on the fit)."""
-    return {"select_ms_per_query": _record_poem(ctx, "poem", ctx.optimizer, time.perf_counter())}
+    start = time.perf_counter() - ctx.fit_wall  # the fit is charged to this row
+    return {"select_ms_per_query": _record_poem(ctx, "poem", ctx.optimizer, start)}
+
+
+def poem_paper(ctx: EvalContext) -> None:
+    """The paper's read rule (the ``paper`` preset: rank encoding, summed gold-label rewards of the
+    k = 8 nearest inputs, no shrinkage) on this fit's memory: zero extra LM calls. The
+    demonstrations and fit inputs are the main POEM row's (the preset alone would also drop the
+    dev inputs)."""
+    if ctx.optimizer.matrix is None:
+        logger.info("poem_paper skipped: needs a trial matrix")
+        return
+    start = time.perf_counter()
+    _record_poem(ctx, "poem_paper", ctx.optimizer.with_setting(PoemConfig.from_preset("paper").read_setting()), start)
+
+
+def poem_knn(ctx: EvalContext) -> None:
+    """POEM on per-query kNN demonstrations (``examples="knn"``): each query gets KATE's ``n`` most
+    similar training examples, ordered by POEM; there a similarity-rank code is the natural action
+    (compare with ``kate_knn``, the same demonstrations in KATE's order). Its own fit, whose LM
+    calls and time this row reports; the read setting again by leave-one-out."""
+    if ctx.config.examples != "fixed":
+        logger.info("poem_knn skipped: the main POEM row already uses kNN demonstrations")
+        return
+    start = time.perf_counter()
+    encoding = "rank" if ctx.config.encoding == "identity" else ctx.config.encoding  # identity needs fixed demos
+    opt = PoemOptimizer(ctx.task, ctx.scorer, ctx.optimizer.encoder,
+                        dataclasses.replace(ctx.config, examples="knn", encoding=encoding))
+    opt.fit(progress=ctx.progress)
+    _record_poem(ctx, "poem_knn", opt, start)
 
 
 def poem_identity(ctx: EvalContext) -> None:
@@ -122,10 +169,8 @@ def oracle(ctx: EvalContext) -> None:
         logger.info("oracle skipped: needs fixed demonstrations")
         return
     start = time.perf_counter()
-    opt = ctx.optimizer
-    orders = ([tuple(int(x) for x in o) for o in opt.matrix.orders] if opt.matrix is not None
-              else sample_orders(opt.n, ctx.config.budget, np.random.default_rng(ctx.config.seed + 1)))
-    correct = order_matrix(ctx.book, ctx.task, opt.demos, orders, ctx.progress)
+    orders = ctx.fixed_orders()
+    correct = order_matrix(ctx.book, ctx.task, ctx.optimizer.demos, orders, ctx.progress)
     stats = oracle_and_spread(correct)
     ctx.last_predictions = None
     ctx.record("oracle", stats.pop("oracle"), start, draws=len(orders),
@@ -179,40 +224,59 @@ def kate_retrieved(ctx: EvalContext) -> None:
 
 
 def random_order(ctx: EvalContext) -> None:
-    """A fresh uniform order per query; mean and std over ``random_draws`` draws."""
+    """A fresh uniform order per query; mean and std over ``random_draws`` draws. With fixed
+    demonstrations the order is drawn from the candidate orders (:meth:`EvalContext.fixed_orders`:
+    all ``n!`` of them when they fit the budget, else a uniform sample, so the expectation is
+    unchanged), and every draw is a look-up in the oracle row's scores."""
     start = time.perf_counter()
     rng = np.random.default_rng(1000 + (ctx.task.seed or 0))
-    n = ctx.optimizer.n
-    accs = [ctx.accuracy(ctx.prefixes_of(random_perms(n, len(ctx.queries), rng))) for _ in range(ctx.random_draws)]
+    m = len(ctx.queries)
+    if ctx.cands is None:
+        orders = ctx.fixed_orders()
+        draw = lambda: [orders[int(j)] for j in rng.integers(len(orders), size=m)]  # noqa: E731
+    else:
+        draw = lambda: random_perms(ctx.optimizer.n, m, rng)  # noqa: E731
+    accs = [ctx.accuracy(ctx.prefixes_of(draw())) for _ in range(ctx.random_draws)]
     ctx.record("random", float(np.mean(accs)), start, draws=ctx.random_draws, std=float(np.std(accs)),
                extra={"draws": accs})
 
 
 def entropy_methods(ctx: EvalContext) -> None:
-    """GlobalE / LocalE (Lu et al. 2022): on a probe set sampled from the LM, the order whose
-    histogram of predicted labels has the highest entropy (GlobalE), and the order whose
-    per-probe label distributions have the highest mean entropy (LocalE); see
-    :func:`memrl.poem.baselines.globale_locale_scores`."""
-    config, task, scorer = ctx.config, ctx.task, ctx.scorer
-    if config.examples != "fixed" or task.verbalizer is None or not hasattr(scorer, "model"):
-        logger.warning("GlobalE/LocalE skipped: need fixed demonstrations, a label verbalizer "
-                       "and a generating backend")
+    """GlobalE / LocalE (Lu et al. 2022) over the candidate orders of the fixed demonstrations.
+
+    The probe set is sampled from the LM under *every* candidate order (as Lu et al.), enough
+    samples per order for at least ``min_probes`` texts; duplicates are dropped and the count is
+    recorded (``probes``), with how many orders tied before the tie-break
+    (:func:`memrl.poem.baselines.pick_entropy_orders`). Multiple-choice tasks, where a sampled
+    question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead and the
+    entropies of the predicted choice index."""
+    config, task, scorer, opt = ctx.config, ctx.task, ctx.scorer, ctx.optimizer
+    if config.examples != "fixed":
+        logger.info("GlobalE/LocalE skipped: they rank orders of fixed demonstrations")
+        return
+    if task.verbalizer is not None and not hasattr(scorer, "model"):
+        logger.warning("GlobalE/LocalE skipped: sampling the probe set needs a generating backend")
         return
     start = time.perf_counter()
     calls0 = scorer.calls
-    demos = ctx.optimizer.demos
-    perms = sample_orders(ctx.optimizer.n, config.budget, np.random.default_rng(config.seed + 2))
-    probe_src = [perms[int(i)] for i in np.random.default_rng(config.seed + 3).choice(
-        len(perms), size=min(ctx.probe_orders, len(perms)), replace=False)]
-    probes = sample_probes(task, scorer, demos, probe_src, seed=config.seed)
-    g, loc, _ = entropy_orders(task, scorer, demos, perms, probes)
+    perms = ctx.fixed_orders()
+    if task.verbalizer is not None:
+        per_order = probes_per_order(len(perms), ctx.min_probes)
+        probes = sample_probes(task, scorer, opt.demos, perms, samples_per_order=per_order, seed=config.seed)
+        source = f"sampled from the LM, {per_order} per candidate order"
+    else:
+        probes = unlabelled_probes(opt.default_inputs(), ctx.min_probes, seed=config.seed)
+        source = "unlabelled fit inputs (multiple choice)"
+    g, loc, _, ties = entropy_orders(task, scorer, opt.demos, perms, probes)
     select_calls = scorer.calls - calls0
     shared = time.perf_counter() - start
     for name, perm in (("globale", g), ("locale", loc)):
         if ctx.wanted(name):
             s2 = time.perf_counter()
             ctx.record(name, ctx.accuracy(ctx.prefixes_of([perm] * len(ctx.queries))), s2 - shared,
-                       select_calls=select_calls, extra={"order": list(perm), "probes": len(probes)})
+                       select_calls=select_calls,
+                       extra={"order": list(perm), "probes": len(probes), "probe_source": source,
+                              "candidate_orders": len(perms), "ties": ties[f"{name}_ties"]})
 
 
 def zero_shot(ctx: EvalContext) -> None:
@@ -230,14 +294,17 @@ class Method:
     needs_fit: bool = False
 
 
-# In run order. POEM first: it pays for its own scoring.
+# In run order. POEM first: it pays for its own scoring; then the oracle scores every candidate
+# order of the fixed demonstrations, so the fixed-order rows after it are look-ups.
 REGISTRY: tuple[Method, ...] = (
     Method(("poem",), poem, needs_fit=True),
-    Method(("poem_identity",), poem_identity, needs_fit=True),
     Method(("oracle",), oracle),
+    Method(("poem_identity",), poem_identity, needs_fit=True),
+    Method(("poem_paper",), poem_paper, needs_fit=True),
     Method(("best_fixed",), best_fixed, needs_fit=True),
     Method(("kate", "kate_reverse"), kate),
     Method(("kate_knn",), kate_retrieved),
+    Method(("poem_knn",), poem_knn),
     Method(("random",), random_order),
     Method(("globale", "locale"), entropy_methods),
     Method(("zero_shot",), zero_shot),

@@ -334,8 +334,7 @@ class PoemOptimizer:
 
     def fixed_setting(self) -> Setting:
         """The read setting the config names (used with ``select="fixed"``)."""
-        c = self.config
-        return Setting(c.encoding, c.reward, c.k, c.read, c.shrink)
+        return self.config.read_setting()
 
     def loo_encodings(self) -> tuple[str, ...]:
         """Encodings leave-one-out chooses among (``identity`` needs fixed demonstrations)."""

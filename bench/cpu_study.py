@@ -380,7 +380,7 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
     evaluated before those records were kept are left out (and so counted in ``seeds``).
     Discordant counts are also summed over seeds, for one test per method and benchmark.
     """
-    from memrl.grpo.stats import mcnemar_exact_p
+    from memrl.stats import mcnemar_exact_p
 
     out = []
     for method in methods:
@@ -408,15 +408,15 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
 
 def pooled_accuracy(runs: list[dict[str, Any]], bench: str) -> dict[str, Any] | None:
     """Correct answers over all seeds' problems, with a 95% Wilson interval
-    (:func:`memrl.grpo.stats.pooled_accuracy`)."""
-    from memrl.grpo.stats import pooled_accuracy as pooled
+    (:func:`memrl.stats.pooled_accuracy`)."""
+    from memrl.stats import pooled_accuracy as pooled
 
     return pooled([(round(r[f"{bench}_accuracy"] * r[f"{bench}_n"]), r[f"{bench}_n"])
                    for r in runs if r.get(f"{bench}_n")])
 
 
 def _ci(run: dict[str, Any], bench: str) -> str:
-    from memrl.grpo.stats import wilson_interval
+    from memrl.stats import wilson_interval
 
     n = run.get(f"{bench}_n")
     if not n:

@@ -6,15 +6,8 @@ import math
 
 import pytest
 
-from memrl.grpo.stats import (
-    first_last_means,
-    mcnemar_exact_p,
-    mean_std,
-    pass_at_k,
-    pooled_accuracy,
-    step_timing,
-    wilson_interval,
-)
+from memrl.grpo.stats import first_last_means, step_timing
+from memrl.stats import mcnemar_exact_p, mean_std, pass_at_k, pooled_accuracy, wilson_interval
 
 
 def test_pass_at_k_matches_brute_force():

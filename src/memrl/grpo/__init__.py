@@ -7,7 +7,8 @@
 * :mod:`memrl.grpo.callbacks` — metrics JSONL, step timer, memory checkpoints, collapse warnings;
 * :mod:`memrl.grpo.rundir` — the run folder's layout (:class:`RunDir`);
 * :mod:`memrl.grpo.evaluate` / :mod:`memrl.grpo.stats` / :mod:`memrl.grpo.report` — accuracy of
-  models and checkpoints, its statistics, and plots/tables of runs;
+  models and checkpoints (intervals and tests from :mod:`memrl.stats`), run timing, and
+  plots/tables of runs;
 * :mod:`memrl.grpo.cli` — the argparse front ends.
 
 Submodules are imported on use (TRL and torch are slow to import).

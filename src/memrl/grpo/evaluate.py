@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from memrl.grpo.rundir import RunDir, checkpoint_step
-from memrl.grpo.stats import mean_std, pass_at_k, wilson_interval
 from memrl.io import atomic_write_json, atomic_write_jsonl
 from memrl.names import CHECKERS, PROMPT_STYLES, check_choice
 from memrl.options import check_field_types
+from memrl.stats import mean_std, pass_at_k, wilson_interval
 
 logger = logging.getLogger(__name__)
 

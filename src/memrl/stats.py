@@ -1,0 +1,86 @@
+"""Statistics of evaluations: pure functions over counts, shared by the GRPO and POEM studies.
+
+Accuracy intervals (Wilson), the exact McNemar test for two methods graded on the same items,
+pass@k, mean ± std over seeds and pooled accuracy over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): ``1 − C(n−c, k) / C(n, k)``.
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 0, 2), pass_at_k(4, 4, 4)
+    (0.25, 0.0, 1.0)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% for the default ``z``).
+
+    Used instead of the normal approximation because benchmark accuracies here are often near 0
+    or 1 on ~100 problems, where ``p ± z·sqrt(p(1−p)/n)`` leaves [0, 1] or collapses to a point.
+
+    >>> [round(x, 3) for x in wilson_interval(56, 100)]
+    [0.462, 0.653]
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need n >= 1 and 0 <= successes <= n, got successes={successes}, n={n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at 0 or n successes an end is exactly 0 or 1; set it so rounding cannot leave it at 0.99999
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for two models graded on the same problems.
+
+    ``only_a``: problems only model A solved; ``only_b``: only B. Problems both or neither solved
+    carry no information about which is better. Under "equally good" each discordant problem is a
+    fair coin, so p = P(a split at least this lopsided) = 2 · BinomCDF(min; a + b, 1/2), capped at 1.
+
+    >>> mcnemar_exact_p(0, 6), mcnemar_exact_p(3, 3)
+    (0.03125, 1.0)
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    vals = [float(v) for v in values]
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def pooled_accuracy(correct_and_n: Sequence[tuple[int, int]]) -> dict[str, Any] | None:
+    """Correct answers over several runs' problems, with a 95% Wilson interval.
+
+    Seeds of one method share the same evaluation problems, so the pooled n over-states
+    independence a little; it still shows the binomial noise of ~100 problems that a mean ± std of
+    two seeds hides. None when there is nothing to pool.
+    """
+    pairs = [(int(c), int(n)) for c, n in correct_and_n if n]
+    if not pairs:
+        return None
+    correct, n = sum(c for c, _ in pairs), sum(n for _, n in pairs)
+    lo, hi = wilson_interval(correct, n)
+    return {"correct": correct, "n": n, "accuracy": correct / n, "ci95": [lo, hi]}

@@ -192,3 +192,25 @@ def test_entropy_baselines_on_a_multiple_choice_task_use_unlabelled_inputs(score
     assert le["lm_calls_made"] == ge["lm_calls_made"]  # one probe computation serves both rows
     assert res["methods"]["random"]["lm_calls_made"] == 0  # draws among the oracle's orders
     assert {tuple(o) for o in (ge["order"], le["order"])} <= {(0, 1), (1, 0)}
+
+
+def test_paired_comparison_pools_items_over_seeds():
+    from memrl.poem.report import paired_comparison
+    from memrl.stats import mcnemar_exact_p
+
+    runs = [{"gold": [0, 1, 1, 0], "methods": {"a": {"predictions": [0, 1, 0, 0]}, "b": {"predictions": [1, 1, 1, 1]}}},
+            {"gold": [1, 1], "methods": {"a": {"predictions": [1, 1]}, "b": {"predictions": [0, 1]}}},
+            {"gold": [1], "methods": {"a": {"predictions": [1]}}}]  # no b: not counted
+    r = paired_comparison(runs, "a", "b")
+    # seed 1: only a right on items 0 and 3, only b on item 2; seed 2: only a on item 0
+    assert (r["only_a"], r["only_b"], r["n"], r["seeds"]) == (3, 1, 6, 2)
+    assert r["diff"] == pytest.approx(2 / 6) and r["p"] == pytest.approx(mcnemar_exact_p(3, 1))
+    assert paired_comparison(runs, "a", "c") is None
+
+
+def test_the_oracle_is_shown_but_never_marked_best():
+    runs = [{"task": "sst2", "seed": 13, "methods": {
+        m: {"accuracy": acc, "lm_calls_fit": 0, "lm_calls_select": 0, "lm_calls_eval": 10, "wall_s": 1.0}
+        for m, acc in (("poem", 0.7), ("oracle", 0.95), ("kate", 0.6))}}]
+    row = next(line for line in markdown_table(aggregate(runs)).splitlines() if line.startswith("| sst2"))
+    assert row == "| sst2 | **70.0** | 95.0 | 60.0 |"

@@ -1,0 +1,283 @@
+"""POEM study, second round (issue 13): the data-chosen default POEM against every baseline.
+
+Design (fixed before any result; docs/poem_study_v2.md): SmolLM2-135M-Instruct, encoder
+all-MiniLM-L6-v2, the default :class:`memrl.poem.PoemConfig` (read setting chosen by leave-one-out
+on the fit, dev split among the fit inputs, n = max(4, classes)), the same seeded 300-item test
+subsample for every method (the whole test split where it is smaller), every row of
+:data:`memrl.poem.methods.METHODS`. Classification: sst2, mr, subj, trec, sst5, agnews x seeds
+13, 21, 42, 87, 100. Understanding: the multiple-choice / NLI candidates on which the LM is above
+chance (``--probe`` measures it) x seeds 13, 21, 42; there ``poem_knn`` is left out (its fit is one
+full-prompt LM call per (input, order): too slow for these long prompts on 2 cores).
+
+Usage:
+    python bench/poem_study_v2.py --probe      # which understanding tasks are above chance
+    python bench/poem_study_v2.py              # the study: resumable, seed-major, time-boxed
+    python bench/poem_study_v2.py --docs-only  # tables and chart from the results file
+
+Each finished (task, seed) is appended to ``bench/results/poem_study_v2.json`` (atomic) and
+skipped next time; docs are rewritten after each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CLASSIFICATION = ("sst2", "mr", "subj", "trec", "sst5", "agnews")
+CLASS_SEEDS = (13, 21, 42, 87, 100)
+UNDERSTANDING_CANDIDATES = ("piqa", "siqa", "boolq", "arc_challenge", "openbook_qa", "commonsense_qa", "rte-superglue", "cb")
+UNDERSTANDING_SEEDS = (13, 21, 42)
+UNDERSTANDING_TASKS_MIN = 3
+MAX_TEST = 300
+RANDOM_DRAWS = 5
+MIN_PROBES = 48
+HEURISTICS = ("kate", "kate_reverse", "kate_knn", "random", "globale", "locale", "zero_shot")
+COMPARED = ("best_fixed", *HEURISTICS, "poem_paper", "poem_knn")
+OUT = Path("bench/results/poem_study_v2.json")
+DOCS = Path("docs")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--probe", action="store_true", help="measure zero-shot and random-order accuracy of the "
+                   "understanding candidates (seed 13) and record which are above chance")
+    p.add_argument("--docs-only", action="store_true", help="only rewrite the docs from the results file")
+    p.add_argument("--time-budget-min", type=float, default=600.0, help="start no new (task, seed) after this")
+    p.add_argument("--only", default=None, help="comma-separated task/seed pairs to run (default: the design)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--docs", type=Path, default=DOCS)
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------- design
+def chosen_understanding(data: dict[str, Any]) -> list[str]:
+    """The understanding tasks the probe found above chance (all of them, in candidate order)."""
+    probe = data.get("probe", {})
+    return [t for t in UNDERSTANDING_CANDIDATES if probe.get(t, {}).get("above_chance")]
+
+
+def design(data: dict[str, Any]) -> list[tuple[str, int]]:
+    """Every (task, seed) of the study in run order: seed-major, so partial results cover every
+    task; understanding tasks only once the probe has chosen them."""
+    pairs = []
+    understanding = chosen_understanding(data)
+    for seed in CLASS_SEEDS:
+        pairs += [(t, seed) for t in CLASSIFICATION]
+        if seed in UNDERSTANDING_SEEDS:
+            pairs += [(t, seed) for t in understanding]
+    return pairs
+
+
+def methods_for(task: str) -> list[str]:
+    from memrl.poem.methods import METHODS
+
+    return [m for m in METHODS if not (task not in CLASSIFICATION and m == "poem_knn")]
+
+
+# ------------------------------------------------------------------------------- probe
+def majority_rate(gold: list[int]) -> float:
+    """The accuracy of always answering the most frequent gold label (the chance level used)."""
+    return float(np.bincount(gold).max() / len(gold))
+
+
+def run_probe(scorer, encoder, data: dict[str, Any], save) -> None:
+    """Zero-shot and random-order few-shot accuracy of each understanding candidate (seed 13, the
+    study's test items), chance = the majority-label rate of those items (>= 1 / choices). A task
+    is above chance when the Wilson 95% lower bound of its better setting exceeds chance."""
+    from memrl.poem import PoemConfig
+    from memrl.poem.evaluate import evaluate_task
+    from memrl.stats import wilson_interval
+    from memrl.tasks.classification import load_task
+
+    probe = data.setdefault("probe", {})
+    for name in UNDERSTANDING_CANDIDATES:
+        if name in probe:
+            continue
+        t0 = time.perf_counter()
+        task = load_task(name, 13)
+        res = evaluate_task(task, scorer, encoder, PoemConfig(), methods=["zero_shot", "random"],
+                            max_test=MAX_TEST, random_draws=1, progress=False)
+        n = res["n_test"]
+        chance = majority_rate(res["gold"])
+        rows = {m: res["methods"][m]["accuracy"] for m in ("zero_shot", "random")}
+        best = max(rows.values())
+        lo, hi = wilson_interval(round(best * n), n)
+        probe[name] = {"n_test": n, "chance": chance, **rows, "best_ci95": [lo, hi],
+                       "above_chance": bool(lo > chance), "wall_s": time.perf_counter() - t0}
+        logging.info("probe %s: %s", name, probe[name])
+        save()
+
+
+# ------------------------------------------------------------------------------- report
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def comparison_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    from memrl.poem.report import paired_comparison
+
+    lines = ["| task | vs | POEM right only | other right only | items | seeds | Δ acc (points) | McNemar p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        mine = [r for r in runs if r["task"] == task]
+        for other in COMPARED:
+            c = paired_comparison(mine, "poem", other)
+            if c is None:
+                continue
+            lines.append(f"| {task} | {other} | {c['only_a']} | {c['only_b']} | {c['n']} | {c['seeds']} | "
+                         f"{100 * c['diff']:+.1f} | {c['p']:.3g} |")
+    return lines
+
+
+def goal_lines(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The issue's goal on the classification tasks, computed from the accuracy table."""
+    tasks = [t for t in CLASSIFICATION if t in table and "poem" in table[t] and "best_fixed" in table[t]]
+    if not tasks:
+        return ["No classification task has finished yet."]
+    poem = np.mean([table[t]["poem"]["mean"] for t in tasks])
+    best = np.mean([table[t]["best_fixed"]["mean"] for t in tasks])
+    above = [t for t in tasks if all(table[t]["poem"]["mean"] > table[t][h]["mean"] for h in HEURISTICS if h in table[t])]
+    return [f"- Default POEM vs the best fixed order, mean over {len(tasks)} classification task(s): "
+            f"{100 * poem:.1f} vs {100 * best:.1f} ({'met' if poem >= best else 'not met'}: goal POEM ≥ best fixed).",
+            f"- POEM above every heuristic ({', '.join(HEURISTICS)}) on {len(above)} of {len(tasks)} task(s)"
+            f"{': ' + ', '.join(above) if above else ''} (goal: ≥ 4 of 6)."]
+
+
+def write_docs(data: dict[str, Any], docs: Path) -> None:
+    from memrl.io import atomic_write_bytes, atomic_write_text
+    from memrl.poem.report import aggregate, bar_chart_png, markdown_table
+
+    runs = data.get("runs", [])
+    done = {(r["task"], r["seed"]) for r in runs}
+    table = aggregate(runs)
+    class_table = {t: table[t] for t in CLASSIFICATION if t in table}
+    und = [t for t in table if t not in CLASSIFICATION]
+    lines = ["# POEM study, second round (generated by bench/poem_study_v2.py)", "",
+             "Design and reading guide: [poem_study_v2_design.md](poem_study_v2_design.md). "
+             f"LM: {data.get('meta', {}).get('lm', '?')}; test: the same seeded subsample of ≤ {MAX_TEST} items per "
+             "(task, seed) for every method; default POEM = leave-one-out-chosen read setting, dev split among "
+             "the fit inputs, n = max(4, classes).",
+             f"Finished: {len(done)} of {len(design(data))} (task, seed) pairs; wall time "
+             f"{sum(r.get('wall_s', 0) for r in runs) / 3600:.1f} h.", ""]
+    if "probe" in data:
+        lines += ["## Understanding tasks: which are above chance (seed 13, zero-shot and random-order few-shot)", "",
+                  "| task | items | chance (majority label) | zero-shot | random order | 95% CI of the better | above chance |",
+                  "|---|---|---|---|---|---|---|"]
+        for t, p in data["probe"].items():
+            lines.append(f"| {t} | {p['n_test']} | {_pct(p['chance'])} | {_pct(p['zero_shot'])} | {_pct(p['random'])} | "
+                         f"[{_pct(p['best_ci95'][0])}, {_pct(p['best_ci95'][1])}] | {'yes' if p['above_chance'] else 'no'} |")
+        lines.append("")
+    if class_table:
+        lines += ["## Classification: accuracy (%; mean ± std over seeds)", "", markdown_table(class_table),
+                  "### Goal", "", *goal_lines(table), ""]
+    if und:
+        lines += ["## Understanding tasks: accuracy (%; mean ± std over seeds)", "",
+                  markdown_table({t: table[t] for t in und})]
+    if runs:
+        lines += ["## Paired comparisons: default POEM vs each method (same items, pooled over seeds)", "",
+                  *comparison_rows(runs, list(table)), "",
+                  "## How much can ordering matter: the oracle and the spread of fixed orders (mean over seeds)", "",
+                  "| task | candidate orders | oracle | worst fixed | median fixed | mean fixed (= random expectation) | best fixed (test) | best fixed (chosen on train) | POEM |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for t in table:
+            orc = [r["methods"]["oracle"] for r in runs if r["task"] == t and "oracle" in r["methods"]]
+            if not orc:
+                continue
+            mean = lambda key, rows=orc: float(np.mean([o[key] for o in rows]))  # noqa: E731
+            lines.append(f"| {t} | {orc[0]['orders']} | {_pct(mean('accuracy'))} | {_pct(mean('fixed_min'))} | "
+                         f"{_pct(mean('fixed_median'))} | {_pct(mean('fixed_mean'))} | {_pct(mean('fixed_max'))} | "
+                         f"{_pct(table[t].get('best_fixed', {}).get('mean'))} | {_pct(table[t].get('poem', {}).get('mean'))} |")
+        lines += ["", "## The setting leave-one-out chose (per task and seed)", "",
+                  "| task | seed | fit inputs | encoding | reward | k | read | shrink | LOO accuracy | POEM test | GlobalE probes (ties) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(runs, key=lambda r: (r["task"], r["seed"])):
+            s = r["methods"]["poem"].get("setting") or {}
+            ge = r["methods"].get("globale", {})
+            lines.append(f"| {r['task']} | {r['seed']} | {r.get('poem_fit', {}).get('inputs', '?')} | {s.get('encoding')} | "
+                         f"{s.get('reward')} | {s.get('k')} | {s.get('read')} | {s.get('shrink')} | "
+                         f"{_pct(r['methods']['poem'].get('loo_accuracy'))} | {_pct(r['methods']['poem']['accuracy'])} | "
+                         f"{ge.get('probes', '–')} ({ge.get('ties', '–')}) |")
+        lines.append("")
+    pending = [f"{t}/{s}" for t, s in design(data) if (t, s) not in done]
+    lines += ["## Not run yet", "", (", ".join(pending) or "none") + ".",
+              "" if "probe" in data else "The understanding-task probe has not run (`--probe`).",
+              "Resume with `python bench/poem_study_v2.py`; finished pairs are skipped.", ""]
+    atomic_write_text(docs / "poem_study_v2.md", "\n".join(lines))
+    if table:
+        atomic_write_bytes(docs / "poem_study_v2.png",
+                           bar_chart_png(table, f"POEM (data-chosen) vs baselines ({data.get('meta', {}).get('lm', '?')})"))
+
+
+# ------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    from memrl.runtime import setup_process
+
+    args = parse_args(argv)
+    setup_process(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from memrl.io import atomic_write_json
+
+    data: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
+    if args.docs_only:
+        write_docs(data, args.docs)
+        return 0
+
+    from memrl.encoders import Encoder
+    from memrl.lm import HFScorer
+    from memrl.poem import PoemConfig
+    from memrl.poem.evaluate import evaluate_task
+    from memrl.runtime import set_seed
+    from memrl.tasks.classification import load_task
+
+    scorer = HFScorer.from_name(args.model, batch_size=16)
+    encoder = Encoder()
+    data["meta"] = {"lm": scorer.identity, "encoder": encoder.name, "max_test": MAX_TEST,
+                    "random_draws": RANDOM_DRAWS, "min_probes": MIN_PROBES, "config": PoemConfig().to_dict()}
+
+    def save() -> None:
+        atomic_write_json(args.out, data)
+        write_docs(data, args.docs)
+
+    if args.probe:
+        run_probe(scorer, encoder, data, save)
+        chosen = chosen_understanding(data)
+        if len(chosen) < UNDERSTANDING_TASKS_MIN:
+            logging.warning("only %d understanding task(s) above chance: %s", len(chosen), chosen)
+        save()
+        return 0
+
+    pairs = design(data)
+    if args.only:
+        wanted = {(t, int(s)) for t, s in (p.split("/") for p in args.only.split(","))}
+        pairs = [p for p in pairs if p in wanted] + sorted(wanted - set(pairs))
+    done = {(r["task"], r["seed"]) for r in data["runs"]}
+    start = time.perf_counter()
+    for name, seed in pairs:
+        if (name, seed) in done:
+            continue
+        if (time.perf_counter() - start) / 60 > args.time_budget_min:
+            logging.info("time budget spent; %s/%s and later pairs not started", name, seed)
+            break
+        set_seed(seed)
+        t0 = time.perf_counter()
+        run = evaluate_task(load_task(name, seed), scorer, encoder, PoemConfig(), methods=methods_for(name),
+                            max_test=MAX_TEST, random_draws=RANDOM_DRAWS, min_probes=MIN_PROBES, progress=False)
+        run["wall_s"] = time.perf_counter() - t0
+        data["runs"].append(run)
+        save()
+        logging.info("%s/%s done in %.0f s: %s", name, seed, run["wall_s"],
+                     {m: round(r["accuracy"], 3) for m, r in run["methods"].items()})
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

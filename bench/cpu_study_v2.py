@@ -209,6 +209,7 @@ def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
 def training_figures(run_dir: Path) -> dict[str, Any]:
     """From the run's metrics: steps to the target correctness, tag rate, and the diagnostics of
     each intrinsic term (mean over the steps where they are defined)."""
+    from memrl.grpo.callbacks import signal_stall
     from memrl.grpo.rundir import RunDir
 
     rows = RunDir(run_dir).metrics()
@@ -217,6 +218,14 @@ def training_figures(run_dir: Path) -> dict[str, Any]:
     reached = next((i + 1 for i in range(4, len(correct)) if statistics.fmean(correct[i - 4:i + 1]) >= TARGET_CORRECTNESS),
                    None)
     out["steps_to_target"] = reached
+    # how the run ended: a policy that writes one fixed wrong answer in the right format earns the
+    # format rewards in every completion, so its groups have no reward variance (nothing to learn)
+    for key, series in (("train_correct_last10", correct), ("zero_std_groups_last10", _series(rows, "frac_reward_zero_std")),
+                        ("entropy_last10", _series(rows, "entropy"))):
+        if series:
+            out[key] = statistics.fmean(series[-10:])
+    # the detector memrl train now runs; applied to the logs so runs trained before it count too
+    out["signal_stall"] = signal_stall(rows)
     strict = _series(rows, "rewards/strict_format_reward/mean")
     if strict:  # strict format pays 0.5 for the full layout
         out["train_tag_rate_last10"] = statistics.fmean(strict[-10:]) / 0.5
@@ -343,6 +352,16 @@ def results_markdown(data: dict[str, Any]) -> str:
                      f"{v1._pm(e, 'seconds_per_step')} "
                      f"({v1._pm(e, 'generation_share', 100, 0)}, {v1._pm(e, 'reward_share', 100, 2)}) | "
                      f"{e['collapse_warnings']} | {e.get('verdict', '-')} |")
+    lines += ["", "Per run (training figures over the last 10 steps):", "",
+              "| run | held-out arith % | GSM8K % | train correct % | groups without reward variance % | entropy | "
+              "final length | no learning signal (stall) |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(data["runs"], key=lambda r: (list(VARIANTS).index(r["method"]) if r["method"] in VARIANTS else 99,
+                                                 r["seed"])):
+        cells = [f"{100 * r[k]:.1f}" if r.get(k) is not None else "-"
+                 for k in ("arith_accuracy", "gsm8k_accuracy", "train_correct_last10", "zero_std_groups_last10")]
+        ent = f"{r['entropy_last10']:.2f}" if r.get("entropy_last10") is not None else "-"
+        lines.append(f"| {r['method']}-s{r['seed']} | " + " | ".join(cells) + f" | {ent} | {r.get('final_mean_length', 0):.1f} | "
+                     f"{'yes' if r.get('signal_stall') else 'no'} |")
     if data["paired_vs_r1"] or data["paired_vs_r1_per_seed"]:
         lines += ["", "Paired with r1 on the same problems (only this method / only r1 solved; exact McNemar p):", "",
                   "| method | benchmark | seeds | only method | only r1 | p |", "|---|---|---|---|---|---|"]

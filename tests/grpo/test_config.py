@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from memrl.cli import main
-from memrl.grpo.callbacks import length_collapse, reward_mode_collapse
+from memrl.grpo.callbacks import length_collapse, reward_mode_collapse, signal_stall
 from memrl.grpo.config import TrainConfig, format_output_dir, read_yaml_config, resolve_config
 from memrl.grpo.train import reward_weight_list
 from memrl.options import parse_set, preset_names, preset_path
@@ -162,6 +164,27 @@ def test_reward_mode_collapse():
     # format rising while correctness also rises is learning, not collapse
     assert not reward_mode_collapse(_hist(fmt=fmt_up, cor=list(reversed(cor_down))), window=5)
     assert not reward_mode_collapse(_hist(fmt=fmt_up[:6], cor=cor_down[:6]), window=5)
+
+
+def test_signal_stall_fires_on_the_study_run_that_stalled_and_not_on_the_ones_that_learned():
+    """The second CPU study's logs: r1 seed 2 wrote one wrong answer in the tag layout for 37 of 40
+    steps (95% of groups without reward variance at the end); seeds 0 and 1 learned the pool."""
+    from types import SimpleNamespace
+
+    from memrl.grpo.callbacks import CollapseMonitor
+    from memrl.grpo.rundir import RunDir
+
+    runs = Path(__file__).resolve().parents[2] / "bench" / "results" / "cpu_study_v2" / "runs"
+    for run, stalled in (("r1-s0", False), ("r1-s1", False), ("r1-s2", True)):
+        rows = RunDir(runs / run).metrics()
+        assert signal_stall(rows) is stalled, run
+        monitor = CollapseMonitor()
+        for row in rows:
+            monitor.on_log(None, SimpleNamespace(global_step=row["step"]), None, logs=row)
+        kinds = [w["kind"] for w in monitor.warnings]
+        assert kinds == (["signal-stall"] if stalled else []), (run, kinds)
+    assert not signal_stall([{"frac_reward_zero_std": 1.0}] * 9)  # too little history
+    assert signal_stall([{"frac_reward_zero_std": 0.0}] * 5 + [{"frac_reward_zero_std": 0.95}] * 10)
 
 
 def test_collapse_detector_knows_the_real_reward_names():

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 LENGTH_KEY = "completions/mean_length"
 CLIPPED_KEY = "completions/clipped_ratio"
+ZERO_STD_KEY = "frac_reward_zero_std"  # TRL: share of groups whose completions all got one reward
 # reward names that measure form, not correctness (their saturation is "reward hacking")
 FORMAT_MARKERS = ("format", "xml", "int_answer", "integer", "reasoning_steps")
 CORRECTNESS_MARKERS = ("correctness", "accuracy", "cosine_length")
@@ -87,6 +88,20 @@ def reward_mode_collapse(history: Sequence[dict[str, Any]], window: int = 5, for
     fmt_delta = _mean(fmt[window:]) - _mean(fmt[:window])
     cor_delta = _mean(cor[window:]) - _mean(cor[:window])
     return fmt_delta >= format_rise and cor_delta <= -correctness_drop
+
+
+def signal_stall(history: Sequence[dict[str, Any]], window: int = 10, zero_std_share: float = 0.9) -> bool:
+    """No learning signal left: in the last ``window`` logged steps, on average at least
+    ``zero_std_share`` of the GRPO groups gave every completion the same reward (zero advantage).
+    A policy that writes one wrong answer in the right format earns the format rewards in every
+    completion and stalls this way, with a stable length and correctness that never rose, which
+    the length and reward-mode detectors cannot see.
+
+    >>> signal_stall([{"frac_reward_zero_std": 1.0}] * 10), signal_stall([{"frac_reward_zero_std": 0.5}] * 10)
+    (True, False)
+    """
+    shares = _series(history, ZERO_STD_KEY)[-window:]
+    return len(shares) >= window and _mean(shares) >= zero_std_share
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -222,6 +237,10 @@ class CollapseMonitor(TrainerCallback):
         if "reward-mode" not in kinds and reward_mode_collapse(self.history, self.window):
             self._warn("reward-mode", "reward-mode collapse: format rewards rising while correctness falls",
                        state.global_step)
+        if "signal-stall" not in kinds and signal_stall(self.history, 2 * self.window):
+            self._warn("signal-stall", f"no learning signal: >= 90% of groups gave every completion the same "
+                       f"reward for {2 * self.window} steps (all right or, more often, all wrong in the same "
+                       "way); the advantages are zero", state.global_step)
 
     def _warn(self, kind: str, message: str, step: int) -> None:
         logger.warning("step %d: %s", step, message)

@@ -159,6 +159,8 @@ def test_bad_task_or_data_is_reported_before_any_model_loads(local_files, tmp_pa
     assert "test.jsonl" in err and "row 2" in err and "no-such-model" not in err
     assert main(["poem", "eval", "--tasks", "sst2", "--methods", "poem,tempera", "--out", str(tmp_path / "g"), *model]) == 2
     assert "tempera" in capsys.readouterr().err
+    assert main(["poem", "eval", "--tasks", "sst2", "--min-probes", "0", "--out", str(tmp_path / "h"), *model]) == 2
+    assert "--min-probes must be >= 1" in capsys.readouterr().err
 
 
 def test_oracle_and_spread_from_a_hand_built_correctness_matrix():

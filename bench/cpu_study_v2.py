@@ -363,10 +363,14 @@ def results_markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {r['method']}-s{r['seed']} | " + " | ".join(cells) + f" | {ent} | {r.get('final_mean_length', 0):.1f} | "
                      f"{'yes' if r.get('signal_stall') else 'no'} |")
     if data["paired_vs_r1"] or data["paired_vs_r1_per_seed"]:
-        lines += ["", "Paired with r1 on the same problems (only this method / only r1 solved; exact McNemar p):", "",
+        lines += ["", "Paired with r1 on the same problems (only this method / only r1 solved; exact McNemar p), "
+                  "pooled over the seeds both have and per seed:", "",
                   "| method | benchmark | seeds | only method | only r1 | p |", "|---|---|---|---|---|---|"]
-        for c in data["paired_vs_r1"] + data["paired_vs_r1_per_seed"]:
-            lines.append(f"| {c['method']} | {c['benchmark']} | {', '.join(map(str, c['seeds']))} | "
+        # a pooled row over a single seed is that seed's row: shown once
+        rows = ([(c, "pooled " + ", ".join(map(str, c["seeds"]))) for c in data["paired_vs_r1"] if len(c["seeds"]) > 1]
+                + [(c, f"seed {c['seed']}") for c in data["paired_vs_r1_per_seed"]])
+        for c, label in sorted(rows, key=lambda x: (x[0]["method"], x[0]["benchmark"], not x[1].startswith("pooled"))):
+            lines.append(f"| {c['method']} | {c['benchmark']} | {label} | "
                          f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} |")
     lines += ["", "Reward diagnostics, mean over logged steps and seeds (AUC vs correctness within groups; "
               "length correlation in groups without correctness variance; share of the advantage variance):", "",

@@ -302,6 +302,17 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     for name, entry in per.items():
         if name != "r1":
             entry["verdict"] = verdict([c for c in pooled_pairs if c["method"] == name])
+            # the rule above is the design's (pooled test); the per-seed tally is shown beside it
+            # so that a pooled result carried by one seed is visible
+            seeds = [c for c in per_seed if c["method"] == name and c["benchmark"] == "arith"]
+            tally = {"better": 0, "worse": 0, "level": 0}
+            for c in seeds:
+                tally["level" if c["p_value"] >= 0.05 else
+                      "better" if c["only_method"] > c["only_baseline"] else "worse"] += 1
+            entry["per_seed_verdicts"] = tally
+            if seeds:
+                entry["verdict"] += (f" (pooled; per seed, p < 0.05: {tally['better']} better, {tally['worse']} worse, "
+                                     f"{tally['level']} level)")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                 if k not in ("out", "docs", "aggregate_only", "keep_checkpoints", "probe")}
     probe_path = root / "probe.json"

@@ -7,13 +7,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memrl.options import build_config, check_field_types
-from memrl.poem.matrix import Setting
+from memrl.poem.matrix import ENCODINGS, READS, REWARDS, Setting
 
-REWARDS = ("correct", "gold_prob", "margin")
-READS = ("sum", "mean")
 EXAMPLE_MODES = ("fixed", "knn")
 FALLBACKS = ("kate", "kate_reverse")
-ENCODINGS = ("rank", "identity", "label")
 SELECTS = ("loo", "fixed")
 N_EXAMPLES_WORDS = ("auto", "classes")
 PRESET_FAMILY = "poem"  # presets live in memrl/configs/poem/

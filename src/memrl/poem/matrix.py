@@ -29,13 +29,15 @@ from memrl.poem.orders import (
     label_ranks,
     similarity_ranks,
 )
-from memrl.poem.rewards import compute_reward
+from memrl.poem.rewards import REWARD_FUNCTIONS, compute_reward
 
 MATRIX_VERSION = 1
-ENCODING_NAMES = ("rank", "identity", "label")
-LOO_REWARDS = ("correct", "gold_prob", "margin")
+# the choices of a read setting, defined once (PoemConfig checks its fields against them)
+ENCODINGS = ("rank", "identity", "label")
+REWARDS = tuple(REWARD_FUNCTIONS)  # correct, gold_prob, margin
+READS = ("sum", "mean")
+# leave-one-out searches every encoding, reward and read rule, and these k and shrinkage values
 LOO_KS: tuple[int | str, ...] = (1, 2, 4, 8, 16, "all")
-LOO_READS = ("sum", "mean")
 LOO_SHRINKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -78,6 +80,11 @@ class TrialMatrix:
     @property
     def n(self) -> int:
         return int(self.orders.shape[1])
+
+    @property
+    def order_tuples(self) -> list[tuple[int, ...]]:
+        """:attr:`orders` as hashable tuples of ints, in column order."""
+        return [tuple(int(x) for x in o) for o in self.orders]
 
     def ranks(self, i: int) -> tuple[int, ...]:
         return similarity_ranks(self.sims[i])
@@ -137,7 +144,7 @@ def encode(encoding: str, perm: Sequence[int], sims: Sequence[float], labels: Se
         return encode_order(perm, similarity_ranks(sims))
     if encoding == "label":
         return encode_label_order(perm, labels, label_ranks(labels, sims))
-    raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODING_NAMES)}")
+    raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
 
 
 def decode(encoding: str, code: Sequence, sims: Sequence[float], labels: Sequence[int]) -> tuple[int, ...]:
@@ -149,7 +156,7 @@ def decode(encoding: str, code: Sequence, sims: Sequence[float], labels: Sequenc
         return decode_order(code, similarity_ranks(sims))
     if encoding == "label":
         return decode_label_order(code, labels, label_ranks(labels, sims))
-    raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODING_NAMES)}")
+    raise ValueError(f"unknown encoding {encoding!r}; choose one of {list(ENCODINGS)}")
 
 
 def fallback_perm(sims: Sequence[float], most_similar_last: bool = True) -> tuple[int, ...]:
@@ -174,7 +181,7 @@ class CodedMatrix:
 
 def code_matrix(mx: TrialMatrix, encoding: str, *, most_similar_last: bool = True) -> CodedMatrix:
     m, P = mx.tried.shape
-    orders = [tuple(int(x) for x in o) for o in mx.orders]
+    orders = mx.order_tuples
     order_index = {o: p for p, o in enumerate(orders)}
     tried = mx.tried
     per = [[encode(encoding, orders[p], mx.sims[i], mx.labels[i]) for p in range(P)] for i in range(m)]
@@ -298,7 +305,7 @@ def input_similarity(mx: TrialMatrix) -> np.ndarray:
 
 
 def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int | str] = LOO_KS,
-               reads: Sequence[str] = LOO_READS, shrinks: Sequence[float] = LOO_SHRINKS,
+               reads: Sequence[str] = READS, shrinks: Sequence[float] = LOO_SHRINKS,
                sim: np.ndarray | None = None, most_similar_last: bool = True,
                cm: CodedMatrix | None = None) -> list[dict[str, Any]]:
     """Leave-one-out scores of every ``(k, read, shrink)`` for one encoding and reward.
@@ -361,8 +368,8 @@ def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int 
 
 
 def loo_select(mx: TrialMatrix, *, encodings: Sequence[str] = ("identity", "label", "rank"),
-               rewards: Sequence[str] = LOO_REWARDS, ks: Sequence[int | str] = LOO_KS,
-               reads: Sequence[str] = LOO_READS, shrinks: Sequence[float] = LOO_SHRINKS,
+               rewards: Sequence[str] = REWARDS, ks: Sequence[int | str] = LOO_KS,
+               reads: Sequence[str] = READS, shrinks: Sequence[float] = LOO_SHRINKS,
                most_similar_last: bool = True) -> LooResult:
     """Choose the setting with the best leave-one-out accuracy over the training inputs.
 

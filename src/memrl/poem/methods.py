@@ -28,7 +28,7 @@ from memrl.poem.baselines import (
 )
 from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import FitTrials, PoemOptimizer
-from memrl.poem.orders import Order, sample_orders
+from memrl.poem.orders import Order
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
@@ -92,9 +92,7 @@ class EvalContext:
         ``n! <= budget``), else a seeded sample of ``budget``. Every fixed-order method picks
         among these, so the oracle row's matrix holds every order they can choose."""
         opt = self.optimizer
-        if opt.matrix is not None:
-            return [tuple(int(x) for x in o) for o in opt.matrix.orders]
-        return sample_orders(opt.n, self.config.budget, np.random.default_rng(self.config.seed + 1))
+        return opt.matrix.order_tuples if opt.matrix is not None else opt.shared_orders()
 
 
 def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float) -> float:

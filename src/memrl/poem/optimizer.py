@@ -291,7 +291,7 @@ class PoemOptimizer:
         rng = np.random.default_rng(self.config.seed + 1)
         # fixed demonstrations: one sample of orders shared by every input (a dense trial matrix,
         # and each order's prefix is scored once for all inputs); kNN: a sample per input
-        shared = sample_orders(self.n, self.config.budget, rng) if self.config.examples == "fixed" else None
+        shared = self.shared_orders() if self.config.examples == "fixed" else None
         # Jobs grouped by prompt prefix: every distinct prefix is scored in one backend call, so
         # a prefix-caching backend runs each order's demonstrations once.
         groups: dict[str, list[tuple[int, Order]]] = {}
@@ -332,9 +332,10 @@ class PoemOptimizer:
         logger.info("POEM fit on %s: %s", self.task.name, report)
         return report
 
-    def fixed_setting(self) -> Setting:
-        """The read setting the config names (used with ``select="fixed"``)."""
-        return self.config.read_setting()
+    def shared_orders(self) -> list[Order]:
+        """The orders a fixed-demonstration fit tries on every input: all ``n!`` when ``n! <=
+        budget``, else a seeded uniform sample of ``budget`` (the same for the same config)."""
+        return sample_orders(self.n, self.config.budget, np.random.default_rng(self.config.seed + 1))
 
     def loo_encodings(self) -> tuple[str, ...]:
         """Encodings leave-one-out chooses among (``identity`` needs fixed demonstrations)."""
@@ -353,7 +354,7 @@ class PoemOptimizer:
         else:
             if self.config.select == "loo":
                 logger.warning("POEM: leave-one-out needs >= 2 distinct fit inputs; using the config's setting")
-            self.setting = self.fixed_setting()
+            self.setting = self.config.read_setting()
             self.loo_summary = None
 
     def with_setting(self, setting: Setting) -> PoemOptimizer:
@@ -387,7 +388,7 @@ class PoemOptimizer:
         mx, st = self.matrix, self.setting
         assert mx is not None and st is not None
         reward, correct, tried = mx.rewards(st.reward), mx.rewards("correct"), mx.tried
-        orders = [tuple(int(x) for x in o) for o in mx.orders]
+        orders = mx.order_tuples
         sums: dict[str, dict[Any, list[float]]] = {}
         self.order_stats = {}
         for i, p in zip(*np.nonzero(tried)):
@@ -420,7 +421,7 @@ class PoemOptimizer:
     def select_vec(self, query_vec: np.ndarray, exclude_text: str | None = None) -> Selection:
         """:meth:`select` for an already embedded query (``(d,)`` unit vector); no LM call."""
         self._check_fitted()
-        st = self.setting or self.fixed_setting()
+        st = self.setting or self.config.read_setting()
         cands, sims = self.candidates(query_vec, exclude_text)
         labels = [c.label for c in cands]
         fallback_code = encode(st.encoding, fallback_perm(sims, self.config.fallback == "kate"), sims, labels)
@@ -540,7 +541,7 @@ class PoemOptimizer:
         opt.order_stats = {tuple(p): [a, b, c] for p, a, b, c in state["order_stats"]}
         opt.lm_calls_fit = int(state["lm_calls_fit"])
         if version == 1:
-            opt.setting = opt.fixed_setting()
+            opt.setting = opt.config.read_setting()
             logger.info("%s: format v1 (no trial matrix): it selects as saved; with_setting/with_encoding "
                         "and leave-one-out need a new fit", path)
         else:

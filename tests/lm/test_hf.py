@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from memrl.lm import HFScorer
+from memrl.lm.hf import common_prefix_length
 from memrl.lm.loading import load_model, model_identity
 
 PREFIX = (
@@ -69,6 +70,42 @@ def test_cached_prefix_is_not_mutated_between_calls(scorer):
     a = scorer.score(PREFIX, SUFFIXES[:3], [" terrible", " great"])
     b = scorer.score(PREFIX, SUFFIXES[:3], [" terrible", " great"])  # reuses the cached KV
     np.testing.assert_array_equal(a.logprob, b.logprob)
+
+
+DEMOS = [
+    "Review: a dull, lifeless film that goes nowhere.\nSentiment: terrible\n\n",
+    "Review: one of the warmest, funniest films of the year.\nSentiment: great\n\n",
+    "Review: clumsy, loud and much too long.\nSentiment: terrible\n\n",
+]
+
+
+def test_a_prefix_sharing_its_start_with_a_cached_one_reuses_it_and_scores_the_same(scorer):
+    labels = [" terrible", " great"]
+    first, second = DEMOS[0] + DEMOS[1], DEMOS[0] + DEMOS[2]  # the same first demonstration
+    shared = common_prefix_length(scorer.tokenize(first), scorer.tokenize(second))
+    assert shared >= len(scorer.tokenize(DEMOS[0]))  # the demonstration and the next "Review:"
+    scorer.clear_cache()
+    fresh = scorer.score(second, SUFFIXES, labels).logprob  # computed from scratch
+    scorer.clear_cache()
+    before = scorer.score(first, SUFFIXES, labels).logprob
+    tokens = scorer.forward_tokens
+    reused = scorer.score(second, SUFFIXES, labels).logprob
+    suffix_tokens = sum(len(scorer.tokenize(q)) for q in SUFFIXES)
+    # only the part after the shared demonstration (and the suffixes) went through the model
+    assert scorer.forward_tokens - tokens == len(scorer.tokenize(second)) - shared + suffix_tokens
+    np.testing.assert_allclose(reused, fresh, atol=1e-4, rtol=0)
+    # the cache it was copied from is intact
+    np.testing.assert_allclose(scorer.score(first, SUFFIXES, labels).logprob, before, atol=1e-6, rtol=0)
+    # a prefix that starts a cached one costs (almost) no prefix forward: only the tokens where
+    # tokenising it alone differs from tokenising it inside the longer prompt (the final "\n\n")
+    alone = scorer.tokenize(DEMOS[0])
+    unshared = len(alone) - common_prefix_length(alone, scorer.tokenize(second))
+    assert unshared <= 1
+    tokens = scorer.forward_tokens
+    short = scorer.score(DEMOS[0], SUFFIXES, labels).logprob
+    assert scorer.forward_tokens - tokens == unshared + suffix_tokens
+    scorer.clear_cache()
+    np.testing.assert_allclose(short, scorer.score(DEMOS[0], SUFFIXES, labels).logprob, atol=1e-4, rtol=0)
 
 
 def test_empty_prefix_and_bad_input(scorer):

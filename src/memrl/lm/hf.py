@@ -6,6 +6,12 @@ queries under the same demonstration order (during ``fit``, and when grouping te
 chosen order), so the prefix of each distinct order is run once and every query pays only for
 its own suffix.
 
+Partial reuse: when no cached prefix matches exactly, the cached prefix sharing the longest run of
+leading tokens is copied, cut back to that run and extended with the rest, so prompts that start
+alike (one input's demonstrations in different orders, as in a ``examples="knn"`` POEM fit) pay
+only for where they differ. The KV of a token depends only on the tokens before it, so this is
+the same computation split in two forwards (equal to float rounding; tested).
+
 Tokenisation boundary: prefix, suffix and continuations are tokenised **separately** and the
 model sees their concatenated ids, in both the cached and the full-prompt path. Both paths
 therefore see identical tokens and give the same log-probabilities (to float rounding).
@@ -28,6 +34,19 @@ from memrl.lm.base import ContinuationScores, as_choice_lists
 logger = logging.getLogger(__name__)
 
 
+MIN_SHARED_TOKENS = 8  # fewer shared leading tokens than this: compute the prefix from scratch
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class HFScorer:
     """Score continuations with a transformers causal LM (default: offline SmolLM2-135M-Instruct).
 
@@ -38,6 +57,9 @@ class HFScorer:
         batch_size: suffix rows per forward pass.
         prefix_cache: reuse the KV cache of the shared prefix (default) or score full prompts.
         max_cached_prefixes: prefixes whose KV cache is kept (LRU); ~9 MB each for 200 tokens.
+        partial_prefix_reuse: build a new prefix's KV from the cached prefix sharing its longest
+            start (default; the same scores to float rounding); off, every new prefix is computed in
+            full, as memrl 0.1.0 did.
 
     Example:
         >>> scorer = HFScorer.from_name("smollm2-135m")                     # doctest: +SKIP
@@ -56,6 +78,7 @@ class HFScorer:
         batch_size: int = 16,
         prefix_cache: bool = True,
         max_cached_prefixes: int = 24,
+        partial_prefix_reuse: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -65,6 +88,7 @@ class HFScorer:
         self.batch_size = batch_size
         self.prefix_cache = prefix_cache
         self.max_cached_prefixes = max_cached_prefixes
+        self.partial_prefix_reuse = partial_prefix_reuse
         self.calls = 0
         self.forward_tokens = 0  # tokens actually run through the model (cost measure)
         self._kv: OrderedDict[tuple[int, ...], Any] = OrderedDict()
@@ -238,7 +262,8 @@ class HFScorer:
         return logits
 
     def _prefix_kv(self, prefix_ids: list[int]) -> Any:
-        """KV cache of ``prefix_ids`` at batch size 1 (LRU-cached across calls)."""
+        """KV cache of ``prefix_ids`` at batch size 1 (LRU-cached across calls; built from the
+        cached prefix with the longest shared start when there is one)."""
         import torch
         from transformers import DynamicCache
 
@@ -248,20 +273,48 @@ class HFScorer:
             self._kv.move_to_end(key)
             return cached
         with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
-            ids = torch.tensor([prefix_ids], dtype=torch.long)
-            self._decoder(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                position_ids=torch.arange(len(prefix_ids)).unsqueeze(0),
-                use_cache=True,
-                **{self._cache_kw: cache},
-            )
-        self.forward_tokens += len(prefix_ids)
+            cache, start = self._shared_start(key)
+            if cache is None:
+                cache, start = DynamicCache(config=self.model.config), 0
+            if start < len(prefix_ids):
+                self._decoder(
+                    input_ids=torch.tensor([prefix_ids[start:]], dtype=torch.long),
+                    attention_mask=torch.ones((1, len(prefix_ids)), dtype=torch.long),
+                    position_ids=torch.arange(start, len(prefix_ids)).unsqueeze(0),
+                    use_cache=True,
+                    **{self._cache_kw: cache},
+                )
+        self.forward_tokens += len(prefix_ids) - start
         self._kv[key] = cache
         while len(self._kv) > self.max_cached_prefixes:
             self._kv.popitem(last=False)
         return cache
+
+    def _shared_start(self, key: tuple[int, ...]) -> tuple[Any, int]:
+        """A copy of the cached KV whose prefix shares the most leading tokens with ``key``, cut
+        back to those ``shared`` tokens, and ``shared``; ``(None, 0)`` when no cached prefix shares
+        at least :data:`MIN_SHARED_TOKENS` (a copy would cost more than it saves) or the cache
+        type cannot be cut back (e.g. a sliding-window layer past its window)."""
+        if not self.partial_prefix_reuse:
+            return None, 0
+        best, shared = None, 0
+        for cached_key in self._kv:
+            n = common_prefix_length(cached_key, key)
+            if n > shared:
+                best, shared = cached_key, n
+        shared = min(shared, len(key))
+        if best is None or shared < MIN_SHARED_TOKENS:
+            return None, 0
+        cache = copy.deepcopy(self._kv[best])
+        drop = len(best) - shared
+        if drop:
+            try:
+                cache.crop(-drop)  # a negative count removes tokens from the end, in every transformers version
+            except Exception as exc:  # noqa: BLE001 - fall back to computing the prefix in full
+                logger.debug("prefix KV cannot be cut back (%s); computing it in full", exc)
+                return None, 0
+        self._kv.move_to_end(best)
+        return cache, shared
 
     def clear_cache(self) -> None:
         """Drop cached prefix KV states (frees memory)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_ratio_off_on": summary["off"]["wall_s"] / summary["on"]["wall_s"],
         "max_abs_score_diff": float(np.nanmax(np.abs(np.asarray(off.scores) - np.asarray(on.scores)))),
         "same_setting": fitted["off"].setting == fitted["on"].setting,
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
-                    "load_average_at_end": list(__import__("os").getloadavg())},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_at_end": list(os.getloadavg())},
     }
     atomic_write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "machine")}, indent=1))

@@ -65,37 +65,32 @@ def fit_once(task: Any, scorer: Any, encoder: Any, n_inputs: int) -> tuple[dict[
 
 
 def count_full_fit(task: Any, scorer: Any, encoder: Any) -> dict[str, Any]:
-    """Tokens the whole kNN fit of ``task`` runs through the model, without and with partial reuse
-    (replaying the scorer's LRU on token ids; no forward)."""
+    """Tokens the whole kNN fit of ``task`` runs through the model, without and with partial reuse:
+    the fit's own prompts (:meth:`PoemOptimizer.fit_plan`), in its order, through the scorer's
+    shared-start rule (:func:`memrl.lm.hf.longest_shared_start`) on an LRU of token ids (no forward)."""
     from collections import OrderedDict
 
-    from memrl.lm.hf import MIN_SHARED_TOKENS, common_prefix_length
+    from memrl.lm.hf import longest_shared_start
     from memrl.poem import PoemConfig
     from memrl.poem.optimizer import PoemOptimizer
-    from memrl.poem.orders import sample_orders
 
-    config = dataclasses.replace(PoemConfig(), examples="knn")
-    opt = PoemOptimizer(task, scorer, encoder, config)
-    opt.setup_examples()
-    inputs = opt.default_inputs()
-    vecs = encoder.encode([ex.key_text for ex in inputs])
-    rng = np.random.default_rng(config.seed + 1)  # the fit's own order sample
+    plan = PoemOptimizer(task, scorer, encoder, dataclasses.replace(PoemConfig(), examples="knn")).fit_plan()
     lru: OrderedDict[tuple[int, ...], None] = OrderedDict()
-    prefix = reused = suffix = prompts = 0
-    for i, ex in enumerate(inputs):
-        cands, _ = opt.candidates(vecs[i], exclude_text=ex.key_text)
-        for perm in sample_orders(len(cands), config.budget, rng):
-            ids = tuple(scorer.tokenize(task.prefix([cands[p] for p in perm])))
-            shared = max((common_prefix_length(k, ids) for k in lru), default=0)
-            reused += shared if shared >= MIN_SHARED_TOKENS else 0
-            prefix += len(ids)
-            suffix += len(scorer.tokenize(task.suffix(ex)))
-            prompts += 1
-            lru[ids] = None
-            while len(lru) > scorer.max_cached_prefixes:
-                lru.popitem(last=False)
-    return {"inputs": len(inputs), "prompts": prompts, "prefix_tokens": prefix, "suffix_tokens": suffix,
-            "shared_prefix_tokens": reused, "shared_share_of_prefix": reused / prefix,
+    prefix = reused = suffix = 0
+    for text, jobs in plan.prompts.items():
+        ids = tuple(scorer.tokenize(text))
+        best, shared = longest_shared_start(lru, ids)
+        if best is not None:
+            lru.move_to_end(best)  # the scorer marks the prefix it copied from as recently used
+        reused += shared
+        prefix += len(ids)
+        suffix += sum(len(scorer.tokenize(task.suffix(plan.inputs[i]))) for i, _ in jobs)
+        lru[ids] = None
+        while len(lru) > scorer.max_cached_prefixes:
+            lru.popitem(last=False)
+    return {"inputs": len(plan.inputs), "prompts": len(plan.prompts), "trials": plan.trials,
+            "prefix_tokens": prefix, "suffix_tokens": suffix, "shared_prefix_tokens": reused,
+            "shared_share_of_prefix": reused / prefix,
             "token_ratio_off_on": (prefix + suffix) / (prefix - reused + suffix)}
 
 

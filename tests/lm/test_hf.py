@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from memrl.lm import HFScorer
-from memrl.lm.hf import common_prefix_length
+from memrl.lm.hf import common_prefix_length, longest_shared_start
 from memrl.lm.loading import load_model, model_identity
 
 PREFIX = (
@@ -106,6 +106,18 @@ def test_a_prefix_sharing_its_start_with_a_cached_one_reuses_it_and_scores_the_s
     assert scorer.forward_tokens - tokens == unshared + suffix_tokens
     scorer.clear_cache()
     np.testing.assert_allclose(short, scorer.score(DEMOS[0], SUFFIXES, labels).logprob, atol=1e-4, rtol=0)
+
+
+def test_longest_shared_start_picks_the_longest_run_caps_it_at_the_key_and_skips_short_ones():
+    cached = [(1, 2, 9, 9), (1, 2, 3, 4, 5), (1, 2, 3, 4, 6)]
+    # the longest run wins; of equal runs the first (least recently used) is taken
+    assert longest_shared_start(cached, (1, 2, 3, 4, 7), min_shared=2) == ((1, 2, 3, 4, 5), 4)
+    # a key that is the start of a cached prefix shares all of itself, not the cached length
+    assert longest_shared_start(cached, (1, 2, 3), min_shared=2) == ((1, 2, 3, 4, 5), 3)
+    # below the minimum (after the cap) nothing is reused
+    assert longest_shared_start(cached, (1, 2, 3), min_shared=4) == (None, 0)
+    assert longest_shared_start(cached, (7, 1, 2), min_shared=1) == (None, 0)
+    assert longest_shared_start([], (1, 2), min_shared=1) == (None, 0)
 
 
 def test_empty_prefix_and_bad_input(scorer):

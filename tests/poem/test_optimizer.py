@@ -77,6 +77,14 @@ def test_knn_examples_and_sampled_orders(sst2, scorer, encoder):
     inputs = sst2.train[:2]
     report = opt.fit(inputs, progress=False)
     assert report.lm_calls == 6 and all(len(t) == 3 for t in opt.tables.values())
+    # the plan (no LM call) lists exactly the trials the fit scored, one prompt per (input, order)
+    plan = opt.fit_plan(inputs)
+    assert plan.trials == report.trials and len(plan.prompts) == 6
+    scored = {(i, tuple(perm)) for i, perm, _, _ in report.record.trials}
+    assert {(i, tuple(perm)) for jobs in plan.prompts.values() for i, perm in jobs} == scored
+    for text, jobs in plan.prompts.items():
+        cands = plan.candidates[jobs[0][0]][0]
+        assert text == sst2.prefix([cands[p] for p in jobs[0][1]])
     sel = opt.select(sst2.test[0])
     assert len(sel.examples) == 4 and len({e.text for e in sel.examples}) == 4
     # the selected demonstrations are the 4 training examples most similar to the query

@@ -24,7 +24,7 @@ import functools
 import inspect
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,31 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def longest_shared_start(
+    cached_keys: Iterable[Sequence[int]], key: Sequence[int], min_shared: int = MIN_SHARED_TOKENS
+) -> tuple[Sequence[int] | None, int]:
+    """The cached prefix sharing the most leading tokens with ``key``, and how many (at most
+    ``len(key)``); ``(None, 0)`` when none shares at least ``min_shared`` (reusing so little would
+    cost more in copying than it saves). The first of equally long matches wins.
+
+    >>> longest_shared_start([(1, 2, 3, 4), (1, 2, 9)], (1, 2, 3, 7), min_shared=2)
+    ((1, 2, 3, 4), 3)
+    >>> longest_shared_start([(1, 2, 3, 4)], (1, 2), min_shared=2)   # key is a start of a cached prefix
+    ((1, 2, 3, 4), 2)
+    >>> longest_shared_start([(5, 6)], (1, 2), min_shared=1)
+    (None, 0)
+    """
+    best, shared = None, 0
+    for cached_key in cached_keys:
+        n = common_prefix_length(cached_key, key)
+        if n > shared:
+            best, shared = cached_key, n
+    shared = min(shared, len(key))
+    if best is None or shared < min_shared:
+        return None, 0
+    return best, shared
 
 
 class HFScorer:
@@ -297,13 +322,8 @@ class HFScorer:
         type cannot be cut back (e.g. a sliding-window layer past its window)."""
         if not self.partial_prefix_reuse:
             return None, 0
-        best, shared = None, 0
-        for cached_key in self._kv:
-            n = common_prefix_length(cached_key, key)
-            if n > shared:
-                best, shared = cached_key, n
-        shared = min(shared, len(key))
-        if best is None or shared < MIN_SHARED_TOKENS:
+        best, shared = longest_shared_start(self._kv, key)
+        if best is None:
             return None, 0
         cache = copy.deepcopy(self._kv[best])
         drop = len(best) - shared

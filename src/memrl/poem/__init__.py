@@ -9,6 +9,7 @@ See ``docs/poem.md``.
 from memrl.poem.config import PoemConfig
 from memrl.poem.matrix import LooResult, Setting, TrialMatrix, loo_select
 from memrl.poem.optimizer import (
+    FitPlan,
     FitReport,
     FitTrials,
     PoemMismatchError,
@@ -30,7 +31,7 @@ from memrl.poem.selector import PoemExampleSelector
 
 __all__ = [
     "PoemConfig", "PoemOptimizer", "PoemExampleSelector", "PoemMismatchError", "Selection",
-    "FitReport", "FitTrials", "best_action", "encode_order", "decode_order", "similarity_ranks",
+    "FitPlan", "FitReport", "FitTrials", "best_action", "encode_order", "decode_order", "similarity_ranks",
     "sample_orders", "kate_code", "encode_label_order", "decode_label_order", "label_ranks",
     "TrialMatrix", "Setting", "LooResult", "loo_select",
 ]

@@ -89,6 +89,30 @@ class FitTrials:
 
 
 @dataclass
+class FitPlan:
+    """Every prompt a fit will score, before any LM call (:meth:`PoemOptimizer.fit_plan`).
+
+    Attributes:
+        inputs: the training inputs to fit on.
+        vecs: their embeddings, ``(len(inputs), d)``.
+        candidates: per input, its candidate demonstrations and their similarity ranks.
+        sims: per input, the candidates' cosine similarities to it.
+        prompts: distinct prompt prefix -> the ``(input index, order)`` trials scored under it, in
+            the order the fit scores them (one backend call per prefix).
+    """
+
+    inputs: list[Example]
+    vecs: np.ndarray
+    candidates: list[tuple[list[Example], Order]]
+    sims: list[np.ndarray]
+    prompts: dict[str, list[tuple[int, Order]]]
+
+    @property
+    def trials(self) -> int:
+        return sum(len(jobs) for jobs in self.prompts.values())
+
+
+@dataclass
 class FitReport:
     """Cost and outcome of :meth:`PoemOptimizer.fit`, with the trials it scored."""
 
@@ -283,31 +307,12 @@ class PoemOptimizer:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
-        self.setup_examples()
-        inputs = self.default_inputs() if inputs is None else list(inputs)
-        if not inputs:
-            raise ValueError(f"task {self.task.name!r}: no training inputs left to fit on")
-        vecs = self.encoder.encode([ex.key_text for ex in inputs])
-        rng = np.random.default_rng(self.config.seed + 1)
-        # fixed demonstrations: one sample of orders shared by every input (a dense trial matrix,
-        # and each order's prefix is scored once for all inputs); kNN: a sample per input
-        shared = self.shared_orders() if self.config.examples == "fixed" else None
-        # Jobs grouped by prompt prefix: every distinct prefix is scored in one backend call, so
-        # a prefix-caching backend runs each order's demonstrations once.
-        groups: dict[str, list[tuple[int, Order]]] = {}
-        cand_of: list[tuple[list[Example], Order]] = []
-        cand_sims: list[np.ndarray] = []
-        for i, ex in enumerate(inputs):
-            cands, sims = self.candidates(vecs[i], exclude_text=ex.key_text)
-            cand_of.append((cands, similarity_ranks(sims)))
-            cand_sims.append(np.asarray(sims, dtype=np.float64))
-            for perm in shared if shared is not None else sample_orders(len(cands), self.config.budget, rng):
-                prefix = self.task.prefix([cands[p] for p in perm])
-                groups.setdefault(prefix, []).append((i, perm))
+        plan = self.fit_plan(inputs)
+        inputs = plan.inputs
         trials: list[tuple[int, Order, float, float]] = []  # (input, perm, reward, correct)
         raw: list[tuple[int, Order, np.ndarray]] = []
         calls0 = self.scorer.calls
-        for prefix, jobs in tqdm(groups.items(), desc=f"poem fit {self.task.name}", unit="prompt",
+        for prefix, jobs in tqdm(plan.prompts.items(), desc=f"poem fit {self.task.name}", unit="prompt",
                                  disable=not progress):
             batch = [inputs[i] for i, _ in jobs]
             res = self.scorer.score(prefix, [self.task.suffix(ex) for ex in batch], self.task.continuations(batch))
@@ -318,12 +323,12 @@ class PoemOptimizer:
             trials += [(i, perm, float(r), float(c)) for (i, perm), r, c in zip(jobs, rewards, correct)]
             raw += [(i, perm, row) for (i, perm), row in zip(jobs, scores)]
         self.lm_calls_fit = self.scorer.calls - calls0
-        self.matrix = build_matrix(raw, gold=[ex.label for ex in inputs], sims=cand_sims,
-                                   labels=[[c.label for c in cands] for cands, _ in cand_of], vecs=vecs,
-                                   keys=[ex.key_text for ex in inputs])
+        self.matrix = build_matrix(raw, gold=[ex.label for ex in inputs], sims=plan.sims,
+                                   labels=[[c.label for c in cands] for cands, _ in plan.candidates],
+                                   vecs=plan.vecs, keys=[ex.key_text for ex in inputs])
         self._choose_setting()
         self._write_memory()
-        record = FitTrials(inputs, vecs, cand_of, trials, self.matrix)
+        record = FitTrials(inputs, plan.vecs, plan.candidates, trials, self.matrix)
         report = FitReport(
             inputs=len(inputs), trials=len(trials), lm_calls=self.lm_calls_fit,
             wall_s=time.perf_counter() - t0, mean_reward=float(np.mean([t[2] for t in trials])), record=record,
@@ -331,6 +336,31 @@ class PoemOptimizer:
         )
         logger.info("POEM fit on %s: %s", self.task.name, report)
         return report
+
+    def fit_plan(self, inputs: Sequence[Example] | None = None) -> FitPlan:
+        """The prompts :meth:`fit` scores on ``inputs`` (default :meth:`default_inputs`), grouped
+        by prompt prefix; embeds the inputs but makes no LM call (what a fit will cost)."""
+        self.setup_examples()
+        inputs = self.default_inputs() if inputs is None else list(inputs)
+        if not inputs:
+            raise ValueError(f"task {self.task.name!r}: no training inputs left to fit on")
+        vecs = self.encoder.encode([ex.key_text for ex in inputs])
+        rng = np.random.default_rng(self.config.seed + 1)
+        # fixed demonstrations: one sample of orders shared by every input (a dense trial matrix,
+        # and each order's prefix is scored once for all inputs); kNN: a sample per input
+        shared = self.shared_orders() if self.config.examples == "fixed" else None
+        # Trials grouped by prompt prefix: every distinct prefix is scored in one backend call, so
+        # a prefix-caching backend runs each order's demonstrations once.
+        prompts: dict[str, list[tuple[int, Order]]] = {}
+        candidates: list[tuple[list[Example], Order]] = []
+        sims_of: list[np.ndarray] = []
+        for i, ex in enumerate(inputs):
+            cands, sims = self.candidates(vecs[i], exclude_text=ex.key_text)
+            candidates.append((cands, similarity_ranks(sims)))
+            sims_of.append(np.asarray(sims, dtype=np.float64))
+            for perm in shared if shared is not None else sample_orders(len(cands), self.config.budget, rng):
+                prompts.setdefault(self.task.prefix([cands[p] for p in perm]), []).append((i, perm))
+        return FitPlan(inputs, vecs, candidates, sims_of, prompts)
 
     def shared_orders(self) -> list[Order]:
         """The orders a fixed-demonstration fit tries on every input: all ``n!`` when ``n! <=

@@ -37,6 +37,9 @@ UNDERSTANDING_TASKS_MIN = 3
 MAX_TEST = 300
 RANDOM_DRAWS = 5
 MIN_PROBES = 48
+# the design counted 48 probes as drawn, empty and repeated texts included (40-42 left): kept, so
+# the study runs one instrument throughout; memrl's default since tops up to 48 distinct
+LEGACY_PROBES = True
 HEURISTICS = ("kate", "kate_reverse", "kate_knn", "random", "globale", "locale", "zero_shot")
 COMPARED = ("best_fixed", *HEURISTICS, "poem_paper", "poem_knn")
 OUT = Path("bench/results/poem_study_v2.json")
@@ -247,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     scorer = HFScorer.from_name(args.model, batch_size=16)
     encoder = Encoder()
     data["meta"] = {"lm": scorer.identity, "encoder": encoder.name, "max_test": args.max_test,
-                    "random_draws": RANDOM_DRAWS, "min_probes": MIN_PROBES, "config": PoemConfig().to_dict()}
+                    "random_draws": RANDOM_DRAWS, "min_probes": MIN_PROBES, "legacy_probes": LEGACY_PROBES,
+                    "config": PoemConfig().to_dict()}
 
     def save() -> None:
         atomic_write_json(args.out, data)
@@ -276,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         set_seed(seed)
         t0 = time.perf_counter()
         run = evaluate_task(load_task(name, seed), scorer, encoder, PoemConfig(), methods=methods_for(name),
-                            max_test=args.max_test, random_draws=RANDOM_DRAWS, min_probes=MIN_PROBES, progress=False)
+                            max_test=args.max_test, random_draws=RANDOM_DRAWS, min_probes=MIN_PROBES,
+                            legacy_probes=LEGACY_PROBES, progress=False)
         run["wall_s"] = time.perf_counter() - t0
         data["runs"].append(run)
         save()

@@ -36,7 +36,8 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     assert orc["lm_calls_made"] <= 12 and orc["fixed_mean"] == pytest.approx(np.mean(list(orc["per_order_accuracy"].values())))
     # GlobalE/LocalE: probes sampled under every candidate order, the count and ties recorded
     ge = res["methods"]["globale"]
-    assert ge["candidate_orders"] == 2 and 1 <= ge["probes"] <= 4 and ge["probe_source"].startswith("sampled")
+    # (2 samples per order, then topped up while fewer than 4 distinct texts: at most 4 more rounds of 2)
+    assert ge["candidate_orders"] == 2 and 4 <= ge["probes"] <= 12 and ge["probe_source"].startswith("sampled")
     assert 1 <= ge["ties"] <= 2 and ge["lm_calls_made"] == ge["lm_calls_select"]
     # the paper's read rule on the same fit; POEM on per-query kNN demonstrations with its own fit
     paper = res["methods"]["poem_paper"]

@@ -99,6 +99,9 @@ def sample_probes(
     perms: Sequence[Order],
     *,
     samples_per_order: int = 1,
+    min_distinct: int = 0,
+    max_top_ups: int = 4,
+    skip_blank_start: bool = True,
     max_new_tokens: int = 32,
     seed: int = 0,
 ) -> list[Example]:
@@ -106,9 +109,13 @@ def sample_probes(
 
     The prompt is the ordered demonstrations followed by the template's text before ``{text}``
     (e.g. ``"Review: "``); the sample is cut where the template continues (``"\\nSentiment:"``) or
-    at a blank line. Each order is sampled ``samples_per_order`` times (temperature 1); a text
+    at a line break. The 135M LM often starts its sample with a line break; ``skip_blank_start``
+    skips those (else the text is empty and dropped, as in memrl's second POEM study). Each order is sampled ``samples_per_order`` times (temperature 1); a text
     already in the set is dropped, so the set may be smaller than ``len(perms) * samples_per_order``.
-    Needs a backend that generates (:class:`memrl.lm.HFScorer`).
+    While it has fewer than ``min_distinct`` texts, one more sample per order is drawn (a new seed
+    each time), at most ``max_top_ups`` times: a small LM repeats itself, and duplicates would
+    otherwise leave fewer probes than asked for. Needs a backend that generates
+    (:class:`memrl.lm.HFScorer`).
     """
     from memrl.lm.loading import generate
 
@@ -116,24 +123,41 @@ def sample_probes(
         raise ValueError("GlobalE/LocalE probes need a generating backend (HFScorer); got "
                          f"{type(scorer).__name__}")
     lead = task.template.input.split("{text}")[0]
-    prompts = [task.prefix([demos[p] for p in perm]) + lead for perm in perms for _ in range(samples_per_order)]
-    outs = generate(scorer.model, scorer.tokenizer, prompts, max_new_tokens=max_new_tokens,
-                    temperature=1.0, seed=seed, batch_size=16)
     regex = _template_regex(task.template.input)
-    probes, seen = [], set()
-    for out in outs:
-        raw = lead + out["text"]
-        m = regex.match(raw)
-        text = (m.group("text") if m else raw[len(lead):]).split("\n\n")[0].split("\n")[0].strip()
-        text_b = None
-        if "{text_b}" in task.template.input:
-            text_b = (m.group("text_b").strip() if m and m.groupdict().get("text_b") else text)
-        if text and (text, text_b) not in seen:
-            seen.add((text, text_b))
-            probes.append(Example(text=text, label=0, text_b=text_b))
+    probes: list[Example] = []
+    seen: set[tuple[str, str | None]] = set()
+    prompts = [task.prefix([demos[p] for p in perm]) + lead for perm in perms]
+    for round_ in range(max_top_ups + 1):
+        if round_ and len(probes) >= min_distinct:
+            break
+        repeats = samples_per_order if round_ == 0 else 1
+        outs = generate(scorer.model, scorer.tokenizer, [q for q in prompts for _ in range(repeats)],
+                        max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + round_, batch_size=16)
+        for out in outs:
+            probe = _read_probe(task, regex, lead, out["text"], skip_blank_start)
+            if probe is not None and (probe.text, probe.text_b) not in seen:
+                seen.add((probe.text, probe.text_b))
+                probes.append(probe)
     if not probes:
         raise RuntimeError("the LM produced no usable probe text for GlobalE/LocalE")
     return probes
+
+
+def _read_probe(
+    task: FewShotTask, regex: re.Pattern[str], lead: str, generated: str, skip_blank_start: bool
+) -> Example | None:
+    """The input the LM wrote after ``lead`` (the template's text before ``{text}``): its first
+    line (the first non-blank one with ``skip_blank_start``), or None if that is empty."""
+    raw = lead + generated
+    m = regex.match(raw)
+    text = m.group("text") if m else raw[len(lead):]
+    text = (text.lstrip() if skip_blank_start else text).split("\n")[0].strip()
+    if not text:
+        return None
+    text_b = None
+    if "{text_b}" in task.template.input:
+        text_b = (m.group("text_b").strip() if m and m.groupdict().get("text_b") else text)
+    return Example(text=text, label=0, text_b=text_b)
 
 
 def unlabelled_probes(inputs: Sequence[Example], count: int, seed: int = 0) -> list[Example]:

@@ -91,7 +91,7 @@ def add_poem_subparser(subparsers: Any) -> argparse.ArgumentParser:
     ev.add_argument("--methods", type=_csv(str), default=None, help="comma-separated subset of methods")
     ev.add_argument("--random-draws", type=int, default=5, help="draws of the random-order baseline")
     ev.add_argument("--min-probes", type=int, default=48, help="GlobalE/LocalE probe set: samples drawn under "
-                    "every candidate order until at least this many (before duplicates are dropped)")
+                    "every candidate order until at least this many distinct probe texts")
     ev.add_argument("--load", default=None, help="use this fitted optimiser (one task and seed) instead of fitting")
     ev.add_argument("--out", required=True, help="folder for results.json, results.md, accuracy.png")
     _add_common(ev)

@@ -102,6 +102,7 @@ def evaluate_task(
     max_test: int | None = 500,
     random_draws: int = 5,
     min_probes: int = 48,
+    legacy_probes: bool = False,
     progress: bool = True,
     optimizer: PoemOptimizer | None = None,
 ) -> dict[str, Any]:
@@ -113,7 +114,11 @@ def evaluate_task(
         max_test: test subsample size (seeded, fixed), ``None`` for the full test set.
         random_draws: draws of the random-order baseline (mean and std reported).
         min_probes: GlobalE/LocalE probe set size to reach: samples are drawn from every
-            candidate order until at least this many (before duplicates are dropped).
+            candidate order until at least this many.
+        legacy_probes: sample the probe set as memrl's second POEM study did (its pre-registered
+            instrument): ``min_probes`` counts the samples drawn, empty and repeated texts
+            included, and a sample starting with a line break is empty. Default: blank first
+            lines are skipped and samples are drawn until ``min_probes`` distinct texts.
         optimizer: an already fitted optimiser (then its fit cost is reported, not re-run, and its
             config is used: ``config`` must then be None or equal to it).
 
@@ -162,6 +167,7 @@ def evaluate_task(
     ctx = EvalContext(task=task, scorer=scorer, config=config, optimizer=optimizer, fit_record=record,
                       queries=queries, book=book, vecs=vecs, cands=cands, fit_wall=fit_wall, methods=methods,
                       progress=progress, random_draws=random_draws, min_probes=min_probes,
+                      legacy_probes=legacy_probes,
                       out=out["methods"])
     for method in wanted:
         calls0 = scorer.calls

@@ -57,6 +57,7 @@ class EvalContext:
     progress: bool
     random_draws: int
     min_probes: int
+    legacy_probes: bool = False
     out: dict[str, Any] = field(default_factory=dict)
     last_predictions: list[int] | None = None
 
@@ -243,8 +244,9 @@ def entropy_methods(ctx: EvalContext) -> None:
     """GlobalE / LocalE (Lu et al. 2022) over the candidate orders of the fixed demonstrations.
 
     The probe set is sampled from the LM under *every* candidate order (as Lu et al.), enough
-    samples per order for at least ``min_probes`` texts; duplicates are dropped and the count is
-    recorded (``probes``), with how many orders tied before the tie-break
+    samples per order for at least ``min_probes`` texts; empty and repeated texts are dropped and
+    one more sample per order is drawn while fewer than ``min_probes`` are left (at most 4 times;
+    ``legacy_probes``: neither the top-up nor skipping a blank first line); the count is recorded (``probes``), with how many orders tied before the tie-break
     (:func:`memrl.poem.baselines.pick_entropy_orders`). Multiple-choice tasks, where a sampled
     question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead and the
     entropies of the predicted choice index."""
@@ -260,8 +262,11 @@ def entropy_methods(ctx: EvalContext) -> None:
     perms = ctx.fixed_orders()
     if task.verbalizer is not None:
         per_order = probes_per_order(len(perms), ctx.min_probes)
-        probes = sample_probes(task, scorer, opt.demos, perms, samples_per_order=per_order, seed=config.seed)
-        source = f"sampled from the LM, {per_order} per candidate order"
+        legacy = ctx.legacy_probes
+        probes = sample_probes(task, scorer, opt.demos, perms, samples_per_order=per_order, seed=config.seed,
+                               min_distinct=0 if legacy else ctx.min_probes, skip_blank_start=not legacy)
+        source = f"sampled from the LM, {per_order} per candidate order" + (
+            "" if legacy else ", topped up to the minimum distinct")
     else:
         probes = unlabelled_probes(opt.default_inputs(), ctx.min_probes, seed=config.seed)
         source = "unlabelled fit inputs (multiple choice)"

@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     from memrl.runtime import set_seed
     from memrl.tasks.classification import load_task
 
-    scorer = HFScorer.from_name(args.model, batch_size=16)
+    # every prefix computed in full, as at b654896 where the study began (partial reuse changes
+    # scores by float rounding only, but one instrument runs throughout)
+    scorer = HFScorer.from_name(args.model, batch_size=16, partial_prefix_reuse=False)
     encoder = Encoder()
     data["meta"] = {"lm": scorer.identity, "encoder": encoder.name, "max_test": args.max_test,
                     "random_draws": RANDOM_DRAWS, "min_probes": MIN_PROBES, "legacy_probes": LEGACY_PROBES,

@@ -31,8 +31,10 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     assert orc["fixed_min"] <= best["accuracy"] <= orc["fixed_max"] <= orc["accuracy"]
     assert sorted(orc["per_order_accuracy"].values()) == [orc["fixed_min"], orc["fixed_max"]]
     # rows derived from the oracle's matrix: look-ups, no new LM call
-    for name in ("best_fixed", "random", "poem_identity", "poem_paper"):
+    for name in ("best_fixed", "random", "poem_identity", "poem_paper", "poem_guarded"):
         assert res["methods"][name]["lm_calls_made"] == 0, name
+    guard = res["methods"]["poem_guarded"]["guard"]
+    assert guard["kept"] == (guard["nested_accuracy"] > guard["global_accuracy"])
     assert orc["lm_calls_made"] <= 12 and orc["fixed_mean"] == pytest.approx(np.mean(list(orc["per_order_accuracy"].values())))
     # GlobalE/LocalE: probes sampled under every candidate order, the count and ties recorded
     ge = res["methods"]["globale"]

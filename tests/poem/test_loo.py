@@ -15,6 +15,7 @@ from memrl.poem.matrix import (
     fallback_perm,
     loo_scores,
     loo_select,
+    nested_selection_accuracy,
 )
 from memrl.poem.reading import best_action, prior_means
 
@@ -78,6 +79,52 @@ def test_neighbours_matter_so_knn_beats_the_global_order():
     assert _row(res.table, k=2, shrink=0.5, **kw)["accuracy"] == 1.0
     assert _row(res.table, k=2, shrink=0.75, **kw)["accuracy"] == 1.0  # 0.5 + 0.6 = 1.1 vs 0.9
     assert res.table[0]["accuracy"] == 1.0 and res.table[-1]["accuracy"] == 0.0
+
+
+def test_nested_selection_scores_the_choice_on_inputs_it_was_not_chosen_on():
+    # one setting right everywhere: choosing it generalises
+    assert nested_selection_accuracy(np.array([[1.0] * 6, [0.0] * 6])) == 1.0
+    # each setting right on one input by luck: the best row is 1/4 in-sample, 0 held out
+    assert nested_selection_accuracy(np.eye(4), folds=4) == 0.0
+    # a real gap survives: setting 1 is right on 9 of 10 inputs, setting 0 on 5
+    table = np.array([[1, 0] * 5, [1] * 9 + [0]], dtype=float)
+    assert nested_selection_accuracy(table, folds=5) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="inputs >= 2"):
+        nested_selection_accuracy(np.ones((3, 1)))
+
+
+def test_guard_falls_back_to_the_global_order_when_the_chosen_setting_fits_noise():
+    # 20 inputs with random embeddings: the neighbours say nothing about which of the 2 orders is
+    # right; over 540 settings one k-NN read still beats the global order in-sample
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(20, 8))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    right = [(1, 0) if rng.random() < 0.7 else (0, 1) for _ in range(20)]
+    mx = _matrix(right, vecs, [[0.5, 0.1]] * 20)
+    plain, guarded = loo_select(mx), loo_select(mx, guard=True)
+    glob = Setting("identity", "correct", 1, "sum", 1.0)
+    glob_acc = _row(plain.table, **glob.to_dict())["accuracy"]
+    assert plain.setting.shrink == 0.0 and plain.accuracy > glob_acc and plain.guard is None
+    g = guarded.guard
+    assert g["best_setting"] == plain.setting.to_dict() and g["best_accuracy"] == plain.accuracy
+    assert g["global_accuracy"] == glob_acc and g["nested_accuracy"] < glob_acc and not g["kept"]
+    assert guarded.setting == glob and guarded.accuracy == glob_acc
+    assert guarded.summary()["guard"] == g and "guard" not in plain.summary()
+    assert guarded.per_input.shape == (len(guarded.table), 20)
+    assert guarded.per_input.mean(axis=1) == pytest.approx([r["accuracy"] for r in guarded.table])
+
+
+def test_guard_keeps_a_setting_whose_gain_holds_out():
+    rng = np.random.default_rng(0)  # the two clusters above, 5 inputs each
+    a = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.normal(size=(5, 3))
+    b = np.array([0.0, 1.0, 0.0]) + 0.05 * rng.normal(size=(5, 3))
+    vecs = np.concatenate([a, b])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    res = loo_select(_matrix([(0, 1)] * 5 + [(1, 0)] * 5, vecs, [[0.5, 0.1]] * 10), guard=True)
+    assert res.guard["kept"] and res.guard["nested_accuracy"] == 1.0 and res.guard["global_accuracy"] == 0.0
+    assert res.setting == Setting("identity", "correct", 1, "sum", 0.0)
+    with pytest.raises(ValueError, match="global-order setting"):
+        loo_select(_matrix([(0, 1)] * 5 + [(1, 0)] * 5, vecs, [[0.5, 0.1]] * 10), shrinks=(0.0,), guard=True)
 
 
 def _slow_loo(mx, encoding, reward, k, read, shrink):

@@ -112,6 +112,22 @@ def test_knn_with_duplicate_training_texts(sst2, scorer, encoder):
             [sst2.train[0]], progress=False)
 
 
+def test_guarded_selection_on_a_real_fit_is_reported_and_saved(sst2, scorer, encoder, tmp_path):
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=3, select="loo_guarded"))
+    report = opt.fit(sst2.train[:4] + sst2.train[-4:], progress=False)
+    g = opt.loo.guard
+    assert set(g) >= {"nested_accuracy", "global_accuracy", "kept", "best_setting"}
+    glob = {"encoding": "identity", "reward": "correct", "shrink": 1.0}
+    # the guard's rule: the best leave-one-out setting survives only if choosing it holds out
+    if g["kept"]:
+        assert report.setting.to_dict() == g["best_setting"] and g["nested_accuracy"] > g["global_accuracy"]
+    else:
+        assert {k: report.setting.to_dict()[k] for k in glob} == glob
+        assert opt.loo.accuracy == g["global_accuracy"] >= g["nested_accuracy"]
+    opt.save(tmp_path / "poem")
+    assert PoemOptimizer.load(tmp_path / "poem", sst2, scorer, encoder).loo_summary["guard"] == g
+
+
 def test_bad_inputs(sst2, scorer, encoder):
     from dataclasses import replace
 

@@ -11,7 +11,7 @@ from memrl.poem.matrix import ENCODINGS, READS, REWARDS, Setting
 
 EXAMPLE_MODES = ("fixed", "knn")
 FALLBACKS = ("kate", "kate_reverse")
-SELECTS = ("loo", "fixed")
+SELECTS = ("loo", "loo_guarded", "fixed")
 N_EXAMPLES_WORDS = ("auto", "classes")
 PRESET_FAMILY = "poem"  # presets live in memrl/configs/poem/
 
@@ -33,7 +33,9 @@ class PoemConfig:
         default="loo",
         metadata={"help": "'loo': after the fit, choose encoding, reward, k, read and shrink by "
                   "leave-one-out accuracy over the training inputs (zero LM calls; the fields below "
-                  "are then ignored at read time); 'fixed': use the fields below as given (the "
+                  "are then ignored at read time); 'loo_guarded': the same, but keep the global best "
+                  "order unless choosing among settings wins on inputs it was not chosen on (nested "
+                  "cross-validation, zero LM calls); 'fixed': use the fields below as given (the "
                   "paper's setting is the 'paper' preset)"},
     )
     reward: str = field(

@@ -280,6 +280,9 @@ class LooResult:
             as the input's mean accuracy over its tried orders: the random-order expectation).
         n_inputs: inputs scored.
         table: every candidate setting with its scores, best first.
+        per_input: ``(settings, inputs)`` leave-one-out correctness, rows in ``table`` order.
+        guard: with ``loo_select(guard=True)``: ``{nested_accuracy, global_accuracy, kept,
+            best_setting, folds}`` (see :func:`nested_selection_accuracy`); else None.
     """
 
     setting: Setting
@@ -288,11 +291,16 @@ class LooResult:
     coverage: float
     n_inputs: int
     table: list[dict[str, Any]] = field(default_factory=list)
+    per_input: np.ndarray | None = field(default=None, repr=False)
+    guard: dict[str, Any] | None = None
 
     def summary(self, top: int = 10) -> dict[str, Any]:
-        return {"setting": self.setting.to_dict(), "accuracy": self.accuracy, "gold_prob": self.gold_prob,
-                "coverage": self.coverage, "n_inputs": self.n_inputs, "settings_scored": len(self.table),
-                "top": self.table[:top]}
+        out = {"setting": self.setting.to_dict(), "accuracy": self.accuracy, "gold_prob": self.gold_prob,
+               "coverage": self.coverage, "n_inputs": self.n_inputs, "settings_scored": len(self.table),
+               "top": self.table[:top]}
+        if self.guard is not None:
+            out["guard"] = self.guard
+        return out
 
 
 def input_similarity(mx: TrialMatrix) -> np.ndarray:
@@ -310,7 +318,8 @@ def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int 
                cm: CodedMatrix | None = None) -> list[dict[str, Any]]:
     """Leave-one-out scores of every ``(k, read, shrink)`` for one encoding and reward.
 
-    Returns one row per setting: ``{setting, accuracy, gold_prob, coverage}`` (see :class:`LooResult`).
+    Returns one row per setting: ``{setting, accuracy, gold_prob, coverage, per_input}`` (see
+    :class:`LooResult`; ``per_input`` is each input's leave-one-out correctness, ``(m,)``).
     """
     m = len(mx.keys)
     if m < 2:
@@ -359,23 +368,65 @@ def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int 
                 c = np.where(ok, correct[ar, np.maximum(p, 0)], np.nan)
                 g = np.where(ok, gp[ar, np.maximum(p, 0)], np.nan)
                 covered = ~np.isnan(c)
-                acc = float(np.where(covered, c, base).mean())
+                per_input = np.where(covered, c, base)
                 gprob = float(np.nanmean(g)) if covered.any() else float("nan")
                 for k in wanted[r + 1]:
                     rows_out.append({"setting": Setting(encoding, reward, k, read, float(shrink)),
-                                     "accuracy": acc, "gold_prob": gprob, "coverage": float(covered.mean())})
+                                     "accuracy": float(per_input.mean()), "gold_prob": gprob,
+                                     "coverage": float(covered.mean()), "per_input": per_input})
     return rows_out
+
+
+# the guard's fallback (reward, shrink): every query gets the code most often right on the other
+# inputs, in the identity encoding (a concrete order) or, without it (kNN demonstrations), rank codes
+GLOBAL_CODE = ("correct", 1.0)
+GUARD_FOLDS = 5
+
+
+def nested_selection_accuracy(per_input: np.ndarray, folds: int = GUARD_FOLDS, seed: int = 0) -> float:
+    """Accuracy of *choosing the best row* of ``per_input``, measured on inputs it was not chosen on.
+
+    ``per_input[s, i]`` is input ``i``'s leave-one-out correctness under setting ``s``. The best row
+    of the whole table is optimistic: over hundreds of settings, one fits the noise of these very
+    inputs (the winner's curse). Here the inputs are split into ``folds`` seeded folds; for each
+    fold, the setting with the best mean on the other folds is chosen (ties: the earlier row) and
+    scored on that fold. Returns the mean over all inputs. No LM call.
+
+    >>> nested_selection_accuracy(np.array([[1., 1, 1, 1], [0, 0, 0, 0]]), folds=2)
+    1.0
+    >>> nested_selection_accuracy(np.eye(4), folds=4)  # each setting right once, by luck: 0.25 in-sample
+    0.0
+    """
+    per_input = np.asarray(per_input, dtype=np.float64)
+    m = per_input.shape[1]
+    if per_input.ndim != 2 or per_input.shape[0] < 1 or m < 2:
+        raise ValueError(f"nested_selection_accuracy needs a (settings >= 1, inputs >= 2) array, got {per_input.shape}")
+    folds = max(2, min(int(folds), m))
+    fold_of = np.empty(m, dtype=int)
+    fold_of[np.random.default_rng(seed).permutation(m)] = np.arange(m) % folds
+    held = np.empty(m, dtype=np.float64)
+    for f in range(folds):
+        test = fold_of == f
+        chosen = int(np.argmax(per_input[:, ~test].mean(axis=1)))  # first of equal means
+        held[test] = per_input[chosen, test]
+    return float(held.mean())
 
 
 def loo_select(mx: TrialMatrix, *, encodings: Sequence[str] = ("identity", "label", "rank"),
                rewards: Sequence[str] = REWARDS, ks: Sequence[int | str] = LOO_KS,
                reads: Sequence[str] = READS, shrinks: Sequence[float] = LOO_SHRINKS,
-               most_similar_last: bool = True) -> LooResult:
+               most_similar_last: bool = True, guard: bool = False, folds: int = GUARD_FOLDS) -> LooResult:
     """Choose the setting with the best leave-one-out accuracy over the training inputs.
 
     Every combination of the grids is scored (:func:`loo_scores`); no LM call. Ties: higher mean
     gold probability of the chosen orders, then the earlier setting in grid order (encodings as
     given, rewards as given, ``k`` ascending as given, reads as given, shrinks as given).
+
+    ``guard=True`` asks whether choosing among the settings generalises at all: the selection's
+    accuracy on inputs it was not chosen on (:func:`nested_selection_accuracy`, ``folds`` folds)
+    is compared with the leave-one-out accuracy of the global best order (the identity encoding,
+    or rank codes without it; ``correct`` reward, shrink 1: every query gets the order most often
+    right on the other inputs). Unless the selection is strictly better, the global order is chosen.
     """
     sim = input_similarity(mx)
     rows: list[dict[str, Any]] = []
@@ -387,6 +438,23 @@ def loo_select(mx: TrialMatrix, *, encodings: Sequence[str] = ("identity", "labe
     grid = {s: j for j, s in enumerate(Setting(*x) for x in itertools.product(
         encodings, rewards, ks, reads, [float(s) for s in shrinks]))}
     rows.sort(key=lambda r: (-r["accuracy"], -np.nan_to_num(r["gold_prob"], nan=-1.0), grid[r["setting"]]))
-    best = rows[0]
+    per_input = np.stack([r.pop("per_input") for r in rows])
+    best, checked = rows[0], None
+    if guard:
+        enc = "identity" if "identity" in encodings else "rank"
+        reward, shrink = GLOBAL_CODE
+        glob = [j for j, r in enumerate(rows) if (r["setting"].encoding, r["setting"].reward,
+                                                   r["setting"].shrink) == (enc, reward, shrink)]
+        if not glob:
+            raise ValueError("loo_select(guard=True) needs the global-order setting in the grids: encoding "
+                             f"{enc!r}, reward {reward!r}, shrink {shrink}")
+        j_glob = min(glob, key=lambda j: grid[rows[j]["setting"]])  # all its k / read give the same orders
+        nested = nested_selection_accuracy(per_input, folds)
+        kept = nested > rows[j_glob]["accuracy"]
+        checked = {"nested_accuracy": nested, "global_accuracy": rows[j_glob]["accuracy"], "kept": bool(kept),
+                   "best_setting": best["setting"].to_dict(), "best_accuracy": best["accuracy"], "folds": folds}
+        if not kept:
+            best = rows[j_glob]
     table = [{**r, "setting": r["setting"].to_dict()} for r in rows]
-    return LooResult(best["setting"], best["accuracy"], best["gold_prob"], best["coverage"], len(mx.keys), table)
+    return LooResult(best["setting"], best["accuracy"], best["gold_prob"], best["coverage"], len(mx.keys), table,
+                     per_input=per_input, guard=checked)

@@ -129,6 +129,23 @@ def poem_paper(ctx: EvalContext) -> None:
     _record_poem(ctx, "poem_paper", ctx.optimizer.with_setting(PoemConfig.from_preset("paper").read_setting()), start)
 
 
+def poem_guarded(ctx: EvalContext) -> None:
+    """The guarded choice of read setting (``select="loo_guarded"``) on this fit: the
+    leave-one-out best setting if choosing among settings holds out on inputs it was not chosen
+    on, else the global best order. Zero extra LM calls (with fixed demonstrations its orders are
+    among the oracle's); the guard's figures are recorded."""
+    opt = ctx.optimizer
+    if opt.matrix is None or len(set(opt.matrix.keys)) < 2:
+        logger.info("poem_guarded skipped: needs a trial matrix of >= 2 distinct inputs")
+        return
+    start = time.perf_counter()
+    res = opt.leave_one_out(guard=True)
+    guarded = opt.with_setting(res.setting)
+    guarded.loo_summary = res.summary()
+    _record_poem(ctx, "poem_guarded", guarded, start)
+    ctx.out["poem_guarded"]["guard"] = res.guard
+
+
 def poem_knn(ctx: EvalContext) -> None:
     """POEM on per-query kNN demonstrations (``examples="knn"``): each query gets KATE's ``n`` most
     similar training examples, ordered by POEM; there a similarity-rank code is the natural action
@@ -304,6 +321,7 @@ REGISTRY: tuple[Method, ...] = (
     Method(("oracle",), oracle),
     Method(("poem_identity",), poem_identity, needs_fit=True),
     Method(("poem_paper",), poem_paper, needs_fit=True),
+    Method(("poem_guarded",), poem_guarded, needs_fit=True),
     Method(("best_fixed",), best_fixed, needs_fit=True),
     Method(("kate", "kate_reverse"), kate),
     Method(("kate_knn",), kate_retrieved),

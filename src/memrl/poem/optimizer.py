@@ -294,7 +294,8 @@ class PoemOptimizer:
 
     def fit(self, inputs: Sequence[Example] | None = None, *, progress: bool = True) -> FitReport:
         """Try orders on each training input, score them with the LM, keep the full trial matrix,
-        choose the read setting (``select="loo"``: by leave-one-out, no LM call) and fill the memory.
+        choose the read setting (``select="loo"`` / ``"loo_guarded"``: by leave-one-out, no LM call)
+        and fill the memory.
 
         Args:
             inputs: training inputs (default :meth:`default_inputs`).
@@ -371,18 +372,32 @@ class PoemOptimizer:
         """Encodings leave-one-out chooses among (``identity`` needs fixed demonstrations)."""
         return ("identity", "label", "rank") if self.config.examples == "fixed" else ("label", "rank")
 
+    def leave_one_out(self, *, guard: bool = False) -> LooResult:
+        """Score every read setting on the fit's trial matrix by leave-one-out (no LM call);
+        ``guard``: keep the best one only if choosing it holds out (see :func:`loo_select`)."""
+        if self.matrix is None:
+            raise RuntimeError("leave-one-out needs the fit's trial matrix: call fit() first (a memory saved in "
+                               "format v1 has none)")
+        return loo_select(self.matrix, encodings=self.loo_encodings(),
+                          most_similar_last=self.config.fallback == "kate", guard=guard)
+
     def _choose_setting(self) -> None:
         assert self.matrix is not None
         self.loo = None
-        if self.config.select == "loo" and len(set(self.matrix.keys)) >= 2:
-            self.loo = loo_select(self.matrix, encodings=self.loo_encodings(),
-                                  most_similar_last=self.config.fallback == "kate")
+        by_loo = self.config.select in ("loo", "loo_guarded")
+        if by_loo and len(set(self.matrix.keys)) >= 2:
+            self.loo = self.leave_one_out(guard=self.config.select == "loo_guarded")
             self.setting = self.loo.setting
             self.loo_summary = self.loo.summary()
             logger.info("POEM leave-one-out on %s chose %s (accuracy %.3f over %d inputs, %d settings)",
                         self.task.name, self.setting, self.loo.accuracy, self.loo.n_inputs, len(self.loo.table))
+            if self.loo.guard is not None:
+                g = self.loo.guard
+                logger.info("POEM guard on %s: choosing among settings scores %.3f on inputs it was not chosen on, "
+                            "the global order %.3f: %s", self.task.name, g["nested_accuracy"], g["global_accuracy"],
+                            "kept the best setting" if g["kept"] else "fell back to the global order")
         else:
-            if self.config.select == "loo":
+            if by_loo:
                 logger.warning("POEM: leave-one-out needs >= 2 distinct fit inputs; using the config's setting")
             self.setting = self.config.read_setting()
             self.loo_summary = None

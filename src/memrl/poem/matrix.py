@@ -448,7 +448,9 @@ def loo_select(mx: TrialMatrix, *, encodings: Sequence[str] = ("identity", "labe
         if not glob:
             raise ValueError("loo_select(guard=True) needs the global-order setting in the grids: encoding "
                              f"{enc!r}, reward {reward!r}, shrink {shrink}")
-        j_glob = min(glob, key=lambda j: grid[rows[j]["setting"]])  # all its k / read give the same orders
+        # the first in grid order (with fixed demonstrations every k / read of it picks the same orders;
+        # rank codes over sampled orders may differ through the tie-break on neighbours that tried a code)
+        j_glob = min(glob, key=lambda j: grid[rows[j]["setting"]])
         nested = nested_selection_accuracy(per_input, folds)
         kept = nested > rows[j_glob]["accuracy"]
         checked = {"nested_accuracy": nested, "global_accuracy": rows[j_glob]["accuracy"], "kept": bool(kept),

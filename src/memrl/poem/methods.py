@@ -263,7 +263,8 @@ def entropy_methods(ctx: EvalContext) -> None:
     The probe set is sampled from the LM under *every* candidate order (as Lu et al.), enough
     samples per order for at least ``min_probes`` texts; empty and repeated texts are dropped and
     one more sample per order is drawn while fewer than ``min_probes`` are left (at most 4 times;
-    ``legacy_probes``: neither the top-up nor skipping a blank first line); the count is recorded (``probes``), with how many orders tied before the tie-break
+    ``legacy_probes``: neither the top-up nor skipping a blank first line); the count is recorded
+    (``probes``), with how many orders tied before the tie-break
     (:func:`memrl.poem.baselines.pick_entropy_orders`). Multiple-choice tasks, where a sampled
     question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead and the
     entropies of the predicted choice index."""

@@ -20,7 +20,9 @@ partial prefix reuse off and pins the registered GlobalE probe reading) and ``--
 checks that it does before adding the design addendum's row (docs/poem_study_v2_design.md).
 
 Each finished (task, seed) is appended to ``bench/results/poem_study_v2.json`` (atomic) and
-skipped next time; docs are rewritten after each.
+skipped next time; docs are rewritten after each. From piqa/13 on, each pair also writes
+``bench/results/poem_study_v2/<task>_<seed>.npz``: the numbers to replay any read rule over the
+fixed demonstrations with no LM call (no input text).
 """
 
 from __future__ import annotations
@@ -164,6 +166,19 @@ def backfill_guard(scorer, encoder, data: dict[str, Any], save, max_test: int = 
 
 
 # ------------------------------------------------------------------------------- report
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as one compressed ``.npz``, atomically."""
+    import io
+
+    from memrl.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -358,10 +373,13 @@ def main(argv: list[str] | None = None) -> int:
             break
         set_seed(seed)
         t0 = time.perf_counter()
+        arrays: dict[str, np.ndarray] = {}
         run = evaluate_task(load_task(name, seed), scorer, encoder, PoemConfig(), methods=methods_for(name),
                             max_test=args.max_test, random_draws=RANDOM_DRAWS, min_probes=MIN_PROBES,
-                            legacy_probes=LEGACY_PROBES, progress=False)
+                            legacy_probes=LEGACY_PROBES, progress=False, arrays=arrays)
         run["wall_s"] = time.perf_counter() - t0
+        if arrays:  # beside the results file: a new read rule is then replayed, not refitted
+            run["arrays"] = str(save_arrays(args.out.with_suffix("") / f"{name}_{seed}.npz", arrays))
         data["runs"].append(run)
         save()
         logging.info("%s/%s done in %.0f s: %s", name, seed, run["wall_s"],

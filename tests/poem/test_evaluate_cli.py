@@ -15,8 +15,9 @@ from memrl.poem.report import aggregate, markdown_table
 
 def test_evaluate_task_all_methods(sst2, scorer, encoder):
     task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:], dev=[])  # 6 fit inputs x 2 orders
+    arrays: dict = {}
     res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
-                        random_draws=2, min_probes=4, progress=False)
+                        random_draws=2, min_probes=4, progress=False, arrays=arrays)
     assert set(res["methods"]) == set(METHODS) and res["n_test"] == 6
     poem = res["methods"]["poem"]
     assert poem["lm_calls_fit"] == res["poem_fit"]["lm_calls"] == 12
@@ -52,6 +53,16 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     for name in ("poem", "best_fixed", "kate", "zero_shot"):  # per-query predictions, same items
         pred = res["methods"][name]["predictions"]
         assert len(pred) == 6 and np.mean(np.array(pred) == gold) == pytest.approx(res["methods"][name]["accuracy"])
+    # the saved arrays replay the fixed-order rows with no LM call, and hold no input text
+    assert arrays["fit_scores"].shape == (6, 2, 2) and arrays["test_scores"].shape == (6, 2, 2)
+    assert arrays["test_vecs"].shape == (6, encoder.dim) and list(arrays["test_gold"]) == gold
+    correct = arrays["test_scores"].argmax(axis=2) == np.array(gold)[:, None]
+    for perm, acc in zip(arrays["test_orders"], correct.mean(axis=0)):
+        assert orc["per_order_accuracy"][",".join(map(str, perm))] == pytest.approx(acc)
+    col = [tuple(o) for o in arrays["test_orders"]].index(tuple(best["order"]))
+    assert list(arrays["test_scores"][:, col].argmax(axis=1)) == best["predictions"]
+    assert all(len(h) == 16 for h in arrays["fit_key_hash"]) and not set(arrays["fit_key_hash"]) & {
+        ex.key_text for ex in task.train}
     table = aggregate([res, {**res, "seed": 21}])
     assert table["sst2"]["poem"]["seeds"] == 2 and table["sst2"]["poem"]["std"] == 0.0
     assert "| sst2 |" in markdown_table(table)

@@ -10,6 +10,7 @@ run (POEM runs first and pays for its own scoring).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -54,6 +55,16 @@ class ScoreBook:
                 self._memo[(i, prefix)] = row
         return np.stack([self._memo[(i, p)] for i, p in enumerate(prefixes)])
 
+    def memoised(self, prefix: str) -> np.ndarray | None:
+        """``(m, C)`` scores of every query under ``prefix`` if all are memoised (no LM call),
+        else None; rows with fewer choices are padded with ``-inf``."""
+        rows = [self._memo.get((i, prefix)) for i in range(len(self.queries))]
+        if any(r is None for r in rows):
+            return None
+        width = max(len(r) for r in rows)
+        return np.stack([np.pad(np.asarray(r, np.float64), (0, width - len(r)), constant_values=-np.inf)
+                         for r in rows])
+
     def predictions(self, prefixes: Sequence[str], progress: bool = False) -> np.ndarray:
         """``(m,)`` predicted label / choice index of each test query under its prefix."""
         return self.scores(prefixes, progress).argmax(axis=1)
@@ -84,6 +95,33 @@ def oracle_and_spread(correct: np.ndarray) -> dict[str, float]:
             "orders": int(correct.shape[1])}
 
 
+def replay_arrays(ctx: EvalContext) -> dict[str, np.ndarray]:
+    """The numbers of one evaluation from which any read rule over the fixed demonstrations can
+    be replayed with no LM call: the fit's trial matrix (``fit_*``), the test queries' embeddings
+    and their scores under every candidate order (``test_scores``, ``(m, P, C)``, present when the
+    oracle row scored them). Input texts are not kept (they are the dataset's): ``fit_key_hash``
+    keeps which inputs share a key. Empty without a trial matrix."""
+    mx = ctx.optimizer.matrix
+    if mx is None:
+        return {}
+    out: dict[str, np.ndarray] = {
+        "fit_orders": mx.orders, "fit_scores": mx.scores, "fit_gold": mx.gold, "fit_sims": mx.sims,
+        "fit_labels": mx.labels, "fit_vecs": mx.vecs,
+        "fit_key_hash": np.array([hashlib.sha1(k.encode()).hexdigest()[:16] for k in mx.keys], dtype=np.str_),
+        "test_vecs": np.asarray(ctx.vecs), "test_gold": np.array([q.label for q in ctx.queries])}
+    if ctx.cands is None:
+        demos = ctx.optimizer.demos
+        out["test_demo_labels"] = np.array([d.label for d in demos])
+        orders = ctx.fixed_orders()
+        cols = [ctx.book.memoised(ctx.task.prefix([demos[p] for p in perm])) for perm in orders]
+        if all(c is not None for c in cols):
+            width = max(c.shape[1] for c in cols)
+            out["test_orders"] = np.array(orders)
+            out["test_scores"] = np.stack([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=-np.inf)
+                                           for c in cols], axis=1)
+    return out
+
+
 def subsample(examples: Sequence[Example], max_n: int | None, seed: int = 0) -> list[Example]:
     """A fixed seeded subsample (the same for every method and data seed); all when ``max_n`` is None."""
     if max_n is None or max_n >= len(examples):
@@ -105,6 +143,7 @@ def evaluate_task(
     legacy_probes: bool = False,
     progress: bool = True,
     optimizer: PoemOptimizer | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Fit POEM (unless ``optimizer`` is given) and evaluate every method on the test split.
 
@@ -121,6 +160,8 @@ def evaluate_task(
             lines are skipped and samples are drawn until ``min_probes`` distinct texts.
         optimizer: an already fitted optimiser (then its fit cost is reported, not re-run, and its
             config is used: ``config`` must then be None or equal to it).
+        arrays: if given, filled with :func:`replay_arrays` after the last method (for saving
+            beside the JSON result).
 
     Returns:
         JSON-able dict: ``methods[name] = {accuracy, accuracy_std, lm_calls_fit,
@@ -176,4 +217,6 @@ def evaluate_task(
             if row in ctx.out:
                 ctx.out[row]["lm_calls_made"] = scorer.calls - calls0
     out["lm_calls_total"] = scorer.calls
+    if arrays is not None:
+        arrays.update(replay_arrays(ctx))
     return out

@@ -56,6 +56,7 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     # the saved arrays replay the fixed-order rows with no LM call, and hold no input text
     assert arrays["fit_scores"].shape == (6, 2, 2) and arrays["test_scores"].shape == (6, 2, 2)
     assert arrays["test_vecs"].shape == (6, encoder.dim) and list(arrays["test_gold"]) == gold
+    assert arrays["demo_vecs"].shape == (2, encoder.dim) and len(arrays["demo_labels"]) == 2
     correct = arrays["test_scores"].argmax(axis=2) == np.array(gold)[:, None]
     for perm, acc in zip(arrays["test_orders"], correct.mean(axis=0)):
         assert orc["per_order_accuracy"][",".join(map(str, perm))] == pytest.approx(acc)

@@ -10,10 +10,12 @@ import pytest
 from memrl.poem import PoemConfig
 from memrl.poem.cli import add_poem_subparser, main
 from memrl.poem.evaluate import METHODS, evaluate_task, oracle_and_spread, subsample
+from memrl.poem.matrix import Setting
+from memrl.poem.replay import Replay
 from memrl.poem.report import aggregate, markdown_table
 
 
-def test_evaluate_task_all_methods(sst2, scorer, encoder):
+def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:], dev=[])  # 6 fit inputs x 2 orders
     arrays: dict = {}
     res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
@@ -64,6 +66,16 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder):
     assert list(arrays["test_scores"][:, col].argmax(axis=1)) == best["predictions"]
     assert all(len(h) == 16 for h in arrays["fit_key_hash"]) and not set(arrays["fit_key_hash"]) & {
         ex.key_text for ex in task.train}
+    # ... and POEM's read rules: each row's test predictions, replayed from the numbers alone
+    replay = Replay.from_arrays(arrays)
+    for name in ("poem", "poem_paper", "poem_guarded"):
+        setting = Setting(**res["methods"][name]["setting"])
+        assert list(replay.predictions(setting)) == res["methods"][name]["predictions"], name
+    assert replay.leave_one_out(guard=True).guard == guard
+    np.savez(tmp_path / "pair.npz", **arrays)
+    assert Replay.load(tmp_path / "pair.npz").accuracy(setting) == pytest.approx(res["methods"][name]["accuracy"])
+    with pytest.raises(ValueError, match="missing \\['test_scores'"):
+        Replay.from_arrays({k: v for k, v in arrays.items() if k != "test_scores"}, source="x.npz")
     table = aggregate([res, {**res, "seed": 21}])
     assert table["sst2"]["poem"]["seeds"] == 2 and table["sst2"]["poem"]["std"] == 0.0
     assert "| sst2 |" in markdown_table(table)

@@ -430,33 +430,10 @@ class PoemOptimizer:
     def _write_memory(self) -> None:
         """Reward tables (one per distinct input), the global prior and the per-order training
         statistics, from the trial matrix under :attr:`setting`."""
-        mx, st = self.matrix, self.setting
-        assert mx is not None and st is not None
-        reward, correct, tried = mx.rewards(st.reward), mx.rewards("correct"), mx.tried
-        orders = mx.order_tuples
-        sums: dict[str, dict[Any, list[float]]] = {}
-        self.order_stats = {}
-        for i, p in zip(*np.nonzero(tried)):
-            perm = orders[p]
-            code = encode(st.encoding, perm, mx.sims[i], mx.labels[i])
-            acc = sums.setdefault(mx.keys[i], {}).setdefault(code, [0.0, 0])
-            acc[0] += float(reward[i, p])
-            acc[1] += 1
-            if self.config.examples == "fixed":
-                s = self.order_stats.setdefault(perm, [0.0, 0.0, 0])
-                s[0] += float(correct[i, p])
-                s[1] += float(reward[i, p])
-                s[2] += 1
-        # memory value per (input, action) = mean reward over repeats (duplicate inputs merge)
-        self.tables = {key: {code: (s / c, int(c)) for code, (s, c) in t.items()} for key, t in sums.items()}
-        self.prior = prior_means(self.tables)
-        keys = list(dict.fromkeys(mx.keys))
-        first = {k: j for j, k in reversed(list(enumerate(mx.keys)))}
-        key_vecs = np.asarray(mx.vecs)[[first[k] for k in keys]]
-        self.memory = EpisodicMemory(key_vecs.shape[1], max_keys=max(1, len(keys)), max_values=1,
-                                     encoder_name=self.identities["encoder"])
-        # EpisodicMemory stores vector values; the reward tables live beside it, keyed by id.
-        self.memory.add(keys, key_vecs, key_vecs)
+        assert self.matrix is not None and self.setting is not None
+        self.memory, self.tables, self.prior, order_stats = memory_from_matrix(
+            self.matrix, self.setting, encoder_name=self.identities["encoder"])
+        self.order_stats = order_stats if self.config.examples == "fixed" else {}
 
     # ------------------------------------------------------------------ select
     def _check_fitted(self) -> None:
@@ -468,31 +445,11 @@ class PoemOptimizer:
         self._check_fitted()
         st = self.setting or self.config.read_setting()
         cands, sims = self.candidates(query_vec, exclude_text)
-        labels = [c.label for c in cands]
-        fallback_code = encode(st.encoding, fallback_perm(sims, self.config.fallback == "kate"), sims, labels)
-        ids: list[str] = []
-        nsims: list[float] = []
-        if len(self.memory):
-            k = len(self.memory) if st.k == "all" else int(st.k)
-            s, found = self.memory.search(query_vec[None], k)
-            ids, nsims = found[0], [float(x) for x in s[0]]
-
-        def realisable(code: Any) -> bool:
-            try:
-                decode(st.encoding, code, sims, labels)
-                return True
-            except ValueError:
-                return False
-
-        code, scores = best_action([self.tables[i] for i in ids], read=st.read, default=fallback_code,
-                                   prior=self.prior, shrink=st.shrink,
-                                   allowed=realisable if st.encoding == "label" else None)
-        used_fallback = code is None
-        if code is None:
-            code = fallback_code
-        perm = decode(st.encoding, code, sims, labels)
-        top = dict(sorted(scores.items(), key=lambda kv: -kv[1][0])[:5])
-        return Selection([cands[p] for p in perm], perm, code, ids, nsims, top, used_fallback)
+        assert self.memory is not None
+        r = read_memory(self.memory, self.tables, self.prior, st, query_vec, sims, [c.label for c in cands],
+                        most_similar_last=self.config.fallback == "kate")
+        return Selection([cands[p] for p in r.perm], r.perm, r.code, r.neighbours, r.neighbour_sims, r.top,
+                         r.fallback)
 
     def select(self, query: Example | str) -> Selection:
         """Choose the demonstrations and their order for ``query`` (an :class:`Example` or text)."""
@@ -602,6 +559,84 @@ class PoemOptimizer:
         else:
             opt.setup_examples()
         return opt
+
+
+@dataclass
+class MemoryRead:
+    """What :func:`read_memory` chose for one query: the order ``perm`` of its candidates, its
+    ``code``, the neighbours read (ids, similarities), the top action scores, and whether the
+    fallback order was used because no neighbour offered a realisable code."""
+
+    perm: Order
+    code: Any
+    neighbours: list[str]
+    neighbour_sims: list[float]
+    top: dict[Any, tuple[float, int]]
+    fallback: bool
+
+
+def memory_from_matrix(mx: TrialMatrix, st: Setting, *, encoder_name: str = "?") -> tuple[
+        EpisodicMemory, dict[str, dict[Any, tuple[float, int]]], dict[Any, float], dict[Order, list[float]]]:
+    """POEM's memory under read setting ``st``, built from a trial matrix with no LM call.
+
+    Returns ``(memory, tables, prior, order_stats)``: one memory key per distinct input key (its
+    embedding), per key a table ``code -> (mean reward over repeats, trials)`` (duplicate inputs
+    merge), the per-code prior (:func:`prior_means`), and per concrete order ``[sum correct,
+    sum reward, trials]`` (meaningful with fixed demonstrations only: the best-fixed-order baseline).
+    """
+    reward, correct, tried = mx.rewards(st.reward), mx.rewards("correct"), mx.tried
+    orders = mx.order_tuples
+    sums: dict[str, dict[Any, list[float]]] = {}
+    order_stats: dict[Order, list[float]] = {}
+    for i, p in zip(*np.nonzero(tried)):
+        perm = orders[p]
+        code = encode(st.encoding, perm, mx.sims[i], mx.labels[i])
+        acc = sums.setdefault(mx.keys[i], {}).setdefault(code, [0.0, 0])
+        acc[0] += float(reward[i, p])
+        acc[1] += 1
+        s = order_stats.setdefault(perm, [0.0, 0.0, 0])
+        s[0] += float(correct[i, p])
+        s[1] += float(reward[i, p])
+        s[2] += 1
+    tables = {key: {code: (s / c, int(c)) for code, (s, c) in t.items()} for key, t in sums.items()}
+    keys = list(dict.fromkeys(mx.keys))
+    first = {k: j for j, k in reversed(list(enumerate(mx.keys)))}
+    key_vecs = np.asarray(mx.vecs)[[first[k] for k in keys]]
+    memory = EpisodicMemory(key_vecs.shape[1], max_keys=max(1, len(keys)), max_values=1, encoder_name=encoder_name)
+    # EpisodicMemory stores vector values; the reward tables live beside it, keyed by id.
+    memory.add(keys, key_vecs, key_vecs)
+    return memory, tables, prior_means(tables), order_stats
+
+
+def read_memory(memory: EpisodicMemory, tables: dict[str, dict[Any, tuple[float, int]]], prior: dict[Any, float],
+                st: Setting, query_vec: np.ndarray, sims: Sequence[float], labels: Sequence[int], *,
+                most_similar_last: bool = True) -> MemoryRead:
+    """POEM's choice for one query (embedding ``query_vec``) whose candidate demonstrations have
+    similarities ``sims`` and labels ``labels``: read the ``st.k`` nearest keys' tables with
+    :func:`best_action` and decode the winning code with the query's own ranks. No LM call."""
+    fallback_code = encode(st.encoding, fallback_perm(sims, most_similar_last), sims, labels)
+    ids: list[str] = []
+    nsims: list[float] = []
+    if len(memory):
+        k = len(memory) if st.k == "all" else int(st.k)
+        s, found = memory.search(query_vec[None], k)
+        ids, nsims = found[0], [float(x) for x in s[0]]
+
+    def realisable(code: Any) -> bool:
+        try:
+            decode(st.encoding, code, sims, labels)
+            return True
+        except ValueError:
+            return False
+
+    code, scores = best_action([tables[i] for i in ids], read=st.read, default=fallback_code, prior=prior,
+                               shrink=st.shrink, allowed=realisable if st.encoding == "label" else None)
+    used_fallback = code is None
+    if code is None:
+        code = fallback_code
+    perm = decode(st.encoding, code, sims, labels)
+    top = dict(sorted(scores.items(), key=lambda kv: -kv[1][0])[:5])
+    return MemoryRead(perm, code, ids, nsims, top, used_fallback)
 
 
 def _listify(code: Any) -> Any:

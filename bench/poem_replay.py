@@ -1,0 +1,69 @@
+"""Replay POEM read rules on the POEM study's saved pairs (no LM, no refit; seconds).
+
+For every pair of ``bench/results/poem_study_v2.json`` that saved its arrays (from piqa/13 on):
+first checks that the replay reproduces the recorded test predictions of the ``poem``,
+``poem_paper`` and ``poem_guarded`` rows (refuses to report otherwise), then scores the
+settings asked for.
+
+Usage:
+    python bench/poem_replay.py                                  # the check, and each pair's rows
+    python bench/poem_replay.py --setting identity,correct,all,sum,1   # one more setting on every pair
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from memrl.poem.matrix import Setting
+from memrl.poem.replay import Replay
+
+RESULTS = Path("bench/results/poem_study_v2.json")
+REPLAYED = ("poem", "poem_paper", "poem_guarded")
+
+
+def parse_setting(text: str) -> Setting:
+    parts = text.split(",")
+    if len(parts) != 5:
+        raise SystemExit(f"--setting {text!r}: expected encoding,reward,k,read,shrink (e.g. identity,correct,all,sum,1)")
+    enc, reward, k, read, shrink = parts
+    return Setting(enc, reward, k if k == "all" else int(k), read, float(shrink))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--setting", action="append", default=[], type=parse_setting,
+                    help="encoding,reward,k,read,shrink; repeatable")
+    args = ap.parse_args(argv)
+    runs = [r for r in json.loads(args.results.read_text())["runs"] if "arrays" in r]
+    if not runs:
+        print(f"{args.results}: no pair saved its arrays yet")
+        return 0
+    header = ["pair", *REPLAYED, *(str(s) for s in args.setting)]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for run in runs:
+        replay = Replay.load(run["arrays"])
+        if list(replay.test_gold) != run["gold"]:
+            raise SystemExit(f"{run['arrays']}: test gold labels differ from {args.results}'s {run['task']}/{run['seed']}")
+        cells = []
+        for name in REPLAYED:
+            rec = run["methods"].get(name)
+            if rec is None:
+                cells.append("–")
+                continue
+            pred = replay.predictions(Setting(**rec["setting"]))
+            if list(pred) != rec["predictions"]:
+                raise SystemExit(f"{run['task']}/{run['seed']} {name}: the replay's predictions differ from the "
+                                 f"recorded ones on {int(np.sum(pred != np.array(rec['predictions'])))} items")
+            cells.append(f"{100 * rec['accuracy']:.1f} (reproduced)")
+        cells += [f"{100 * replay.accuracy(s):.1f}" for s in args.setting]
+        print(f"| {run['task']}/{run['seed']} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -115,11 +115,9 @@ def replay_arrays(ctx: EvalContext) -> dict[str, np.ndarray]:
         out["demo_vecs"] = np.asarray(ctx.optimizer._demo_vecs)  # query-to-demo sims decode rank codes
         orders = ctx.fixed_orders()
         cols = [ctx.book.memoised(ctx.task.prefix([demos[p] for p in perm])) for perm in orders]
-        if all(c is not None for c in cols):
-            width = max(c.shape[1] for c in cols)
+        if all(c is not None for c in cols):  # same queries in every column, so the same padded width
             out["test_orders"] = np.array(orders)
-            out["test_scores"] = np.stack([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=-np.inf)
-                                           for c in cols], axis=1)
+            out["test_scores"] = np.stack(cols, axis=1)
     return out
 
 

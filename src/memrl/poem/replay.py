@@ -89,5 +89,4 @@ class Replay:
 
     def leave_one_out(self, *, guard: bool = False, most_similar_last: bool = True) -> LooResult:
         """The fit's leave-one-out selection (as :meth:`PoemOptimizer.leave_one_out` in fixed mode)."""
-        return loo_select(self.matrix, encodings=("identity", "label", "rank"), most_similar_last=most_similar_last,
-                          guard=guard)
+        return loo_select(self.matrix, most_similar_last=most_similar_last, guard=guard)  # all three encodings

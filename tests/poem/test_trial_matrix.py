@@ -84,6 +84,13 @@ def test_matrix_round_trip_through_save_and_load(loo_fit, sst2, scorer, encoder,
     # a standalone matrix file round-trips too
     a.save(tmp_path / "m.npz")
     assert np.array_equal(TrialMatrix.load(tmp_path / "m.npz").scores, a.scores, equal_nan=True)
+    # as named arrays with hashed keys (the study's replay files): no input text, same numbers
+    named = a.to_arrays("fit_", hash_keys=True)
+    assert "fit_keys" not in named and not any(k in named["fit_key_hash"] for k in a.keys)
+    b = TrialMatrix.from_arrays(named, "fit_")
+    for f in TrialMatrix.ARRAYS:
+        assert np.array_equal(getattr(b, f), getattr(a, f), equal_nan=True), f
+    assert len(set(b.keys)) == len(set(a.keys))
 
 
 def test_a_format_v1_save_still_loads_and_says_what_it_cannot_do(sst2, scorer, encoder, tmp_path):

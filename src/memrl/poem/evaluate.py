@@ -10,7 +10,6 @@ run (POEM runs first and pays for its own scoring).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -104,11 +103,8 @@ def replay_arrays(ctx: EvalContext) -> dict[str, np.ndarray]:
     mx = ctx.optimizer.matrix
     if mx is None:
         return {}
-    out: dict[str, np.ndarray] = {
-        "fit_orders": mx.orders, "fit_scores": mx.scores, "fit_gold": mx.gold, "fit_sims": mx.sims,
-        "fit_labels": mx.labels, "fit_vecs": mx.vecs,
-        "fit_key_hash": np.array([hashlib.sha1(k.encode()).hexdigest()[:16] for k in mx.keys], dtype=np.str_),
-        "test_vecs": np.asarray(ctx.vecs), "test_gold": np.array([q.label for q in ctx.queries])}
+    out: dict[str, np.ndarray] = {**mx.to_arrays("fit_", hash_keys=True), "test_vecs": np.asarray(ctx.vecs),
+                                  "test_gold": np.array([q.label for q in ctx.queries])}
     if ctx.cands is None:
         demos = ctx.optimizer.demos
         out["demo_labels"] = np.array([d.label for d in demos])

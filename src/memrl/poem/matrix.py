@@ -12,8 +12,9 @@ when that order's trial on ``i`` was correct. Everything here is pure numpy over
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,30 @@ class TrialMatrix:
         return np.where(tried, out, np.nan)
 
     # ----------------------------------------------------------------- persistence
+    ARRAYS = ("orders", "scores", "gold", "sims", "labels", "vecs")  # every field but keys
+
+    def to_arrays(self, prefix: str = "", *, hash_keys: bool = False) -> dict[str, np.ndarray]:
+        """The fields as named arrays (``prefix`` + field name). ``hash_keys`` stores each key's
+        16-hex SHA-1 under ``key_hash`` instead of its text under ``keys``: enough to tell which
+        inputs share a key, without keeping the dataset's text."""
+        out = {prefix + f: getattr(self, f) for f in self.ARRAYS}
+        if hash_keys:
+            out[prefix + "key_hash"] = np.array([hashlib.sha1(k.encode()).hexdigest()[:16] for k in self.keys],
+                                                dtype=np.str_)
+        else:
+            out[prefix + "keys"] = np.array(self.keys, dtype=np.str_)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str = "") -> TrialMatrix:
+        """Inverse of :meth:`to_arrays` (keys from ``keys`` or, failing that, ``key_hash``)."""
+        keys = arrays[prefix + "keys"] if prefix + "keys" in arrays else arrays[prefix + "key_hash"]
+        return cls(**{f: np.asarray(arrays[prefix + f]) for f in cls.ARRAYS}, keys=[str(k) for k in keys])
+
     def save(self, path: str | Path) -> None:
         """Write as one ``.npz`` (exact float64 arrays; keys as a unicode array)."""
         with open(path, "wb") as fh:
-            np.savez(fh, version=np.array(MATRIX_VERSION), orders=self.orders, scores=self.scores,
-                     gold=self.gold, sims=self.sims, labels=self.labels, vecs=self.vecs,
-                     keys=np.array(self.keys, dtype=np.str_))
+            np.savez(fh, version=np.array(MATRIX_VERSION), **self.to_arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> TrialMatrix:
@@ -114,8 +133,7 @@ class TrialMatrix:
             version = int(z["version"])
             if version != MATRIX_VERSION:
                 raise ValueError(f"{path}: trial matrix format v{version}, expected v{MATRIX_VERSION}")
-            return cls(orders=z["orders"], scores=z["scores"], gold=z["gold"], sims=z["sims"],
-                       labels=z["labels"], vecs=z["vecs"], keys=[str(k) for k in z["keys"]])
+            return cls.from_arrays(z)
 
 
 def build_matrix(trials: Sequence[tuple[int, tuple[int, ...], np.ndarray]], *, gold: Sequence[int],

@@ -20,8 +20,8 @@ import numpy as np
 from memrl.poem.matrix import LooResult, Setting, TrialMatrix, loo_select
 from memrl.poem.optimizer import memory_from_matrix, read_memory
 
-REQUIRED = ("fit_orders", "fit_scores", "fit_gold", "fit_sims", "fit_labels", "fit_vecs", "fit_key_hash",
-            "test_vecs", "test_gold", "demo_vecs", "demo_labels", "test_orders", "test_scores")
+REQUIRED = (*("fit_" + f for f in TrialMatrix.ARRAYS), "fit_key_hash", "test_vecs", "test_gold", "demo_vecs",
+            "demo_labels", "test_orders", "test_scores")
 
 
 @dataclass
@@ -51,10 +51,7 @@ class Replay:
         if missing:
             raise ValueError(f"{source}: cannot replay, missing {missing} (saved without fixed demonstrations, "
                              "or before the oracle row scored every order)")
-        mx = TrialMatrix(orders=arrays["fit_orders"], scores=arrays["fit_scores"], gold=arrays["fit_gold"],
-                         sims=arrays["fit_sims"], labels=arrays["fit_labels"], vecs=arrays["fit_vecs"],
-                         keys=[str(k) for k in arrays["fit_key_hash"]])
-        return cls(mx, np.asarray(arrays["demo_vecs"]), np.asarray(arrays["demo_labels"]),
+        return cls(TrialMatrix.from_arrays(arrays, "fit_"), np.asarray(arrays["demo_vecs"]), np.asarray(arrays["demo_labels"]),
                    np.asarray(arrays["test_vecs"]), np.asarray(arrays["test_gold"]),
                    np.asarray(arrays["test_orders"]), np.asarray(arrays["test_scores"]))
 

@@ -165,6 +165,27 @@ def backfill_guard(scorer, encoder, data: dict[str, Any], save, max_test: int = 
                      row["backfill_wall_s"], row["guard"], row["accuracy"], run["methods"]["poem"]["accuracy"])
 
 
+def backfill_items(data: dict[str, Any], max_test: int = MAX_TEST) -> int:
+    """Test item ids (:attr:`memrl.tasks.fewshot.Example.item_id`) for runs recorded before runs kept
+    them, so paired tests pool seeds by item. Loading a task and its seeded test subsample needs
+    no LM; the recorded gold labels must come out the same, or the run is refused. Returns how
+    many runs were filled."""
+    from memrl.poem.evaluate import subsample
+    from memrl.tasks.classification import load_task
+
+    filled = 0
+    for run in data["runs"]:
+        if "items" in run:
+            continue
+        queries = subsample(load_task(run["task"], run["seed"]).test, max_test)
+        if [int(q.label) for q in queries] != run["gold"]:
+            raise SystemExit(f"{run['task']}/{run['seed']}: the reloaded test subsample's gold labels differ "
+                             "from the recorded ones; cannot name its items")
+        run["items"] = [q.item_id for q in queries]
+        filled += 1
+    return filled
+
+
 # ------------------------------------------------------------------------------- report
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` as one compressed ``.npz``, atomically."""
@@ -188,8 +209,9 @@ def comparison_rows(runs: list[dict[str, Any]], tasks: list[str], a: str = "poem
     from memrl.poem.report import paired_comparison
 
     label = "POEM" if a == "poem" else a
-    lines = [f"| task | vs | {label} right only | other right only | items | seeds | Δ acc (points) | McNemar p |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| task | vs | {label} right only | other right only | trials (items × seeds) | seeds | Δ acc (points) "
+             f"| items {label} better / worse | sign test p (items) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         mine = [r for r in runs if r["task"] == task]
         for other in others:
@@ -197,7 +219,7 @@ def comparison_rows(runs: list[dict[str, Any]], tasks: list[str], a: str = "poem
             if c is None:
                 continue
             lines.append(f"| {task} | {other} | {c['only_a']} | {c['only_b']} | {c['n']} | {c['seeds']} | "
-                         f"{100 * c['diff']:+.1f} | {c['p']:.3g} |")
+                         f"{100 * c['diff']:+.1f} | {c['better']} / {c['worse']} | {c['p']:.3g} |")
     return lines
 
 
@@ -277,6 +299,10 @@ def write_docs(data: dict[str, Any], docs: Path) -> None:
                   markdown_table({t: table[t] for t in und})]
     if runs:
         lines += ["## Paired comparisons: default POEM vs each method (same items, pooled over seeds)", "",
+                  "Right-only counts are over trials (item × seed). The test's unit is the item (design "
+                  "addendum, 2026-12-02): every data seed scores the same test items, so an item counts once, "
+                  "as better for POEM when it got it right on more seeds than the other method did; exact "
+                  "two-sided sign test. With one seed this is McNemar's test on the trials.", "",
                   *comparison_rows(runs, list(table)), "",
                   "## How much can ordering matter: the oracle and the spread of fixed orders (mean over seeds)", "",
                   "| task | candidate orders | oracle | worst fixed | median fixed | mean fixed (= random expectation) | best fixed (test) | best fixed (chosen on train) | POEM |",
@@ -325,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     if data["runs"] and recorded is not None and recorded != args.max_test:
         raise SystemExit(f"{args.out} holds runs with --max-test {recorded}; this call asks for {args.max_test}: "
                          "use another --out")
+    if backfill_items(data, args.max_test):
+        atomic_write_json(args.out, data)
     if args.docs_only:
         write_docs(data, args.docs)
         return 0

@@ -21,6 +21,9 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
                         random_draws=2, min_probes=4, progress=False, arrays=arrays)
     assert set(res["methods"]) == set(METHODS) and res["n_test"] == 6
+    # the test items by id (so seeds pool by item), not by text
+    assert res["items"] == [q.item_id for q in subsample(task.test, 6)]
+    assert not any(q.text in json.dumps(res) for q in subsample(task.test, 6))
     poem = res["methods"]["poem"]
     assert poem["lm_calls_fit"] == res["poem_fit"]["lm_calls"] == 12
     assert poem["lm_calls_select"] == 0 and res["select_ms_per_query"] < 50
@@ -235,6 +238,41 @@ def test_paired_comparison_pools_items_over_seeds():
     assert (r["only_a"], r["only_b"], r["n"], r["seeds"]) == (3, 1, 6, 2)
     assert r["diff"] == pytest.approx(2 / 6) and r["p"] == pytest.approx(mcnemar_exact_p(3, 1))
     assert paired_comparison(runs, "a", "c") is None
+
+
+def test_paired_test_counts_an_item_once_over_the_seeds_that_score_it():
+    from memrl.poem.report import paired_comparison
+    from memrl.stats import mcnemar_exact_p
+
+    # two seeds score the same items x, y, z (every LM-BFF seed shares one test split)
+    gold = [1, 1, 1]
+    runs = [{"gold": gold, "items": ["x", "y", "z"],
+             "methods": {"a": {"predictions": [1, 1, 0]}, "b": {"predictions": [0, 0, 1]}}},
+            {"gold": gold, "items": ["x", "y", "z"],
+             "methods": {"a": {"predictions": [1, 0, 0]}, "b": {"predictions": [0, 1, 1]}}}]
+    r = paired_comparison(runs, "a", "b")
+    # trials: a alone right on x (twice) and y (once); b alone on z (twice) and y (once)
+    assert (r["only_a"], r["only_b"], r["n"], r["seeds"], r["items"]) == (3, 3, 6, 2, 3)
+    # per item: x favours a (+2), y is even (+1 - 1), z favours b (-2): one item each way
+    assert (r["better"], r["worse"]) == (1, 1) and r["p"] == 1.0
+    # counted per trial, x and z would look like four independent items
+    runs[1]["items"] = ["x2", "y2", "z2"]
+    r2 = paired_comparison(runs, "a", "b")
+    assert (r2["better"], r2["worse"]) == (3, 3) and r2["p"] == pytest.approx(mcnemar_exact_p(3, 3))
+
+
+def test_item_ids_are_the_same_under_every_data_seed_and_differ_between_items():
+    from memrl.tasks.classification import load_task
+
+    a, b = load_task("sst2", 13), load_task("sst2", 21)
+    assert [q.item_id for q in a.test[:50]] == [q.item_id for q in b.test[:50]]
+    assert len({q.item_id for q in a.test}) == len({(q.text, q.label) for q in a.test})
+    from memrl.tasks.fewshot import Example
+
+    q = Example("Which is heavier?", 0, choices=("a brick", "a feather"))
+    assert q.item_id == Example("Which is heavier?", 0, choices=("a brick", "a feather")).item_id
+    assert q.item_id != Example("Which is heavier?", 0, choices=("a rock", "a feather")).item_id
+    assert q.item_id != Example("Which is heavier?", 1, choices=("a brick", "a feather")).item_id
 
 
 def test_the_oracle_is_shown_but_never_marked_best():

@@ -181,7 +181,8 @@ def evaluate_task(
     out: dict[str, Any] = {"task": task.name, "seed": task.seed, "source": task.source,
                            "n_test": len(queries), "test_size": len(task.test),
                            "lm": getattr(scorer, "identity", "?"), "config": config.to_dict(),
-                           "gold": [int(q.label) for q in queries], "methods": {}}
+                           "gold": [int(q.label) for q in queries], "items": [q.item_id for q in queries],
+                           "methods": {}}
 
     wanted = [m for m in REGISTRY if set(m.rows) & set(methods)]
     t0 = time.perf_counter()

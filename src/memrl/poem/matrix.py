@@ -12,7 +12,6 @@ when that order's trial on ``i`` was correct. Everything here is pure numpy over
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from memrl.poem.orders import (
     similarity_ranks,
 )
 from memrl.poem.rewards import REWARD_FUNCTIONS, compute_reward
+from memrl.tasks.fewshot import text_hash
 
 MATRIX_VERSION = 1
 # the choices of a read setting, defined once (PoemConfig checks its fields against them)
@@ -110,8 +110,7 @@ class TrialMatrix:
         inputs share a key, without keeping the dataset's text."""
         out = {prefix + f: getattr(self, f) for f in self.ARRAYS}
         if hash_keys:
-            out[prefix + "key_hash"] = np.array([hashlib.sha1(k.encode()).hexdigest()[:16] for k in self.keys],
-                                                dtype=np.str_)
+            out[prefix + "key_hash"] = np.array([text_hash(k) for k in self.keys], dtype=np.str_)
         else:
             out[prefix + "keys"] = np.array(self.keys, dtype=np.str_)
         return out

@@ -153,14 +153,24 @@ def write_report(out_dir: str | Path, runs: Sequence[dict[str, Any]], extra: dic
 
 
 def paired_comparison(runs: Sequence[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
-    """Method ``a`` against ``b`` on the same test items, pooled over the runs (data seeds) that
-    recorded per-query predictions for both: items only ``a`` got right, only ``b`` got right, the
-    exact McNemar p-value, and the accuracy difference. None when no run has both."""
+    """Method ``a`` against ``b`` on the same test items, over the runs (data seeds) that recorded
+    per-query predictions for both.
+
+    Descriptive, pooled over seeds: trials (item × seed) only ``a`` got right (``only_a``), only
+    ``b`` (``only_b``), and the accuracy difference. The test takes the *item* as its unit, because
+    the data seeds score the same test items (LM-BFF has one test split; the multiple-choice
+    carve-outs overlap), and counting an item once per seed would treat repeats as independent
+    evidence: per item, ``d`` = seeds only ``a`` got it right − seeds only ``b`` did; ``better`` /
+    ``worse`` = items with ``d`` > 0 / < 0; ``p`` = the exact two-sided sign test on those
+    (:func:`memrl.stats.mcnemar_exact_p`; with one seed it is McNemar's test on the trials). Runs
+    recorded without ``items`` count each of their rows as its own item. None when no run has both.
+    """
     from memrl.stats import mcnemar_exact_p
 
     only_a = only_b = n = 0
     seeds = 0
-    for run in runs:
+    per_item: dict[Any, int] = {}
+    for k, run in enumerate(runs):
         ra, rb = run["methods"].get(a), run["methods"].get(b)
         gold = run.get("gold")
         if not ra or not rb or "predictions" not in ra or "predictions" not in rb or gold is None:
@@ -171,7 +181,13 @@ def paired_comparison(runs: Sequence[dict[str, Any]], a: str, b: str) -> dict[st
         only_b += int((cb & ~ca).sum())
         n += len(gold)
         seeds += 1
+        items = run.get("items") or [(k, j) for j in range(len(gold))]
+        for item, d in zip(items, ca.astype(int) - cb.astype(int), strict=True):
+            per_item[item] = per_item.get(item, 0) + int(d)
     if not seeds:
         return None
+    better = sum(d > 0 for d in per_item.values())
+    worse = sum(d < 0 for d in per_item.values())
     return {"a": a, "b": b, "only_a": only_a, "only_b": only_b, "n": n, "seeds": seeds,
-            "diff": (only_a - only_b) / n, "p": mcnemar_exact_p(only_a, only_b)}
+            "items": len(per_item), "better": better, "worse": worse,
+            "diff": (only_a - only_b) / n, "p": mcnemar_exact_p(better, worse)}

@@ -12,6 +12,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 
+def text_hash(text: str) -> str:
+    """16 hex digits of the SHA-1 of ``text``: tells saved records apart or together without
+    keeping the dataset's text."""
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Example:
     """One labelled input.
@@ -32,6 +38,12 @@ class Example:
     def key_text(self) -> str:
         """The text embedded for similarity (both parts of a pair)."""
         return self.text if self.text_b is None else f"{self.text} {self.text_b}"
+
+    @property
+    def item_id(self) -> str:
+        """The whole item (texts, choices, gold) as a :func:`text_hash`: the same test item has the
+        same id under every data seed, so paired comparisons can pool seeds by item."""
+        return text_hash(json.dumps([self.text, self.text_b, self.choices, self.label]))
 
 
 @dataclass(frozen=True)

@@ -378,9 +378,11 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
 
     Uses the per-example records (``eval_<bench>.jsonl``) of runs with the same seed; runs
     evaluated before those records were kept are left out (and so counted in ``seeds``).
-    Discordant counts are also summed over seeds, for one test per method and benchmark.
+    Discordant counts are also summed over seeds, for one test per method and benchmark (the
+    registered ``p_value``); every seed grades the same problems, so ``items_*`` also give the
+    test with the problem as its unit (:func:`memrl.stats.item_sign_test`).
     """
-    from memrl.stats import mcnemar_exact_p
+    from memrl.stats import item_sign_test, mcnemar_exact_p
 
     out = []
     for method in methods:
@@ -389,6 +391,7 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
         for bench in ("arith", "gsm8k"):
             only_m = only_b = 0
             seeds = []
+            trials = []
             for seed in sorted({r["seed"] for r in runs if r["method"] == method}):
                 mine = root / "runs" / f"{method}-s{seed}" / f"eval_{bench}.jsonl"
                 theirs = root / "runs" / f"{baseline}-s{seed}" / f"eval_{bench}.jsonl"
@@ -398,11 +401,14 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
                 common = a.keys() & b.keys()
                 only_m += sum(a[q] and not b[q] for q in common)
                 only_b += sum(b[q] and not a[q] for q in common)
+                trials += [(q, a[q], b[q]) for q in common]
                 seeds.append(seed)
             if seeds:
+                items = item_sign_test(trials)
                 out.append({"method": method, "baseline": baseline, "benchmark": bench, "seeds": seeds,
                             "only_method": only_m, "only_baseline": only_b,
-                            "p_value": mcnemar_exact_p(only_m, only_b)})
+                            "p_value": mcnemar_exact_p(only_m, only_b), "items_better": items["better"],
+                            "items_worse": items["worse"], "items_p": items["p"]})
     return out
 
 

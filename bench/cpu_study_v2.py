@@ -313,6 +313,11 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
             if seeds:
                 entry["verdict"] += (f" (pooled; per seed, p < 0.05: {tally['better']} better, {tally['worse']} worse, "
                                      f"{tally['level']} level)")
+            pooled_arith = [c for c in pooled_pairs if c["method"] == name and c["benchmark"] == "arith"]
+            if pooled_arith and len(pooled_arith[0]["seeds"]) > 1:  # the same problems under every seed
+                c = pooled_arith[0]
+                entry["verdict"] += (f"; problem as unit: {c['items_better']} better / {c['items_worse']} worse, "
+                                     f"p = {c['items_p']:.3g}")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                 if k not in ("out", "docs", "aggregate_only", "keep_checkpoints", "probe")}
     probe_path = root / "probe.json"
@@ -375,14 +380,19 @@ def results_markdown(data: dict[str, Any]) -> str:
                      f"{'yes' if r.get('signal_stall') else 'no'} |")
     if data["paired_vs_r1"] or data["paired_vs_r1_per_seed"]:
         lines += ["", "Paired with r1 on the same problems (only this method / only r1 solved; exact McNemar p), "
-                  "pooled over the seeds both have and per seed:", "",
-                  "| method | benchmark | seeds | only method | only r1 | p |", "|---|---|---|---|---|---|"]
+                  "pooled over the seeds both have and per seed. Every seed grades the same problems, so the "
+                  "pooled rows also give the test with the problem as its unit (problems this method solved on "
+                  "more seeds than r1 / fewer; exact sign test; added 2026-12-02, after the results):", "",
+                  "| method | benchmark | seeds | only method | only r1 | p | problems better / worse (pooled) | p (problems) |",
+                  "|---|---|---|---|---|---|---|---|"]
         # a pooled row over a single seed is that seed's row: shown once
         rows = ([(c, "pooled " + ", ".join(map(str, c["seeds"]))) for c in data["paired_vs_r1"] if len(c["seeds"]) > 1]
                 + [(c, f"seed {c['seed']}") for c in data["paired_vs_r1_per_seed"]])
         for c, label in sorted(rows, key=lambda x: (x[0]["method"], x[0]["benchmark"], not x[1].startswith("pooled"))):
+            by_item = (f"{c['items_better']} / {c['items_worse']} | {c['items_p']:.3g}"
+                       if "items_p" in c and len(c.get("seeds", ())) > 1 else "– | –")
             lines.append(f"| {c['method']} | {c['benchmark']} | {label} | "
-                         f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} |")
+                         f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} | {by_item} |")
     lines += ["", "Reward diagnostics, mean over logged steps and seeds (AUC vs correctness within groups; "
               "length correlation in groups without correctness variance; share of the advantage variance):", "",
               "| method | term | AUC | len corr | adv share |", "|---|---|---|---|---|"]

@@ -1,14 +1,14 @@
 """Statistics of evaluations: pure functions over counts, shared by the GRPO and POEM studies.
 
-Accuracy intervals (Wilson), the exact McNemar test for two methods graded on the same items,
-pass@k, mean ± std over seeds and pooled accuracy over seeds.
+Accuracy intervals (Wilson), the exact McNemar test for two methods graded on the same items
+(and its item-level form over several runs), pass@k, mean ± std over seeds and pooled accuracy over seeds.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 
@@ -63,6 +63,27 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def item_sign_test(trials: Iterable[tuple[Hashable, bool, bool]]) -> dict[str, Any]:
+    """Two methods graded on the same items under several runs (seeds), the *item* as the unit.
+
+    ``trials``: ``(item, a correct, b correct)`` per item and run. The runs score the same items,
+    so pooling trials into :func:`mcnemar_exact_p` would count one item's repeats as independent
+    evidence. Per item, ``d`` = runs only A got it right − runs only B did; ``better`` / ``worse``
+    = items with ``d`` > 0 / < 0, and ``p`` = the exact two-sided sign test on them (McNemar's test
+    when every item is scored once). The test conditions on the runs made: it says whether A beats
+    B on these items under these runs, not how a new seed would go.
+
+    >>> item_sign_test([("x", True, False), ("x", False, True), ("y", True, False)])["better"]
+    1
+    """
+    per_item: dict[Hashable, int] = {}
+    for item, a, b in trials:
+        per_item[item] = per_item.get(item, 0) + int(bool(a)) - int(bool(b))
+    better = sum(d > 0 for d in per_item.values())
+    worse = sum(d < 0 for d in per_item.values())
+    return {"items": len(per_item), "better": better, "worse": worse, "p": mcnemar_exact_p(better, worse)}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -162,14 +162,14 @@ def paired_comparison(runs: Sequence[dict[str, Any]], a: str, b: str) -> dict[st
     carve-outs overlap), and counting an item once per seed would treat repeats as independent
     evidence: per item, ``d`` = seeds only ``a`` got it right − seeds only ``b`` did; ``better`` /
     ``worse`` = items with ``d`` > 0 / < 0; ``p`` = the exact two-sided sign test on those
-    (:func:`memrl.stats.mcnemar_exact_p`; with one seed it is McNemar's test on the trials). Runs
+    (:func:`memrl.stats.item_sign_test`; with one seed it is McNemar's test on the trials). Runs
     recorded without ``items`` count each of their rows as its own item. None when no run has both.
     """
-    from memrl.stats import mcnemar_exact_p
+    from memrl.stats import item_sign_test
 
     only_a = only_b = n = 0
     seeds = 0
-    per_item: dict[Any, int] = {}
+    trials: list[tuple[Any, bool, bool]] = []
     for k, run in enumerate(runs):
         ra, rb = run["methods"].get(a), run["methods"].get(b)
         gold = run.get("gold")
@@ -182,12 +182,8 @@ def paired_comparison(runs: Sequence[dict[str, Any]], a: str, b: str) -> dict[st
         n += len(gold)
         seeds += 1
         items = run.get("items") or [(k, j) for j in range(len(gold))]
-        for item, d in zip(items, ca.astype(int) - cb.astype(int), strict=True):
-            per_item[item] = per_item.get(item, 0) + int(d)
+        trials += zip(items, ca.tolist(), cb.tolist(), strict=True)
     if not seeds:
         return None
-    better = sum(d > 0 for d in per_item.values())
-    worse = sum(d < 0 for d in per_item.values())
     return {"a": a, "b": b, "only_a": only_a, "only_b": only_b, "n": n, "seeds": seeds,
-            "items": len(per_item), "better": better, "worse": worse,
-            "diff": (only_a - only_b) / n, "p": mcnemar_exact_p(better, worse)}
+            "diff": (only_a - only_b) / n, **item_sign_test(trials)}

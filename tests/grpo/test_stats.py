@@ -7,7 +7,7 @@ import math
 import pytest
 
 from memrl.grpo.stats import first_last_means, step_timing
-from memrl.stats import mcnemar_exact_p, mean_std, pass_at_k, pooled_accuracy, wilson_interval
+from memrl.stats import item_sign_test, mcnemar_exact_p, mean_std, pass_at_k, pooled_accuracy, wilson_interval
 
 
 def test_pass_at_k_matches_brute_force():
@@ -53,6 +53,16 @@ def test_mcnemar_exact_p_by_enumeration():
     assert mcnemar_exact_p(0, 0) == 1.0
     with pytest.raises(ValueError):
         mcnemar_exact_p(-1, 2)
+
+
+def test_item_sign_test_counts_each_item_once_over_runs():
+    # one run per item: the same as McNemar's test on the discordant trials
+    once = [(i, i < 7, i >= 7) for i in range(9)] + [(9, True, True), (10, False, False)]
+    assert item_sign_test(once) == {"items": 11, "better": 7, "worse": 2, "p": mcnemar_exact_p(7, 2)}
+    # three runs grade the same items: item 0 counted once, however many runs favour A on it
+    repeated = [(0, True, False)] * 3 + [(1, False, True), (1, True, False), (2, False, True), (2, False, True)]
+    r = item_sign_test(repeated)
+    assert (r["items"], r["better"], r["worse"]) == (3, 1, 1) and r["p"] == 1.0
 
 
 def test_pooled_accuracy_sums_counts_before_the_interval():

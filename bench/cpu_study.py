@@ -482,11 +482,15 @@ def results_markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {method} | {_pooled(e, 'arith')} | {_pooled(e, 'gsm8k')} |")
     if data.get("paired_vs_r1"):
         lines += ["", "Paired with r1 on the same problems and seeds (problems only this method solved / only r1 "
-                  "solved; exact McNemar p, two-sided):", "",
-                  "| method | benchmark | seeds | only method | only r1 | p |", "|---|---|---|---|---|---|"]
+                  "solved; exact McNemar p, two-sided), and with the problem as unit, since every seed grades "
+                  "the same problems (problems solved on more seeds than r1 / fewer; exact sign test; added "
+                  "2026-12-02, after the results):", "",
+                  "| method | benchmark | seeds | only method | only r1 | p | problems better / worse | p (problems) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c in data["paired_vs_r1"]:
+            by_item = f"{c['items_better']} / {c['items_worse']} | {c['items_p']:.3g}" if "items_p" in c else "– | –"
             lines.append(f"| {c['method']} | {c['benchmark']} | {', '.join(map(str, c['seeds']))} | "
-                         f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} |")
+                         f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} | {by_item} |")
     lines += ["", "Per run (accuracy % [95% Wilson interval]; training columns: mean of the first -> last 10 "
               "steps, sampled at temperature 0.9):", "",
               "| method | seed | arith % | GSM8K % | train correctness % | groups w/o reward variance % | "

@@ -14,6 +14,7 @@ Usage:
     python bench/poem_study_v2.py              # the study: resumable, seed-major, time-boxed
     python bench/poem_study_v2.py --docs-only  # tables and chart from the results file
     python bench/poem_study_v2.py --backfill-guard  # the addendum's poem_guarded row for earlier pairs
+    python bench/poem_study_v2.py --backfill-arrays --only sst2/13  # replay arrays for an earlier pair
 
 Pairs up to agnews/13 ran from commit b654896; later code reproduces their scores (the bench turns
 partial prefix reuse off and pins the registered GlobalE probe reading) and ``--backfill-guard``
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backfill-guard", action="store_true", help="add the poem_guarded row (design addendum) "
                    "to finished pairs without it: refit POEM, check it reproduces the recorded setting and "
                    "predictions, score the guarded setting")
+    p.add_argument("--backfill-arrays", action="store_true", help="write the replay arrays of finished pairs "
+                   "that ran before they were saved: refit, check the recorded setting, POEM predictions and "
+                   "oracle accuracy, keep the test scores (with --only: those pairs)")
     p.add_argument("--time-budget-min", type=float, default=600.0, help="start no new (task, seed) after this")
     p.add_argument("--only", default=None, help="comma-separated task/seed pairs to run (default: the design)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -184,6 +188,47 @@ def backfill_items(data: dict[str, Any], max_test: int = MAX_TEST) -> int:
         run["items"] = [q.item_id for q in queries]
         filled += 1
     return filled
+
+
+def backfill_arrays(scorer, encoder, data: dict[str, Any], save, out: Path, max_test: int = MAX_TEST,
+                    budget_min: float = 600.0, only: set[tuple[str, int]] | None = None) -> None:
+    """Replay arrays (``<task>_<seed>.npz``) for pairs that ran before the study saved them. As in
+    :func:`backfill_guard`, the refit must choose the recorded setting, and re-scoring must give
+    the recorded POEM predictions and oracle accuracy, or the pair is refused; the test items are
+    then scored under every candidate order (the oracle row), which the arrays keep."""
+    from memrl.poem import PoemConfig, PoemOptimizer
+    from memrl.poem.evaluate import evaluate_task
+    from memrl.runtime import set_seed
+    from memrl.tasks.classification import load_task
+
+    start = time.perf_counter()
+    for run in data["runs"]:
+        name, seed = run["task"], run["seed"]
+        if "arrays" in run or (only is not None and (name, seed) not in only):
+            continue
+        if (time.perf_counter() - start) / 60 > budget_min:
+            logging.info("time budget spent; arrays of %s/%s and later not backfilled", name, seed)
+            break
+        t0 = time.perf_counter()
+        set_seed(seed)
+        task = load_task(name, seed)
+        opt = PoemOptimizer(task, scorer, encoder, PoemConfig())
+        opt.fit(progress=False)
+        if opt.setting.to_dict() != run["poem_fit"]["setting"]:
+            raise SystemExit(f"{name}/{seed}: the refit chose {opt.setting}, the study recorded "
+                             f"{run['poem_fit']['setting']}: not the instrument the pair ran with")
+        arrays: dict[str, np.ndarray] = {}
+        res = evaluate_task(task, scorer, encoder, None, methods=["poem", "oracle"], max_test=max_test,
+                            optimizer=opt, progress=False, arrays=arrays)
+        m, rec = res["methods"], run["methods"]
+        if (res["gold"] != run["gold"] or m["poem"]["predictions"] != rec["poem"]["predictions"]
+                or m["oracle"]["accuracy"] != rec["oracle"]["accuracy"]):
+            raise SystemExit(f"{name}/{seed}: re-scoring did not reproduce the recorded POEM predictions "
+                             "and oracle accuracy")
+        run["arrays"] = str(save_arrays(out.with_suffix("") / f"{name}_{seed}.npz", arrays))
+        run["arrays_backfilled_wall_s"] = time.perf_counter() - t0
+        save()
+        logging.info("%s/%s arrays backfilled in %.0f s", name, seed, run["arrays_backfilled_wall_s"])
 
 
 # ------------------------------------------------------------------------------- report
@@ -378,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.backfill_guard:
         backfill_guard(scorer, encoder, data, save, args.max_test)
+        return 0
+    if args.backfill_arrays:
+        only = {(t, int(x)) for t, x in (p.split("/") for p in args.only.split(","))} if args.only else None
+        backfill_arrays(scorer, encoder, data, save, args.out, args.max_test, args.time_budget_min, only)
         return 0
     if args.probe:
         run_probe(scorer, encoder, data, save, args.max_test)

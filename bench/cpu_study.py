@@ -412,6 +412,13 @@ def paired_with_baseline(root: Path, runs: list[dict[str, Any]], baseline: str =
     return out
 
 
+def _by_problem_cells(pair: dict[str, Any]) -> str:
+    """The two table cells of :func:`paired_with_baseline`'s problem-as-unit test ("– | –" without it)."""
+    if "items_p" not in pair:
+        return "– | –"
+    return f"{pair['items_better']} / {pair['items_worse']} | {pair['items_p']:.3g}"
+
+
 def pooled_accuracy(runs: list[dict[str, Any]], bench: str) -> dict[str, Any] | None:
     """Correct answers over all seeds' problems, with a 95% Wilson interval
     (:func:`memrl.stats.pooled_accuracy`)."""
@@ -488,7 +495,7 @@ def results_markdown(data: dict[str, Any]) -> str:
                   "| method | benchmark | seeds | only method | only r1 | p | problems better / worse | p (problems) |",
                   "|---|---|---|---|---|---|---|---|"]
         for c in data["paired_vs_r1"]:
-            by_item = f"{c['items_better']} / {c['items_worse']} | {c['items_p']:.3g}" if "items_p" in c else "– | –"
+            by_item = _by_problem_cells(c)
             lines.append(f"| {c['method']} | {c['benchmark']} | {', '.join(map(str, c['seeds']))} | "
                          f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} | {by_item} |")
     lines += ["", "Per run (accuracy % [95% Wilson interval]; training columns: mean of the first -> last 10 "

@@ -389,8 +389,7 @@ def results_markdown(data: dict[str, Any]) -> str:
         rows = ([(c, "pooled " + ", ".join(map(str, c["seeds"]))) for c in data["paired_vs_r1"] if len(c["seeds"]) > 1]
                 + [(c, f"seed {c['seed']}") for c in data["paired_vs_r1_per_seed"]])
         for c, label in sorted(rows, key=lambda x: (x[0]["method"], x[0]["benchmark"], not x[1].startswith("pooled"))):
-            by_item = (f"{c['items_better']} / {c['items_worse']} | {c['items_p']:.3g}"
-                       if "items_p" in c and len(c.get("seeds", ())) > 1 else "– | –")
+            by_item = v1._by_problem_cells(c) if label.startswith("pooled") else "– | –"
             lines.append(f"| {c['method']} | {c['benchmark']} | {label} | "
                          f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} | {by_item} |")
     lines += ["", "Reward diagnostics, mean over logged steps and seeds (AUC vs correctness within groups; "

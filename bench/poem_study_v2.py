@@ -135,29 +135,43 @@ def run_probe(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_T
         save()
 
 
+def refit_recorded(scorer, encoder, run: dict[str, Any]):
+    """Refit the default POEM of a finished pair (the fit is deterministic) and check that it chose
+    the recorded setting; a different instrument is refused. Returns ``(task, optimiser)``."""
+    from memrl.poem import PoemConfig, PoemOptimizer
+    from memrl.runtime import set_seed
+    from memrl.tasks.classification import load_task
+
+    name, seed = run["task"], run["seed"]
+    set_seed(seed)
+    task = load_task(name, seed)
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig())
+    opt.fit(progress=False)
+    if opt.setting.to_dict() != run["poem_fit"]["setting"]:
+        raise SystemExit(f"{name}/{seed}: the refit chose {opt.setting}, the study recorded "
+                         f"{run['poem_fit']['setting']}: not the instrument the pair ran with")
+    return task, opt
+
+
+def parse_pairs(text: str) -> set[tuple[str, int]]:
+    """``"sst2/13,mr/21"`` -> ``{("sst2", 13), ("mr", 21)}`` (the ``--only`` option)."""
+    return {(t, int(s)) for t, s in (p.split("/") for p in text.split(","))}
+
+
 def backfill_guard(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_TEST) -> None:
     """The design addendum's ``poem_guarded`` row for pairs that ran before it existed. The fit is
     deterministic, so refitting the default POEM must choose the recorded setting and re-scoring its
     test items must give the recorded predictions: both are checked (a different instrument is
     refused), then the guarded setting's test items are scored (a few hundred LM calls; no oracle
     memo here, so its ``lm_calls_made`` is not 0 as in a full pair)."""
-    from memrl.poem import PoemConfig, PoemOptimizer
     from memrl.poem.evaluate import evaluate_task
-    from memrl.runtime import set_seed
-    from memrl.tasks.classification import load_task
 
     for run in data["runs"]:
         name, seed = run["task"], run["seed"]
         if "poem_guarded" in run["methods"]:
             continue
         t0 = time.perf_counter()
-        set_seed(seed)
-        task = load_task(name, seed)
-        opt = PoemOptimizer(task, scorer, encoder, PoemConfig())
-        opt.fit(progress=False)
-        if opt.setting.to_dict() != run["poem_fit"]["setting"]:
-            raise SystemExit(f"{name}/{seed}: the refit chose {opt.setting}, the study recorded "
-                             f"{run['poem_fit']['setting']}: not the instrument the pair ran with")
+        task, opt = refit_recorded(scorer, encoder, run)
         res = evaluate_task(task, scorer, encoder, None, methods=["poem", "poem_guarded"], max_test=max_test,
                             optimizer=opt, progress=False)
         if res["gold"] != run["gold"] or res["methods"]["poem"]["predictions"] != run["methods"]["poem"]["predictions"]:
@@ -196,10 +210,7 @@ def backfill_arrays(scorer, encoder, data: dict[str, Any], save, out: Path, max_
     :func:`backfill_guard`, the refit must choose the recorded setting, and re-scoring must give
     the recorded POEM predictions and oracle accuracy, or the pair is refused; the test items are
     then scored under every candidate order (the oracle row), which the arrays keep."""
-    from memrl.poem import PoemConfig, PoemOptimizer
     from memrl.poem.evaluate import evaluate_task
-    from memrl.runtime import set_seed
-    from memrl.tasks.classification import load_task
 
     start = time.perf_counter()
     for run in data["runs"]:
@@ -210,13 +221,7 @@ def backfill_arrays(scorer, encoder, data: dict[str, Any], save, out: Path, max_
             logging.info("time budget spent; arrays of %s/%s and later not backfilled", name, seed)
             break
         t0 = time.perf_counter()
-        set_seed(seed)
-        task = load_task(name, seed)
-        opt = PoemOptimizer(task, scorer, encoder, PoemConfig())
-        opt.fit(progress=False)
-        if opt.setting.to_dict() != run["poem_fit"]["setting"]:
-            raise SystemExit(f"{name}/{seed}: the refit chose {opt.setting}, the study recorded "
-                             f"{run['poem_fit']['setting']}: not the instrument the pair ran with")
+        task, opt = refit_recorded(scorer, encoder, run)
         arrays: dict[str, np.ndarray] = {}
         res = evaluate_task(task, scorer, encoder, None, methods=["poem", "oracle"], max_test=max_test,
                             optimizer=opt, progress=False, arrays=arrays)
@@ -425,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         backfill_guard(scorer, encoder, data, save, args.max_test)
         return 0
     if args.backfill_arrays:
-        only = {(t, int(x)) for t, x in (p.split("/") for p in args.only.split(","))} if args.only else None
+        only = parse_pairs(args.only) if args.only else None
         backfill_arrays(scorer, encoder, data, save, args.out, args.max_test, args.time_budget_min, only)
         return 0
     if args.probe:
@@ -438,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pairs = design(data)
     if args.only:
-        wanted = {(t, int(s)) for t, s in (p.split("/") for p in args.only.split(","))}
+        wanted = parse_pairs(args.only)
         pairs = [p for p in pairs if p in wanted] + sorted(wanted - set(pairs))
     done = {(r["task"], r["seed"]) for r in data["runs"]}
     start = time.perf_counter()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from memrl.poem.matrix import (
+    LooResult,
     Setting,
     TrialMatrix,
     build_matrix,
@@ -112,6 +113,25 @@ def test_guard_falls_back_to_the_global_order_when_the_chosen_setting_fits_noise
     assert guarded.summary()["guard"] == g and "guard" not in plain.summary()
     assert guarded.per_input.shape == (len(guarded.table), 20)
     assert guarded.per_input.mean(axis=1) == pytest.approx([r["accuracy"] for r in guarded.table])
+
+
+def test_guard_reads_a_scored_selection_without_scoring_again_and_is_idempotent():
+    # the fit's own selection is guarded afterwards (the poem_guarded row): the same answer as
+    # choosing with the guard from the start, the plain result untouched, a second guard a no-op
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(20, 8))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    mx = _matrix([(1, 0) if rng.random() < 0.7 else (0, 1) for _ in range(20)], vecs, [[0.5, 0.1]] * 20)
+    plain, fresh = loo_select(mx), loo_select(mx, guard=True)
+    guarded = plain.with_guard()
+    assert (guarded.setting, guarded.accuracy, guarded.guard) == (fresh.setting, fresh.accuracy, fresh.guard)
+    assert plain.guard is None and plain.setting != guarded.setting  # this matrix falls back (test above)
+    again = guarded.with_guard()
+    assert (again.setting, again.accuracy, again.guard) == (guarded.setting, guarded.accuracy, guarded.guard)
+    # a selection restored from a saved summary has no per-input table to guard
+    bare = LooResult(plain.setting, plain.accuracy, plain.gold_prob, plain.coverage, plain.n_inputs, plain.table)
+    with pytest.raises(ValueError, match="per-input leave-one-out table"):
+        bare.with_guard()
 
 
 def test_guard_keeps_a_setting_whose_gain_holds_out():

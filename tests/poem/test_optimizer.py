@@ -124,6 +124,10 @@ def test_guarded_selection_on_a_real_fit_is_reported_and_saved(sst2, scorer, enc
     else:
         assert {k: report.setting.to_dict()[k] for k in glob} == glob
         assert opt.loo.accuracy == g["global_accuracy"] >= g["nested_accuracy"]
+    # asked again, plain or guarded: the same table, the same guard
+    plain = opt.leave_one_out()
+    assert plain.guard is None and plain.table == opt.loo.table and plain.setting.to_dict() == g["best_setting"]
+    assert opt.leave_one_out(guard=True).guard == g
     opt.save(tmp_path / "poem")
     assert PoemOptimizer.load(tmp_path / "poem", sst2, scorer, encoder).loo_summary["guard"] == g
 

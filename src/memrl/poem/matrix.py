@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,11 @@ def pick_codes(local_sum: np.ndarray, local_cnt: np.ndarray, glob_mean: np.ndarr
 
 
 # ---------------------------------------------------------------------------- leave-one-out
+# the guard's fallback (reward, shrink): every query gets the code most often right on the other
+# inputs, in the identity encoding (a concrete order) or, without it (kNN demonstrations), rank codes
+GLOBAL_CODE = ("correct", 1.0)
+GUARD_FOLDS = 5
+
 @dataclass(frozen=True)
 class Setting:
     """A complete read-time setting of POEM (what leave-one-out chooses)."""
@@ -300,6 +305,8 @@ class LooResult:
         per_input: ``(settings, inputs)`` leave-one-out correctness, rows in ``table`` order.
         guard: with ``loo_select(guard=True)``: ``{nested_accuracy, global_accuracy, kept,
             best_setting, folds}`` (see :func:`nested_selection_accuracy`); else None.
+        grid_index: each ``table`` row's position in the grid (the last tie-break; the guard takes
+            the global-order row that comes first in the grid).
     """
 
     setting: Setting
@@ -310,6 +317,7 @@ class LooResult:
     table: list[dict[str, Any]] = field(default_factory=list)
     per_input: np.ndarray | None = field(default=None, repr=False)
     guard: dict[str, Any] | None = None
+    grid_index: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self, top: int = 10) -> dict[str, Any]:
         out = {"setting": self.setting.to_dict(), "accuracy": self.accuracy, "gold_prob": self.gold_prob,
@@ -318,6 +326,40 @@ class LooResult:
         if self.guard is not None:
             out["guard"] = self.guard
         return out
+
+    def with_guard(self, folds: int = GUARD_FOLDS) -> LooResult:
+        """This selection with the guard applied (no LM call, no setting scored again).
+
+        The guard asks whether choosing among the settings generalises at all: the selection's
+        accuracy on inputs it was not chosen on (:func:`nested_selection_accuracy`, ``folds`` folds)
+        is compared with the leave-one-out accuracy of the global best order (the identity encoding,
+        or rank codes without it; ``correct`` reward, shrink 1: every query gets the order most often
+        right on the other inputs). Unless the selection is strictly better, the global order is
+        chosen. It reads only ``table`` and ``per_input``, whose first row is always the
+        leave-one-out best, so applying it to an already guarded result gives the same result.
+        """
+        if self.per_input is None or self.grid_index is None:
+            raise ValueError("the guard needs the per-input leave-one-out table: this LooResult has none "
+                             "(one loaded from a saved summary); score it again with loo_select")
+        encodings = {r["setting"]["encoding"] for r in self.table}
+        enc = "identity" if "identity" in encodings else "rank"
+        reward, shrink = GLOBAL_CODE
+        glob = [j for j, r in enumerate(self.table)
+                if (r["setting"]["encoding"], r["setting"]["reward"], r["setting"]["shrink"]) == (enc, reward, shrink)]
+        if not glob:
+            raise ValueError("the guard needs the global-order setting in the grids: encoding "
+                             f"{enc!r}, reward {reward!r}, shrink {shrink}")
+        # the first in grid order (with fixed demonstrations every k / read of it picks the same orders;
+        # rank codes over sampled orders may differ through the tie-break on neighbours that tried a code)
+        j_glob = min(glob, key=lambda j: self.grid_index[j])
+        nested = nested_selection_accuracy(self.per_input, folds)
+        best, glob_row = self.table[0], self.table[j_glob]
+        kept = nested > glob_row["accuracy"]
+        checked = {"nested_accuracy": nested, "global_accuracy": glob_row["accuracy"], "kept": bool(kept),
+                   "best_setting": best["setting"], "best_accuracy": best["accuracy"], "folds": folds}
+        chosen = best if kept else glob_row
+        return replace(self, setting=Setting(**chosen["setting"]), accuracy=chosen["accuracy"],
+                       gold_prob=chosen["gold_prob"], coverage=chosen["coverage"], guard=checked)
 
 
 def input_similarity(mx: TrialMatrix) -> np.ndarray:
@@ -394,11 +436,6 @@ def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int 
     return rows_out
 
 
-# the guard's fallback (reward, shrink): every query gets the code most often right on the other
-# inputs, in the identity encoding (a concrete order) or, without it (kNN demonstrations), rank codes
-GLOBAL_CODE = ("correct", 1.0)
-GUARD_FOLDS = 5
-
 
 def nested_selection_accuracy(per_input: np.ndarray, folds: int = GUARD_FOLDS, seed: int = 0) -> float:
     """Accuracy of *choosing the best row* of ``per_input``, measured on inputs it was not chosen on.
@@ -439,11 +476,7 @@ def loo_select(mx: TrialMatrix, *, encodings: Sequence[str] = ("identity", "labe
     gold probability of the chosen orders, then the earlier setting in grid order (encodings as
     given, rewards as given, ``k`` ascending as given, reads as given, shrinks as given).
 
-    ``guard=True`` asks whether choosing among the settings generalises at all: the selection's
-    accuracy on inputs it was not chosen on (:func:`nested_selection_accuracy`, ``folds`` folds)
-    is compared with the leave-one-out accuracy of the global best order (the identity encoding,
-    or rank codes without it; ``correct`` reward, shrink 1: every query gets the order most often
-    right on the other inputs). Unless the selection is strictly better, the global order is chosen.
+    ``guard=True`` applies :meth:`LooResult.with_guard` (``folds`` folds) to the result.
     """
     sim = input_similarity(mx)
     rows: list[dict[str, Any]] = []
@@ -456,24 +489,8 @@ def loo_select(mx: TrialMatrix, *, encodings: Sequence[str] = ("identity", "labe
         encodings, rewards, ks, reads, [float(s) for s in shrinks]))}
     rows.sort(key=lambda r: (-r["accuracy"], -np.nan_to_num(r["gold_prob"], nan=-1.0), grid[r["setting"]]))
     per_input = np.stack([r.pop("per_input") for r in rows])
-    best, checked = rows[0], None
-    if guard:
-        enc = "identity" if "identity" in encodings else "rank"
-        reward, shrink = GLOBAL_CODE
-        glob = [j for j, r in enumerate(rows) if (r["setting"].encoding, r["setting"].reward,
-                                                   r["setting"].shrink) == (enc, reward, shrink)]
-        if not glob:
-            raise ValueError("loo_select(guard=True) needs the global-order setting in the grids: encoding "
-                             f"{enc!r}, reward {reward!r}, shrink {shrink}")
-        # the first in grid order (with fixed demonstrations every k / read of it picks the same orders;
-        # rank codes over sampled orders may differ through the tie-break on neighbours that tried a code)
-        j_glob = min(glob, key=lambda j: grid[rows[j]["setting"]])
-        nested = nested_selection_accuracy(per_input, folds)
-        kept = nested > rows[j_glob]["accuracy"]
-        checked = {"nested_accuracy": nested, "global_accuracy": rows[j_glob]["accuracy"], "kept": bool(kept),
-                   "best_setting": best["setting"].to_dict(), "best_accuracy": best["accuracy"], "folds": folds}
-        if not kept:
-            best = rows[j_glob]
+    best = rows[0]
     table = [{**r, "setting": r["setting"].to_dict()} for r in rows]
-    return LooResult(best["setting"], best["accuracy"], best["gold_prob"], best["coverage"], len(mx.keys), table,
-                     per_input=per_input, guard=checked)
+    res = LooResult(best["setting"], best["accuracy"], best["gold_prob"], best["coverage"], len(mx.keys), table,
+                    per_input=per_input, grid_index=np.array([grid[r["setting"]] for r in rows]))
+    return res.with_guard(folds) if guard else res

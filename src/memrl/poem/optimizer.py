@@ -374,12 +374,17 @@ class PoemOptimizer:
 
     def leave_one_out(self, *, guard: bool = False) -> LooResult:
         """Score every read setting on the fit's trial matrix by leave-one-out (no LM call);
-        ``guard``: keep the best one only if choosing it holds out (see :func:`loo_select`)."""
+        ``guard``: keep the best one only if choosing it holds out (see :meth:`LooResult.with_guard`).
+        The fit's own selection is reused when it has one (the guard reads its table; nothing is
+        scored twice)."""
         if self.matrix is None:
             raise RuntimeError("leave-one-out needs the fit's trial matrix: call fit() first (a memory saved in "
                                "format v1 has none)")
-        return loo_select(self.matrix, encodings=self.loo_encodings(),
-                          most_similar_last=self.config.fallback == "kate", guard=guard)
+        loo = self.loo
+        if loo is None or (loo.guard is not None and not guard):  # none kept (loaded), or only a guarded one
+            loo = loo_select(self.matrix, encodings=self.loo_encodings(),
+                             most_similar_last=self.config.fallback == "kate")
+        return loo.with_guard() if guard else loo
 
     def _choose_setting(self) -> None:
         assert self.matrix is not None

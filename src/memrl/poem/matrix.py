@@ -273,6 +273,7 @@ def pick_codes(local_sum: np.ndarray, local_cnt: np.ndarray, glob_mean: np.ndarr
 GLOBAL_CODE = ("correct", 1.0)
 GUARD_FOLDS = 5
 
+
 @dataclass(frozen=True)
 class Setting:
     """A complete read-time setting of POEM (what leave-one-out chooses)."""
@@ -434,7 +435,6 @@ def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int 
                                      "accuracy": float(per_input.mean()), "gold_prob": gprob,
                                      "coverage": float(covered.mean()), "per_input": per_input})
     return rows_out
-
 
 
 def nested_selection_accuracy(per_input: np.ndarray, folds: int = GUARD_FOLDS, seed: int = 0) -> float:

@@ -1,7 +1,9 @@
 """Statistics of evaluations: pure functions over counts, shared by the GRPO and POEM studies.
 
 Accuracy intervals (Wilson), the exact McNemar test for two methods graded on the same items
-(and its item-level form over several runs), pass@k, mean ± std over seeds and pooled accuracy over seeds.
+(and its item-level form over several runs), Fisher's exact test for two rates of an event over
+runs, Holm's correction over a family of tests, pass@k, mean ± std over seeds and pooled accuracy
+over seeds.
 """
 
 from __future__ import annotations
@@ -84,6 +86,52 @@ def item_sign_test(trials: Iterable[tuple[Hashable, bool, bool]]) -> dict[str, A
     better = sum(d > 0 for d in per_item.values())
     worse = sum(d < 0 for d in per_item.values())
     return {"items": len(per_item), "better": better, "worse": worse, "p": mcnemar_exact_p(better, worse)}
+
+
+def fisher_exact_p(a_events: int, a_n: int, b_events: int, b_n: int) -> float:
+    """Two-sided Fisher exact p-value: is an event (a stalled run, say) more frequent in group A
+    (``a_events`` of ``a_n``) than in group B, or less?
+
+    Conditions on the margins (``a_n``, ``b_n`` and the total events) and sums the hypergeometric
+    probabilities of every table no more likely than the observed one (the usual two-sided rule;
+    a relative tolerance absorbs float ties).
+
+    >>> round(fisher_exact_p(1, 3, 0, 6), 4)
+    0.3333
+    """
+    if not (0 <= a_events <= a_n and 0 <= b_events <= b_n):
+        raise ValueError(f"need 0 <= events <= n in both groups, got {a_events}/{a_n}, {b_events}/{b_n}")
+    events, total = a_events + b_events, a_n + b_n
+    if total == 0:
+        return 1.0
+
+    def prob(x: int) -> float:  # P(A holds x of the events) under no difference
+        return math.comb(a_n, x) * math.comb(b_n, events - x) / math.comb(total, events)
+
+    observed = prob(a_events)
+    support = range(max(0, events - b_n), min(a_n, events) + 1)
+    return min(1.0, sum(p for p in map(prob, support) if p <= observed * (1 + 1e-9)))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (family-wise error control).
+
+    The i-th smallest p is multiplied by (m − i + 1), adjusted values are made non-decreasing in
+    that order and capped at 1; reject where the adjusted p is below the level.
+
+    >>> holm_adjust([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        if not 0.0 <= p_values[i] <= 1.0:
+            raise ValueError(f"p-values must lie in [0, 1], got {p_values[i]} at position {i}")
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -7,7 +7,16 @@ import math
 import pytest
 
 from memrl.grpo.stats import first_last_means, step_timing
-from memrl.stats import item_sign_test, mcnemar_exact_p, mean_std, pass_at_k, pooled_accuracy, wilson_interval
+from memrl.stats import (
+    fisher_exact_p,
+    holm_adjust,
+    item_sign_test,
+    mcnemar_exact_p,
+    mean_std,
+    pass_at_k,
+    pooled_accuracy,
+    wilson_interval,
+)
 
 
 def test_pass_at_k_matches_brute_force():
@@ -91,3 +100,30 @@ def test_mean_std_and_first_last_means():
     values = list(range(20))
     assert first_last_means(values) == (4.5, 14.5)
     assert first_last_means(values[:19]) is None
+
+
+@pytest.mark.parametrize("table", [(1, 3, 0, 6), (0, 5, 4, 5), (2, 5, 2, 5), (5, 5, 0, 5), (3, 8, 1, 9), (0, 3, 0, 4)])
+def test_fisher_exact_p_matches_scipy(table):
+    from scipy.stats import fisher_exact
+
+    a, an, b, bn = table
+    expected = fisher_exact([[a, an - a], [b, bn - b]], alternative="two-sided").pvalue
+    assert fisher_exact_p(*table) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fisher_exact_p_is_symmetric_and_refuses_impossible_counts():
+    assert fisher_exact_p(1, 3, 0, 6) == pytest.approx(fisher_exact_p(0, 6, 1, 3), rel=1e-12)
+    assert fisher_exact_p(1, 3, 0, 6) == pytest.approx(1 / 3, rel=1e-9)  # the second study's 1 of 3 vs 0 of 6
+    with pytest.raises(ValueError, match="events <= n"):
+        fisher_exact_p(4, 3, 0, 6)
+
+
+def test_holm_adjust_steps_down_and_keeps_the_input_order():
+    # sorted 0.01, 0.02, 0.04, 0.30 -> x4, x3, x2, x1 = 0.04, 0.06, 0.08, 0.30 (already monotone)
+    assert holm_adjust([0.30, 0.01, 0.04, 0.02]) == pytest.approx([0.30, 0.04, 0.08, 0.06], abs=1e-12)
+    # monotonicity: a later raw product below an earlier adjusted value is lifted to it
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06], abs=1e-12)
+    assert holm_adjust([0.9, 0.8]) == pytest.approx([1.0, 1.0], abs=1e-12)  # capped at 1
+    assert holm_adjust([]) == []
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm_adjust([0.5, 1.5])

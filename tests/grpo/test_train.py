@@ -13,6 +13,7 @@ TINY = [
     "--set", "per_device_train_batch_size=2", "--set", "num_generations=2", "--set", "max_completion_length=8",
     "--set", "dataset_limit=8", "--set", "save_steps=1", "--set", "save_total_limit=2",
     "--set", "memory_explore_warmup_steps=1", "--method", "memory-r+", "--seed", "0",
+    "--set", "save_completions_steps=[2]",
 ]
 
 
@@ -62,6 +63,17 @@ def test_run_writes_config_checkpoints_memory_metrics(trained):
     assert summary["global_step"] == 2 and summary["timing"]["steps_timed"] == 2
     assert (out / "training_curves.png").stat().st_size > 10_000
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_sampled_completions_of_the_chosen_steps_are_saved_with_their_rewards(trained):
+    records = [json.loads(line) for line in (trained / "completions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 2]  # step 2 only: 1 prompt x 2 generations
+    assert records[0]["question"] == records[1]["question"] and records[0]["group"] == records[1]["group"] == 0
+    assert all(r["tokens"] <= 8 and isinstance(r["completion"], str) for r in records)
+    step2 = next(r for r in map(json.loads, (trained / "metrics.jsonl").read_text().splitlines()) if r.get("step") == 2)
+    for name in ("correctness_reward", "memory_exploit_reward", "memory_explore_reward"):
+        logged = step2[f"rewards/{name}/mean"]
+        assert np.mean([r["rewards"][name] for r in records]) == pytest.approx(logged, abs=1e-6), name
 
 
 def test_final_memory_equals_last_checkpoint_memory(trained):

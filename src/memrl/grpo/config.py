@@ -79,6 +79,10 @@ class TrainConfig:
                                        "intrinsic rewards' within-group spread (memory/intrinsic_group_std of "
                                        "a Memory-R+ run)."})
     collapse_window: int = field(default=5, metadata={"help": "Logged steps the collapse detectors look at."})
+    save_completions_steps: list[int] = field(
+        default_factory=list, metadata={"help": "Optimizer steps whose sampled completions (question, text, every "
+                                                "reward) go to completions.jsonl, so a stall can be read.",
+                                        "nargs": "*"})
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png at the end."})
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention kernel of the policy (default: the model's own, SDPA for "
@@ -96,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"arith_level must be 1..4, got {self.arith_level}")
         if not self.random_reward_std > 0:
             raise ValueError(f"random_reward_std must be > 0, got {self.random_reward_std}")
+        if any(step < 1 for step in self.save_completions_steps):
+            raise ValueError(f"save_completions_steps are optimizer steps (>= 1), got {self.save_completions_steps}")
         if self.dataset_limit is not None and self.dataset_limit < 1:
             raise ValueError(f"dataset_limit must be >= 1 (or null for all rows), got {self.dataset_limit}")
 

@@ -30,6 +30,7 @@ OPTIONS_FILE = "run_options.json"
 RESOLVED_JSON = "resolved_config.json"
 RESOLVED_YAML = "resolved_config.yaml"
 METRICS_FILE = "metrics.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
 SUMMARY_FILE = "run_summary.json"
 MEMORY_DIRNAME = "memrl_memory"
 OUTCOME_COUNTS_FILE = "outcome_counts.json"
@@ -42,8 +43,8 @@ CURVES_FILE = "training_curves.png"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 # What a finished or interrupted run leaves in its folder; a new run there would mix with it.
-RUN_ARTIFACTS = ("checkpoint-*", FINAL_DIRNAME, METRICS_FILE, MEMORY_DIRNAME, OUTCOME_COUNTS_FILE, SUMMARY_FILE,
-                 EVAL_DIRNAME, CURVES_FILE, RESOLVED_YAML, RESOLVED_JSON, OPTIONS_FILE)
+RUN_ARTIFACTS = ("checkpoint-*", FINAL_DIRNAME, METRICS_FILE, COMPLETIONS_FILE, MEMORY_DIRNAME, OUTCOME_COUNTS_FILE,
+                 SUMMARY_FILE, EVAL_DIRNAME, CURVES_FILE, RESOLVED_YAML, RESOLVED_JSON, OPTIONS_FILE)
 
 
 def run_names(method: str, model: str | os.PathLike, dataset: str | os.PathLike) -> dict[str, str]:
@@ -98,6 +99,10 @@ class RunDir:
     @property
     def metrics_file(self) -> Path:
         return self.path / METRICS_FILE
+
+    @property
+    def completions_file(self) -> Path:
+        return self.path / COMPLETIONS_FILE
 
     @property
     def summary_file(self) -> Path:

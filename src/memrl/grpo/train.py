@@ -170,7 +170,8 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     model, tokenizer = load_model(train.model, attn_implementation=train.attn_implementation)
     logger.info("loaded %s in %.1fs", train.model, time.perf_counter() - t_load)
     trainer = MemrlGRPOTrainer(model=model, reward_funcs=rewards, args=grpo, train_dataset=dataset,
-                               processing_class=tokenizer)
+                               processing_class=tokenizer, completions_log=run.completions_file,
+                               completions_steps=train.save_completions_steps)
     monitor = CollapseMonitor(window=train.collapse_window)
     trainer.add_callback(monitor)
     trainer.add_callback(MetricsJsonlCallback(run.metrics_file))

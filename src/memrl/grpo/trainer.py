@@ -40,6 +40,19 @@ def missing_trl_hooks(trainer: Any = None) -> list[str]:
     return missing
 
 
+def completion_records(step: int, inputs: Any, completions: Any, completion_ids_list: Any,
+                       reward_rows: list[list[float]], reward_names: list[str], group_size: int) -> list[dict[str, Any]]:
+    """One record per sampled completion: step, group, question, text, token count and each
+    reward (NaN, a reward that skipped the sample, becomes None)."""
+    out = []
+    for i, (inp, completion, ids, row) in enumerate(zip(inputs, completions, completion_ids_list, reward_rows)):
+        text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
+        rewards = {name: (None if v != v else float(v)) for name, v in zip(reward_names, row)}
+        out.append({"step": step, "group": i // group_size, "question": inp.get("question"), "answer": inp.get("answer"),
+                    "completion": text, "tokens": len(ids), "rewards": rewards})
+    return out
+
+
 class MemrlGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` that times generation and reward computation per step (``time/*``
     metrics) and logs what each reward term follows (``diag/*`` metrics, see
@@ -47,8 +60,12 @@ class MemrlGRPOTrainer(GRPOTrainer):
     correctness, its correlation with completion length in groups without correctness variance,
     and its share of the advantage variance."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, completions_log: Any = None, completions_steps: Any = (), **kwargs: Any) -> None:
+        """``completions_log``: a JSONL path that receives the sampled completions of the optimizer
+        steps in ``completions_steps`` (see :func:`completion_records`); nothing is written without it."""
         super().__init__(*args, **kwargs)
+        self.completions_log = completions_log
+        self.completions_steps = frozenset(int(s) for s in completions_steps)
         missing = missing_trl_hooks(self)
         if missing:
             import trl
@@ -76,7 +93,31 @@ class MemrlGRPOTrainer(GRPOTrainer):
                 self._log_diagnostics(rewards_per_func, completion_ids_list)
             except Exception as exc:  # diagnostics must never stop a training run
                 logger.warning("reward diagnostics failed this step: %s", exc)
+            step = self.state.global_step + 1  # the optimizer step this batch was generated for
+            if self.completions_log is not None and step in self.completions_steps and self.accelerator.is_main_process:
+                try:
+                    self._save_completions(step, inputs, completions, completion_ids_list, rewards_per_func)
+                except OSError as exc:  # a log file must never stop a training run
+                    logger.warning("could not save the completions of step %d: %s", step, exc)
         return rewards_per_func
+
+    def _save_completions(self, step: int, inputs: Any, completions: Any, completion_ids_list: Any,
+                          rewards_per_func: Any) -> None:
+        """Append this process's completions of ``step`` to the log (replacing that step's records
+        if a resumed run generates it again)."""
+        from pathlib import Path
+
+        from memrl.io import atomic_write_jsonl
+        from memrl.tasks.files import iter_jsonl
+
+        n = len(completions)
+        start = self.accelerator.process_index * n  # TRL gathers every process's reward rows
+        values = rewards_per_func[start:start + n].detach().float().cpu().tolist()
+        records = completion_records(step, inputs, completions, completion_ids_list, values,
+                                     list(self.reward_func_names), self.num_generations)
+        earlier = iter_jsonl(self.completions_log) if Path(self.completions_log).is_file() else ()
+        kept = [r for _, r in earlier if r.get("step") != step]
+        atomic_write_jsonl(self.completions_log, kept + records)
 
     def _log_diagnostics(self, rewards_per_func: Any, completion_ids_list: Any) -> None:
         """``diag/*`` metrics of this step's rewards (every process's rows: TRL gathered them)."""

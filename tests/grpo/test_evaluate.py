@@ -19,6 +19,7 @@ from memrl.grpo.evaluate import (
     unique_run_names,
 )
 from memrl.rewards.outcome import is_correct_numeric
+from memrl.tasks.math import DATASETS, MathDataset, SharedOrHubSplit, dataset_names
 
 
 def test_diversity_measures():
@@ -67,6 +68,42 @@ def test_gsm8k_handful_from_shared_data(shared_data, tmp_path, capsys):
     lo, hi = result["accuracy_ci95"]
     assert lo <= result["accuracy"] <= hi and hi - lo > 0.3  # 3 problems say little, and the CI shows it
     assert "gsm8k" in capsys.readouterr().out
+
+
+def _eval_parser():
+    from memrl.cli import build_parser
+
+    return build_parser()._subparsers._group_actions[0].choices["eval"]
+
+
+def test_eval_benchmark_names_are_the_registry():
+    eval_parser = _eval_parser()
+    (benchmarks,) = [a for a in eval_parser._actions if a.dest == "benchmarks"]
+    listed = benchmarks.help.split(" or data file paths")[0].split(", ")
+    # every registered dataset has a test split, so every one is a benchmark
+    assert listed == dataset_names("test") == list(DATASETS)
+    assert eval_parser.description.startswith(f"Accuracy on {', '.join(DATASETS)} or local files")
+
+
+def test_a_registered_toy_benchmark_runs_through_memrl_eval(tmp_path, monkeypatch):
+    """One registry entry is all a new benchmark needs: ``memrl eval`` loads its test split with
+    its columns, grades with its checker and draws ``--shots`` exemplars from its train split."""
+    (tmp_path / "data" / "toy").mkdir(parents=True)
+    for split, start in (("train", 10), ("test", 0)):
+        rows = [{"problem": f"What is {i} + 1?", "final": str(i + 1)} for i in range(start, start + 3)]
+        (tmp_path / "data" / "toy" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("MEMRL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setitem(DATASETS, "toy", MathDataset(
+        "toy sums", {split: SharedOrHubSplit(f"toy/{split}.jsonl") for split in ("train", "test")},
+        question_column="problem", answer_column="final"))
+    rc = main(["eval", "smollm2-135m", "--benchmarks", "toy", "--limit", "2", "--shots", "1",
+               "--max-new-tokens", "8", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    records = [json.loads(line) for line in (tmp_path / "out" / "smollm2-135m" / "toy.jsonl").read_text().splitlines()]
+    assert [(r["question"], r["gold"]) for r in records] == [("What is 0 + 1?", "1"), ("What is 1 + 1?", "2")]
+    assert all(r["correct"] == is_correct_numeric(r["completion"], r["gold"]) for r in records)
+    (result,) = json.loads((tmp_path / "out" / "summary.json").read_text())["results"]
+    assert result["benchmark"] == "toy"
 
 
 def _fake_run(root, name, model_path, steps=(1, 2)):

@@ -26,6 +26,7 @@ from memrl.grpo.rundir import RunDir
 from memrl.options import add_dataclass_arguments, build_config, given_values, parse_set, preset_names, preset_path
 from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
+from memrl.tasks.math import dataset_names
 
 logger = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def add_eval_subparser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval", help="evaluate models / checkpoints / run directories on math benchmarks",
-        description="Accuracy on gsm8k, math500, aime24, arith or local files; a run directory expands to "
-                    "its checkpoints (last and best reported), several runs to mean ± std.")
+        description=f"Accuracy on {', '.join(dataset_names('test'))} or local files; a run directory "
+                    "expands to its checkpoints (last and best reported), several runs to mean ± std.")
     p.add_argument("targets", nargs="+", help="model aliases, hub ids, checkpoint folders or run directories")
     p.add_argument("--out", help="output folder (default: <run>/eval for one run, else eval_results)")
     add_dataclass_arguments(p, EvalConfig, title="evaluation options (EvalConfig)")

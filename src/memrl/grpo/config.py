@@ -28,6 +28,7 @@ from memrl.names import CHECKERS, METHODS, PROMPT_STYLES, check_choice
 from memrl.options import check_field_types, read_yaml_mapping, unknown_options_error, yaml_number
 from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
+from memrl.tasks.math import dataset_names
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,14 @@ class TrainConfig:
 
     Args:
         model: hub id, local checkpoint folder or alias (``smollm2-135m`` = the offline bundle).
-        dataset: ``arith``, ``gsm8k``, ``numina-tir`` or a local JSONL/CSV/parquet path.
+        dataset: a name in :data:`memrl.tasks.math.DATASETS` with the split asked for (``arith``,
+            ``gsm8k``, ``numina-tir``, ...) or a local JSONL/CSV/parquet path.
         method: one of :data:`memrl.names.METHODS`.
     """
 
     model: str = field(default="smollm2-135m", metadata={"help": "Hub id, local folder, or alias (smollm2-135m)."})
-    dataset: str = field(default="arith", metadata={"help": "arith, gsm8k, numina-tir, or a local .jsonl/.csv/.parquet path."})
+    dataset: str = field(default="arith", metadata={"help": f"{', '.join(dataset_names('train'))}, or a local "
+                                                              ".jsonl/.csv/.parquet path."})
     dataset_split: str = field(default="train", metadata={"help": "Split of a built-in dataset."})
     dataset_limit: int | None = field(default=None, metadata={"help": "Most training problems (numina-tir: the paper's 2000)."})
     dataset_shuffle: bool = field(default=False, metadata={"help": "Take a seeded random subset (before dataset_limit)."})

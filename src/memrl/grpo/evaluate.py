@@ -1,7 +1,7 @@
 """``memrl eval``: accuracy of models / checkpoints on math benchmarks, plus diversity measures.
 
-* Benchmarks: ``gsm8k`` (test), ``math500``, ``aime24``, ``arith`` (held-out split) and local
-  JSONL/CSV/parquet files (see :mod:`memrl.tasks.math`).
+* Benchmarks: the test split of any dataset in :data:`memrl.tasks.math.DATASETS` (``gsm8k``,
+  ``math500``, ``aime24``, the held-out ``arith`` split, ...) and local JSONL/CSV/parquet files.
 * Decoding is pinned and recorded in the summary: greedy by default; ``--num-samples n`` with a
   temperature samples n completions per question and reports pass@1 (mean) and pass@k.
 * Answers are extracted and checked by :mod:`memrl.rewards.outcome`, the code the training
@@ -32,10 +32,10 @@ from memrl.io import atomic_write_json, atomic_write_jsonl
 from memrl.names import CHECKERS, PROMPT_STYLES, check_choice
 from memrl.options import check_field_types
 from memrl.stats import mean_std, pass_at_k, wilson_interval
+from memrl.tasks.math import DATASETS, DatasetSpec, dataset_names, load_rows, make_messages
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("gsm8k", "math500", "aime24", "arith")
 # Phrases of a model checking its own work (the paper counts "self-verification" responses).
 SELF_VERIFICATION = re.compile(
     r"\b(let me (?:double[- ])?check|let's (?:double[- ])?check|let me verify|let's verify|double[- ]check|"
@@ -50,7 +50,8 @@ class EvalConfig:
     """Decoding and data settings of one evaluation (recorded in the summary)."""
 
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"],
-                                  metadata={"help": f"{', '.join(BENCHMARKS)} or data file paths.", "nargs": "+"})
+                                  metadata={"help": f"{', '.join(dataset_names('test'))} or data file paths.",
+                                            "nargs": "+"})
     limit: int | None = field(default=None, metadata={"help": "First N problems of each benchmark (>= 1)."})
     prompt_style: str = field(default="think", metadata={"help": "think or reasoning (as in training).",
                                                           "choices": PROMPT_STYLES})
@@ -144,7 +145,7 @@ def has_self_verification(text: str) -> bool:
 def bench_label(bench: str) -> str:
     """Short name of a benchmark: itself, or ``<folder>-<stem>`` for a data file
     (``math_eval/math500/test.jsonl`` -> ``math500-test``)."""
-    if bench in BENCHMARKS:
+    if bench in DATASETS:
         return bench
     p = Path(bench)
     return f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem
@@ -174,11 +175,9 @@ def expand_targets(target: str) -> list[dict[str, Any]]:
 
 def load_benchmark(name: str, cfg: EvalConfig) -> tuple[list[dict[str, str]], str]:
     """Rows ``{"question", "answer"}`` of benchmark ``name`` (test split) and its checker."""
-    from memrl.tasks.math import DatasetSpec, load_rows
-
     spec = DatasetSpec(name=name, split="test", question_column=cfg.question_column,
                        answer_column=cfg.answer_column, checker=cfg.checker, arith_level=cfg.arith_level,
-                       limit=cfg.arith_size if name == "arith" else None)
+                       limit=cfg.arith_size if name in DATASETS and DATASETS[name].generated else None)
     rows, checker = load_rows(spec)
     return (rows[: cfg.limit] if cfg.limit else rows), checker
 
@@ -186,9 +185,7 @@ def load_benchmark(name: str, cfg: EvalConfig) -> tuple[list[dict[str, str]], st
 def _exemplars(name: str, cfg: EvalConfig) -> list[dict[str, str]]:
     if not cfg.shots:
         return []
-    from memrl.tasks.math import DatasetSpec, load_rows
-
-    if name not in ("gsm8k", "arith"):
+    if name not in dataset_names("train"):
         raise ValueError(f"--shots needs a train split; {name!r} has none (use 0 shots)")
     rows, _ = load_rows(DatasetSpec(name=name, split="train", limit=cfg.shots, arith_level=cfg.arith_level))
     return rows
@@ -239,13 +236,12 @@ def evaluate_benchmark(model_path: str, benchmark: str, cfg: EvalConfig, loaded:
 
     Args:
         model_path: anything :func:`memrl.lm.resolve_model` accepts.
-        benchmark: a name in :data:`BENCHMARKS` or a local data file.
+        benchmark: a dataset name with a test split (:data:`memrl.tasks.math.DATASETS`) or a local data file.
         cfg: decoding and data settings.
         loaded: ``(model, tokenizer)`` already loaded (hf backend), or a :func:`load_vllm` engine.
         encoder: a :class:`~memrl.encoders.Encoder` for semantic diversity (built when needed).
     """
     from memrl.rewards.outcome import CorrectnessReward, extract_answer, extract_tagged_answer
-    from memrl.tasks.math import make_messages
 
     rows, checker = load_benchmark(benchmark, cfg)
     exemplars = _exemplars(benchmark, cfg)

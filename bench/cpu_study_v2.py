@@ -1,6 +1,6 @@
 """Second CPU study: does any Memory-R+ semantics beat R1 where memory can matter?
 
-Differences from the first study (``bench/cpu_study.py``, whose run machinery this reuses), fixed
+Differences from the first study (``bench/cpu_study.py``; both run on ``study_kit``), fixed
 before any result of this study was seen (``docs/cpu_study_v2.md`` gives the reasons):
 
 * questions **recur**: a fixed pool of ``--train-pool`` arith problems (24: 40 steps x 2 prompts
@@ -43,8 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cpu_study as v1  # the run machinery (claims, training, evaluation, records, paired test)
-from cpu_study import study_root
+import study_kit as kit  # the run machinery (claims, training, evaluation, records, paired test)
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "cpu_study_v2"
@@ -97,6 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.study = STUDY
     args.workers = 1
     return args
+
+
+def study_root(args: argparse.Namespace) -> Path:
+    """``<out>/cpu_study_v2/``: the runs, the probe and the base evaluation."""
+    return args.out / STUDY
 
 
 # ----------------------------------------------------------------------------- probe
@@ -195,7 +199,7 @@ def run_all(args: argparse.Namespace) -> None:
     for name in args.variants:  # priority order: a row of seeds before the next method
         for seed in args.seeds:
             logger.info("run %s seed %d", name, seed)
-            result = v1.run_one(args, name, seed, run_values)
+            result = kit.run_one(args, study_root(args), name, seed, run_values)
             if result is not None:
                 logger.info("done %s seed %d: arith %.3f", name, seed, result.get("arith_accuracy", float("nan")))
                 aggregate(args)
@@ -265,11 +269,11 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     root = study_root(args)
     runs = []
     for p in sorted(root.glob("runs/*/study_result.json")):
-        r = v1.with_logged_timing(p.parent, json.loads(p.read_text()))
+        r = kit.with_logged_timing(p.parent, json.loads(p.read_text()))
         r.update(training_figures(p.parent))
         r["eval_tag_rate"] = eval_tag_rate(p.parent)
         runs.append(r)
-    base = json.loads((root / "base.json").read_text()) if (root / "base.json").is_file() else None
+    base = kit.read_base(root)
     per: dict[str, dict[str, Any]] = {}
     for name in VARIANTS:
         rs = [r for r in runs if r["method"] == name]
@@ -279,13 +283,13 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
                                  "collapse_warnings": sum(len(r["collapse_warnings"]) for r in rs)}
         for k in ("arith_accuracy", "gsm8k_accuracy", "final_mean_length", "seconds_per_step", "generation_share",
                   "reward_share", "eval_tag_rate", "train_tag_rate_last10"):
-            vals = [r[k] for r in rs if r.get(k) is not None]
-            if vals:
-                entry[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+            spread = kit.mean_std_entry(rs, k)
+            if spread:
+                entry[k] = spread
         reached = [r["steps_to_target"] for r in rs]
         entry["steps_to_target"] = reached
-        for bench in ("arith", "gsm8k"):
-            pooled = v1.pooled_accuracy(rs, bench)
+        for bench in kit.BENCHMARKS:
+            pooled = kit.pooled_accuracy(rs, bench)
             if pooled:
                 entry[f"{bench}_pooled"] = pooled
         diag_keys = sorted({k for r in rs for k in r["diagnostics"]})
@@ -293,12 +297,12 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
                                 for k in diag_keys}
         per[name] = entry
     methods = tuple(VARIANTS)
-    pooled_pairs = v1.paired_with_baseline(root, runs, methods=methods)
+    pooled_pairs = kit.paired_with_baseline(root, runs, methods)
     per_seed = []
     for r in runs:
         if r["method"] != "r1":
-            per_seed += [{**c, "seed": r["seed"]} for c in v1.paired_with_baseline(
-                root, [x for x in runs if x["seed"] == r["seed"]], methods=(r["method"],))]
+            per_seed += [{**c, "seed": r["seed"]} for c in kit.paired_with_baseline(
+                root, [x for x in runs if x["seed"] == r["seed"]], (r["method"],))]
     for name, entry in per.items():
         if name != "r1":
             entry["verdict"] = verdict([c for c in pooled_pairs if c["method"] == name])
@@ -328,18 +332,15 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
                         if not (root / "runs" / f"{n}-s{s}" / "study_result.json").is_file()]}
     atomic_write_json(args.out / f"{STUDY}.json", data)
     atomic_write_text(args.docs / f"{STUDY}_results.md", results_markdown(data))
-    run_dirs = [p.parent for p in sorted(root.glob("runs/*/metrics.jsonl"))]
-    if run_dirs:
-        from memrl.grpo.report import plot_training_curves
-
-        plot_training_curves(run_dirs, args.docs / f"{STUDY}_curves.png", smoothing=0.6)
+    kit.plot_curves(root, args.docs / f"{STUDY}_curves.png")
     if per:
-        v1.plot_accuracy(data, args.docs / f"{STUDY}_accuracy.png")
+        kit.plot_accuracy(data, args.docs / f"{STUDY}_accuracy.png")
     return data
 
 
 def results_markdown(data: dict[str, Any]) -> str:
     s = data["settings"]
+    pm = kit.mean_std_cell
     lines = [f"# Second CPU study results (generated by bench/{STUDY}.py)", "",
              f"SmolLM2-135M-Instruct, arith level {s['arith_level']}, a pool of {s['train_pool']} recurring "
              f"questions, {s['shots']}-shot prompts, {s['steps']} GRPO steps of {s['prompts']} x {s['generations']} "
@@ -358,15 +359,15 @@ def results_markdown(data: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     if data.get("base"):
         lines.append(f"| base (no RL) | - | {100 * data['base'].get('arith_accuracy', float('nan')):.1f} | "
-                     f"{v1._ci(data['base'], 'arith')} | {100 * data['base'].get('gsm8k_accuracy', float('nan')):.1f} "
+                     f"{kit.ci_cell(data['base'], 'arith')} | {100 * data['base'].get('gsm8k_accuracy', float('nan')):.1f} "
                      "| - | - | - | - | - | - |")
     for name, e in data["per_method"].items():
         reach = ", ".join("-" if x is None else str(x) for x in e["steps_to_target"])
-        lines.append(f"| {name} | {e['n_seeds']} | {v1._pm(e, 'arith_accuracy', 100)} | {v1._pooled(e, 'arith')} | "
-                     f"{v1._pm(e, 'gsm8k_accuracy', 100)} | {reach} | {v1._pm(e, 'final_mean_length')} | "
-                     f"{v1._pm(e, 'train_tag_rate_last10', 100, 0)} / {v1._pm(e, 'eval_tag_rate', 100, 0)} | "
-                     f"{v1._pm(e, 'seconds_per_step')} "
-                     f"({v1._pm(e, 'generation_share', 100, 0)}, {v1._pm(e, 'reward_share', 100, 2)}) | "
+        lines.append(f"| {name} | {e['n_seeds']} | {pm(e, 'arith_accuracy', 100)} | {kit.pooled_cell(e, 'arith')} | "
+                     f"{pm(e, 'gsm8k_accuracy', 100)} | {reach} | {pm(e, 'final_mean_length')} | "
+                     f"{pm(e, 'train_tag_rate_last10', 100, 0)} / {pm(e, 'eval_tag_rate', 100, 0)} | "
+                     f"{pm(e, 'seconds_per_step')} "
+                     f"({pm(e, 'generation_share', 100, 0)}, {pm(e, 'reward_share', 100, 2)}) | "
                      f"{e['collapse_warnings']} | {e.get('verdict', '-')} |")
     lines += ["", "Per run (training figures over the last 10 steps):", "",
               "| run | held-out arith % | GSM8K % | train correct % | groups without reward variance % | entropy | "
@@ -389,7 +390,7 @@ def results_markdown(data: dict[str, Any]) -> str:
         rows = ([(c, "pooled " + ", ".join(map(str, c["seeds"]))) for c in data["paired_vs_r1"] if len(c["seeds"]) > 1]
                 + [(c, f"seed {c['seed']}") for c in data["paired_vs_r1_per_seed"]])
         for c, label in sorted(rows, key=lambda x: (x[0]["method"], x[0]["benchmark"], not x[1].startswith("pooled"))):
-            by_item = v1._by_problem_cells(c) if label.startswith("pooled") else "– | –"
+            by_item = kit.by_problem_cells(c) if label.startswith("pooled") else "– | –"
             lines.append(f"| {c['method']} | {c['benchmark']} | {label} | "
                          f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} | {by_item} |")
     lines += ["", "Reward diagnostics, mean over logged steps and seeds (AUC vs correctness within groups; "
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     args.arith_level = chosen_level(args)
     if not args.aggregate_only:
         if not args.no_base:
-            v1.base_result(args)
+            kit.base_result(args, study_root(args))
         run_all(args)
     data = aggregate(args)
     print(json.dumps({k: {m: e.get(m) for m in ("arith_accuracy", "verdict")} for k, e in data["per_method"].items()},

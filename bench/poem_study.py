@@ -44,9 +44,6 @@ class Args:
     """test queries for the prefix-cache vs full-prompt timing"""
     docs_only: bool = False
     """only rewrite docs/poem_study.md and .png from the results JSON (no model)"""
-    backfill: bool = False
-    """instead of new pairs: add the methods a finished (task, seed) lacks (rows added to METHODS
-    later), refitting POEM (deterministic: the refit's own POEM accuracy is checked against the stored one)"""
     ablation: bool = False
     """instead of the study: POEM read-rule variants (k, sum/mean) on the first task and seed, one fit"""
     out: str = "bench/results/poem_study.json"
@@ -107,39 +104,6 @@ def run_ablation(task, scorer, encoder, args: Args) -> dict:
             out["variants"][f"k={k},read={read}"] = {"accuracy": acc, "distinct_codes": len({s.code for s in sels})}
             logging.info("ablation %s k=%d read=%s acc %.4f", task.name, k, read, acc)
     return out
-
-
-def backfill(data: dict, scorer, encoder, args: Args, save) -> None:
-    """Evaluate, for finished (task, seed) pairs, the methods added after they ran."""
-    from memrl.poem import PoemConfig
-    from memrl.poem.evaluate import METHODS, evaluate_task
-    from memrl.runtime import set_seed
-    from memrl.tasks.classification import load_task
-
-    start = time.perf_counter()
-    wanted = {(t, int(s)) for s in args.seeds.split(",") for t in args.tasks.split(",")}
-    for run in data["runs"]:
-        missing = [m for m in METHODS if m not in run["methods"]]
-        if (run["task"], run["seed"]) not in wanted or not missing:
-            continue
-        if (time.perf_counter() - start) / 60 > args.time_budget_min:
-            logging.info("backfill: time budget spent, %s/%s not done", run["task"], run["seed"])
-            continue
-        set_seed(run["seed"])
-        t0 = time.perf_counter()
-        new = evaluate_task(load_task(run["task"], run["seed"]), scorer, encoder, PoemConfig(**{"select": "fixed", "use_dev": False, **run["config"]}),
-                            methods=["poem", *missing], max_test=args.max_test or None,
-                            random_draws=args.random_draws)
-        again, stored = new["methods"]["poem"]["accuracy"], run["methods"]["poem"]["accuracy"]
-        if abs(again - stored) > 1e-9:  # then the added rows do not share the stored rows' fit exactly
-            logging.warning("%s/%s: refit POEM accuracy %.4f != stored %.4f", run["task"], run["seed"], again, stored)
-        run["backfill_poem_accuracy"] = again
-        for m in missing:
-            run["methods"][m] = new["methods"][m]
-        run.setdefault("backfilled", []).extend(missing)
-        save()
-        logging.info("backfilled %s/%s with %s in %.0f s (POEM refit reproduced %.4f)", run["task"], run["seed"],
-                     missing, time.perf_counter() - t0, again)
 
 
 def write_docs(data: dict, docs: Path, args: Args) -> None:
@@ -234,10 +198,6 @@ def main() -> None:
         task = load_task(args.tasks.split(",")[0], int(args.seeds.split(",")[0]))
         data.setdefault("ablation", []).append(run_ablation(task, scorer, encoder, args))
         save()
-        return
-
-    if args.backfill:
-        backfill(data, scorer, encoder, args, save)
         return
 
     start = time.perf_counter()

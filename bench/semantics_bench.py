@@ -28,11 +28,13 @@ completions each pass uses other samples of the question.
 
     python bench/semantics_bench.py --generate     # once: sample the completions (~5 min on 2 cores)
     python bench/semantics_bench.py                # rescore -> bench/results/semantics.json, docs/semantics.md
+    python bench/semantics_bench.py --report-only  # docs/semantics.md from bench/results/semantics.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import time
@@ -73,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shots", type=int, default=2, help="worked exemplars in the prompt (--generate)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--rewards", nargs="+", default=list(REWARDS), choices=list(REWARDS))
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite the docs page from the results JSON (no rescoring: the timings would change)")
     p.add_argument("--out", type=Path, default=RESULTS / "semantics.json")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "semantics.md")
     return p.parse_args(argv)
@@ -247,18 +251,22 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from memrl.io import atomic_write_text
     from memrl.runtime import setup_process
 
     args = parse_args(argv)
     setup_process(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    if args.report_only:
+        atomic_write_text(args.docs, markdown(json.loads(args.out.read_text())))
+        return 0
     if args.generate:
         generate_sampled(args)
     from transformers import AutoTokenizer
 
     from memrl.encoders import Encoder
-    from memrl.io import atomic_write_json, atomic_write_text
+    from memrl.io import atomic_write_json
     from memrl.lm import resolve_model
 
     encoder = Encoder()

@@ -1,7 +1,7 @@
 """Second CPU study: does any Memory-R+ semantics beat R1 where memory can matter?
 
-Differences from the first study (``bench/cpu_study.py``; both run on ``study_kit``), fixed
-before any result of this study was seen (``docs/cpu_study_v2.md`` gives the reasons):
+Differences from the first study (``studies/cpu_study_v1/``; both run on ``study_kit``), fixed
+before any result of this study was seen (``design.md`` in this folder gives the reasons):
 
 * questions **recur**: a fixed pool of ``--train-pool`` arith problems (24: 40 steps x 2 prompts
   = 80 prompts, 3.3 epochs), so the memory holds the question being scored from the second epoch;
@@ -22,14 +22,14 @@ before any result of this study was seen (``docs/cpu_study_v2.md`` gives the rea
   the reference's key rule a step adds at most one key); it is scaled to 10 keys, about the 10
   optimizer steps the other semantics wait (``--warmup-explore``).
 
-Outputs: ``bench/results/cpu_study_v2/`` (runs, ``probe.json``, ``base.json``),
-``bench/results/cpu_study_v2.json``, ``docs/cpu_study_v2_results.md`` and the plots
-``docs/cpu_study_v2_curves.png`` / ``docs/cpu_study_v2_accuracy.png``. Resumable like the first
+Outputs, in this study's folder ``studies/cpu_study_v2/``: ``results/`` (runs, ``probe.json``,
+``base.json``, ``results.json``), ``results.md`` and the plots ``curves.png`` /
+``accuracy.png``. Resumable like the first
 study: finished runs are kept, an interrupted one resumes from its checkpoint.
 
-    python bench/cpu_study_v2.py --probe                  # once: level and tag rate of the base model
-    nohup python bench/cpu_study_v2.py > bench/results/cpu_study_v2.log 2>&1 &
-    python bench/cpu_study_v2.py --aggregate-only
+    python studies/cpu_study_v2/run.py --probe            # once: level and tag rate of the base model
+    nohup python studies/cpu_study_v2/run.py > studies/cpu_study_v2/results/run.log 2>&1 &
+    python studies/cpu_study_v2/run.py --aggregate-only   # table, JSON and plots from the runs
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import study_kit as kit  # the run machinery (claims, training, evaluation, records, paired test)
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # studies/: the shared study_kit
+import study_kit as kit  # noqa: E402  (the run machinery: claims, training, evaluation, records, paired test)
 
-ROOT = Path(__file__).resolve().parents[1]
 STUDY = "cpu_study_v2"
 logger = logging.getLogger(STUDY)
 
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arith-level", type=int, default=None, help="default: the level --probe chose")
     p.add_argument("--train-pool", type=int, default=24, help="arith training problems (they recur)")
     p.add_argument("--shots", type=int, default=2,
-                   help="worked exemplars in each training prompt (2: the probe's measured reason, docs/cpu_study_v2.md)")
+                   help="worked exemplars in each training prompt (2: the probe's measured reason, design.md)")
     p.add_argument("--learning-rate", type=float, default=1e-5)
     p.add_argument("--warmup-explore", type=int, default=10,
                    help="explore warm-up: optimizer steps (memrl semantics) / failure keys (reference)")
@@ -90,17 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--aggregate-only", action="store_true")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--docs", type=Path, default=ROOT / "docs")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="runs, probe and results.json")
+    p.add_argument("--docs", type=Path, default=HERE, help="folder of results.md and the plots")
     args = p.parse_args(argv)
-    args.study = STUDY
-    args.workers = 1
+    args.study = STUDY  # recorded in the settings
+    args.workers = 1  # one run at a time (study_kit records it beside each run's timing)
     return args
-
-
-def study_root(args: argparse.Namespace) -> Path:
-    """``<out>/cpu_study_v2/``: the runs, the probe and the base evaluation."""
-    return args.out / STUDY
 
 
 # ----------------------------------------------------------------------------- probe
@@ -114,7 +110,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     from memrl.tasks.math import to_training_rows
 
     model, tokenizer = load_model("smollm2-135m")
-    path = study_root(args) / "probe.json"
+    path = args.out / "probe.json"
     out: dict[str, Any] = {"temperature": 0.9, "max_new_tokens": args.max_completion,
                            "questions": args.probe_questions, "samples": args.probe_samples, "levels": {}}
     if path.is_file():  # resumable: configurations already measured are kept
@@ -150,9 +146,9 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 def chosen_level(args: argparse.Namespace) -> int:
     if args.arith_level is not None:
         return args.arith_level
-    path = study_root(args) / "probe.json"
+    path = args.out / "probe.json"
     if not path.is_file():
-        raise SystemExit("no probe.json: run `python bench/cpu_study_v2.py --probe` first (or pass --arith-level)")
+        raise SystemExit("no probe.json: run `python studies/cpu_study_v2/run.py --probe` first (or pass --arith-level)")
     level = json.loads(path.read_text()).get("chosen_level")
     if level is None:
         raise SystemExit(f"{path}: no level had base sampled correctness in {PROBE_BAND}; pass --arith-level")
@@ -173,7 +169,7 @@ def run_values(args: argparse.Namespace, name: str, seed: int, run_dir: Path) ->
         "temperature": 0.9, "logging_steps": 1, "save_steps": args.save_steps, "save_total_limit": 1,
     }
     if method == "r1-random":
-        values["random_reward_std"] = intrinsic_spread(study_root(args))
+        values["random_reward_std"] = intrinsic_spread(args.out)
     if method.startswith("memory"):
         if options.get("memory_semantics") == "reference":
             values["memory_explore_warmup_keys"] = args.warmup_explore
@@ -199,7 +195,7 @@ def run_all(args: argparse.Namespace) -> None:
     for name in args.variants:  # priority order: a row of seeds before the next method
         for seed in args.seeds:
             logger.info("run %s seed %d", name, seed)
-            result = kit.run_one(args, study_root(args), name, seed, run_values)
+            result = kit.run_one(args, args.out, name, seed, run_values)
             if result is not None:
                 logger.info("done %s seed %d: arith %.3f", name, seed, result.get("arith_accuracy", float("nan")))
                 aggregate(args)
@@ -266,7 +262,7 @@ def verdict(pairs: list[dict[str, Any]]) -> str:
 def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     from memrl.io import atomic_write_json, atomic_write_text
 
-    root = study_root(args)
+    root = args.out
     runs = []
     for p in sorted(root.glob("runs/*/study_result.json")):
         r = kit.with_logged_timing(p.parent, json.loads(p.read_text()))
@@ -330,18 +326,18 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
             "paired_vs_r1_per_seed": per_seed,
             "pending": [f"{n}-s{s}" for n in args.variants for s in args.seeds
                         if not (root / "runs" / f"{n}-s{s}" / "study_result.json").is_file()]}
-    atomic_write_json(args.out / f"{STUDY}.json", data)
-    atomic_write_text(args.docs / f"{STUDY}_results.md", results_markdown(data))
-    kit.plot_curves(root, args.docs / f"{STUDY}_curves.png")
+    atomic_write_json(root / "results.json", data)
+    atomic_write_text(args.docs / "results.md", results_markdown(data))
+    kit.plot_curves(root, args.docs / "curves.png")
     if per:
-        kit.plot_accuracy(data, args.docs / f"{STUDY}_accuracy.png")
+        kit.plot_accuracy(data, args.docs / "accuracy.png")
     return data
 
 
 def results_markdown(data: dict[str, Any]) -> str:
     s = data["settings"]
     pm = kit.mean_std_cell
-    lines = [f"# Second CPU study results (generated by bench/{STUDY}.py)", "",
+    lines = ["# Second CPU study results (generated by studies/cpu_study_v2/run.py)", "",
              f"SmolLM2-135M-Instruct, arith level {s['arith_level']}, a pool of {s['train_pool']} recurring "
              f"questions, {s['shots']}-shot prompts, {s['steps']} GRPO steps of {s['prompts']} x {s['generations']} "
              f"completions (<= {s['max_completion']} tokens); greedy 0-shot evaluation on {s['eval_arith']} held-out "
@@ -421,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     args.arith_level = chosen_level(args)
     if not args.aggregate_only:
         if not args.no_base:
-            kit.base_result(args, study_root(args))
+            kit.base_result(args, args.out)
         run_all(args)
     data = aggregate(args)
     print(json.dumps({k: {m: e.get(m) for m in ("arith_accuracy", "verdict")} for k, e in data["per_method"].items()},

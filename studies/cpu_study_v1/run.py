@@ -4,11 +4,12 @@ Trains every (method, seed) under identical settings on the procedural ``arith``
 the final model on a held-out ``arith`` set and on the first GSM8K test problems (greedy), and
 writes:
 
-* ``bench/results/cpu_study/runs/<method>-s<seed>/``: the run (checkpoints, memory, metrics) and
-  ``study_result.json``;
-* ``bench/results/cpu_study.json``: every run's figures plus per-method mean ± std;
-* ``docs/cpu_study_curves.png``, ``docs/cpu_study_accuracy.png`` and the generated table in
-  ``docs/cpu_study_results.md``.
+* ``results/runs/<method>-s<seed>/``: the run (checkpoints, memory, metrics) and
+  ``study_result.json``; ``results/base.json``: the untrained model;
+* ``results/results.json``: every run's figures plus per-method mean ± std;
+* ``curves.png``, ``accuracy.png`` and the generated table ``results.md``
+
+(paths in this study's folder, ``studies/cpu_study_v1/``; the design and findings: ``design.md``).
 
 Resumable at the (method, seed) level: a run with a ``study_result.json`` is not redone, a run
 interrupted mid-training resumes from its newest checkpoint, and the aggregate is recomputed
@@ -18,7 +19,8 @@ claim whose process is gone is taken over.
 
 Example (the full study, several hours on 2 cores; run it in the background)::
 
-    nohup python bench/cpu_study.py --steps 40 --seeds 0 1 > bench/results/cpu_study.log 2>&1 &
+    nohup python studies/cpu_study_v1/run.py --steps 40 --seeds 0 1 > studies/cpu_study_v1/results/run.log 2>&1 &
+    python studies/cpu_study_v1/run.py --aggregate-only   # table, JSON and plots from the runs
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import study_kit as kit
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # studies/: the shared study_kit
+import study_kit as kit  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("r1", "cosine", "memory-r", "memory-r+")  # the study's methods, in report order
 logger = logging.getLogger("cpu_study")
 
@@ -56,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-gsm8k", type=int, default=100, help="GSM8K test problems")
     p.add_argument("--eval-max-tokens", type=int, default=256)
     p.add_argument("--no-base", action="store_true", help="skip evaluating the untrained model")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--docs", type=Path, default=ROOT / "docs")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="runs and results.json")
+    p.add_argument("--docs", type=Path, default=HERE, help="folder of results.md and the plots")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep checkpoint-*/ after a run is evaluated (1.6 GB each; final/ is always kept)")
     p.add_argument("--aggregate-only", action="store_true")
@@ -67,11 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "measured with the cores shared)")
     p.add_argument("--threads", type=int, default=0, help="torch threads of this process (0: torch's default)")
     return p.parse_args(argv)
-
-
-def study_root(args: argparse.Namespace) -> Path:
-    """``<out>/cpu_study/``: the runs and the base evaluation."""
-    return args.out / "cpu_study"
 
 
 def run_values(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
@@ -88,10 +86,10 @@ def run_values(args: argparse.Namespace, method: str, seed: int, run_dir: Path) 
 
 
 def aggregate(args: argparse.Namespace) -> dict[str, Any]:
-    """Recompute cpu_study.json, plots and the Markdown table from the runs on disk."""
+    """Recompute results.json, plots and the Markdown table from the runs on disk."""
     from memrl.io import atomic_write_json, atomic_write_text
 
-    root = study_root(args)
+    root = args.out
     runs = [kit.with_logged_timing(p.parent, json.loads(p.read_text()))
             for p in sorted(root.glob("runs/*/study_result.json"))]
     base = kit.read_base(root)
@@ -115,11 +113,11 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     paired = kit.paired_with_baseline(root, runs, METHODS)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "docs", "aggregate_only", "keep_checkpoints")}
     data = {"settings": settings, "base": base, "runs": runs, "per_method": per_method, "paired_vs_r1": paired}
-    atomic_write_json(args.out / "cpu_study.json", data)
-    atomic_write_text(args.docs / "cpu_study_results.md", results_markdown(data))
-    kit.plot_curves(root, args.docs / "cpu_study_curves.png")
+    atomic_write_json(root / "results.json", data)
+    atomic_write_text(args.docs / "results.md", results_markdown(data))
+    kit.plot_curves(root, args.docs / "curves.png")
     if per_method:
-        kit.plot_accuracy(data, args.docs / "cpu_study_accuracy.png")
+        kit.plot_accuracy(data, args.docs / "accuracy.png")
     return data
 
 
@@ -133,7 +131,7 @@ def results_markdown(data: dict[str, Any]) -> str:
     s = data["settings"]
     pm = kit.mean_std_cell
     lines = [
-        "# CPU study results (generated by bench/cpu_study.py)",
+        "# CPU study results (generated by studies/cpu_study_v1/run.py)",
         "",
         f"SmolLM2-135M-Instruct, arith level {s['arith_level']}, {s['steps']} GRPO steps of {s['prompts']} prompts x "
         f"{s['generations']} completions (<= {s['max_completion']} tokens), seeds {s['seeds']}; greedy evaluation "
@@ -208,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     if not args.aggregate_only:
         if not args.no_base:
-            kit.base_result(args, study_root(args))
+            kit.base_result(args, args.out)
         if args.workers > 1 and not args.threads:
             spawn_workers(args, argv)
         else:
             for seed in args.seeds:  # seed-major: a partial study still compares every method
                 for method in args.methods:
                     logger.info("run %s seed %d", method, seed)
-                    result = kit.run_one(args, study_root(args), method, seed, run_values)
+                    result = kit.run_one(args, args.out, method, seed, run_values)
                     if result is None:
                         continue
                     logger.info("done %s seed %d: %s", method, seed, {k: result.get(k) for k in

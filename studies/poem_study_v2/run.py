@@ -1,6 +1,6 @@
 """POEM study, second round (issue 13): the data-chosen default POEM against every baseline.
 
-Design (fixed before any result; docs/poem_study_v2.md): SmolLM2-135M-Instruct, encoder
+Design (fixed before any result; design.md in this folder): SmolLM2-135M-Instruct, encoder
 all-MiniLM-L6-v2, the default :class:`memrl.poem.PoemConfig` (read setting chosen by leave-one-out
 on the fit, dev split among the fit inputs, n = max(4, classes)), the same seeded 300-item test
 subsample for every method (the whole test split where it is smaller), every row of
@@ -10,19 +10,20 @@ chance (``--probe`` measures it) x seeds 13, 21, 42; there ``poem_knn`` is left 
 full-prompt LM call per (input, order): too slow for these long prompts on 2 cores).
 
 Usage:
-    python bench/poem_study_v2.py --probe      # which understanding tasks are above chance
-    python bench/poem_study_v2.py              # the study: resumable, seed-major, time-boxed
-    python bench/poem_study_v2.py --docs-only  # tables and chart from the results file
-    python bench/poem_study_v2.py --backfill-guard  # the addendum's poem_guarded row for earlier pairs
-    python bench/poem_study_v2.py --backfill-arrays --only sst2/13  # replay arrays for an earlier pair
+    python studies/poem_study_v2/run.py --probe      # which understanding tasks are above chance
+    python studies/poem_study_v2/run.py              # the study: resumable, seed-major, time-boxed
+    python studies/poem_study_v2/run.py --docs-only  # tables and chart from the results file
+    python studies/poem_study_v2/run.py --backfill-guard  # the addendum's poem_guarded row for earlier pairs
+    python studies/poem_study_v2/run.py --backfill-arrays --only sst2/13  # replay arrays for an earlier pair
 
 Pairs up to agnews/13 ran from commit b654896; later code reproduces their scores (the bench turns
 partial prefix reuse off and pins the registered GlobalE probe reading) and ``--backfill-guard``
-checks that it does before adding the design addendum's row (docs/poem_study_v2_design.md).
+checks that it does before adding the design addendum's row (design.md).
 
-Each finished (task, seed) is appended to ``bench/results/poem_study_v2.json`` (atomic) and
-skipped next time; docs are rewritten after each. From piqa/13 on, each pair also writes
-``bench/results/poem_study_v2/<task>_<seed>.npz``: the numbers to replay any read rule over the
+Each finished (task, seed) is appended to ``results/results.json`` (atomic; paths in this study's
+folder, ``studies/poem_study_v2/``) and skipped next time; ``results.md`` and ``accuracy.png`` are
+rewritten after each. From piqa/13 on, each pair also writes
+``results/arrays/<task>_<seed>.npz``: the numbers to replay any read rule over the
 fixed demonstrations with no LM call (no input text).
 """
 
@@ -50,10 +51,11 @@ MIN_PROBES = 48
 LEGACY_PROBES = True
 HEURISTICS = ("kate", "kate_reverse", "kate_knn", "random", "globale", "locale", "zero_shot")
 COMPARED = ("best_fixed", *HEURISTICS, "poem_paper", "poem_knn")
-# the design's budget of machine time (docs/poem_study_v2_design.md): pairs not run by then are listed
+# the design's budget of machine time (design.md): pairs not run by then are listed
 BUDGET_H = 10.0
-OUT = Path("bench/results/poem_study_v2.json")
-DOCS = Path("docs")
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "results.json"
+DOCS = HERE  # results.md and accuracy.png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -232,24 +234,26 @@ def backfill_arrays(scorer, encoder, data: dict[str, Any], save, out: Path, max_
                 or m["oracle"]["accuracy"] != rec["oracle"]["accuracy"]):
             raise SystemExit(f"{name}/{seed}: re-scoring did not reproduce the recorded POEM predictions "
                              "and oracle accuracy")
-        run["arrays"] = str(save_arrays(out.with_suffix("") / f"{name}_{seed}.npz", arrays))
+        run["arrays"] = save_arrays(out, name, seed, arrays)
         run["arrays_backfilled_wall_s"] = time.perf_counter() - t0
         save()
         logging.info("%s/%s arrays backfilled in %.0f s", name, seed, run["arrays_backfilled_wall_s"])
 
 
 # ------------------------------------------------------------------------------- report
-def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as one compressed ``.npz``, atomically."""
+def save_arrays(out: Path, name: str, seed: int, arrays: dict[str, np.ndarray]) -> str:
+    """Write a pair's replay ``arrays`` as one compressed ``arrays/<task>_<seed>.npz`` beside the
+    results file ``out``, atomically; returns that path relative to the results file's folder (what
+    the run records, so the study folder can move)."""
     import io
 
     from memrl.io import atomic_write_bytes
 
+    relative = f"arrays/{name}_{seed}.npz"
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    atomic_write_bytes(out.parent / relative, buf.getvalue())
+    return relative
 
 
 def _pct(x: float | None) -> str:
@@ -355,8 +359,8 @@ def write_docs(data: dict[str, Any], docs: Path) -> None:
     class_table = {t: table[t] for t in CLASSIFICATION if t in table}
     und = [t for t in table if t not in CLASSIFICATION]
     hours = machine_hours(data)
-    lines = ["# POEM study, second round (generated by bench/poem_study_v2.py)", "",
-             "Design and reading guide: [poem_study_v2_design.md](poem_study_v2_design.md). "
+    lines = ["# POEM study, second round (generated by studies/poem_study_v2/run.py)", "",
+             "Design and reading guide: [design.md](design.md). "
              f"LM: {data.get('meta', {}).get('lm', '?')}; test: the same seeded subsample of ≤ "
              f"{data.get('meta', {}).get('max_test', MAX_TEST)} items per "
              "(task, seed) for every method; default POEM = leave-one-out-chosen read setting, dev split among "
@@ -415,10 +419,10 @@ def write_docs(data: dict[str, Any], docs: Path) -> None:
               "" if "probe" in data else "The understanding-task probe has not run (`--probe`).",
               (f"The design's budget of about {BUDGET_H:g} h of machine time is spent ({sum(hours.values()):.1f} h), "
                "so by the design these pairs are reported as not run. " if spent and pending else "")
-              + "Resume with `python bench/poem_study_v2.py`; finished pairs are skipped.", ""]
-    atomic_write_text(docs / "poem_study_v2.md", "\n".join(lines))
+              + "Resume with `python studies/poem_study_v2/run.py`; finished pairs are skipped.", ""]
+    atomic_write_text(docs / "results.md", "\n".join(lines))
     if table:
-        atomic_write_bytes(docs / "poem_study_v2.png",
+        atomic_write_bytes(docs / "accuracy.png",
                            bar_chart_png(table, f"POEM (data-chosen) vs baselines ({data.get('meta', {}).get('lm', '?')})"))
 
 
@@ -496,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                             legacy_probes=LEGACY_PROBES, progress=False, arrays=arrays)
         run["wall_s"] = time.perf_counter() - t0
         if arrays:  # beside the results file: a new read rule is then replayed, not refitted
-            run["arrays"] = str(save_arrays(args.out.with_suffix("") / f"{name}_{seed}.npz", arrays))
+            run["arrays"] = save_arrays(args.out, name, seed, arrays)
         data["runs"].append(run)
         save()
         logging.info("%s/%s done in %.0f s: %s", name, seed, run["wall_s"],

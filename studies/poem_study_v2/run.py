@@ -13,12 +13,13 @@ Usage:
     python studies/poem_study_v2/run.py --probe      # which understanding tasks are above chance
     python studies/poem_study_v2/run.py              # the study: resumable, seed-major, time-boxed
     python studies/poem_study_v2/run.py --docs-only  # tables and chart from the results file
-    python studies/poem_study_v2/run.py --backfill-guard  # the addendum's poem_guarded row for earlier pairs
-    python studies/poem_study_v2/run.py --backfill-arrays --only sst2/13  # replay arrays for an earlier pair
+    python studies/poem_study_v2/replay.py           # replay read rules on the saved arrays (no LM)
 
-Pairs up to agnews/13 ran from commit b654896; later code reproduces their scores (the bench turns
-partial prefix reuse off and pins the registered GlobalE probe reading) and ``--backfill-guard``
-checks that it does before adding the design addendum's row (design.md).
+Pairs up to agnews/13 ran from commit b654896; later code reproduces their scores (the study turns
+partial prefix reuse off and pins the registered GlobalE probe reading). The design addendum's
+``poem_guarded`` row was backfilled on those pairs after checking that a refit reproduced them
+(design.md; that upkeep code is gone, its rows are committed); ``maintenance.py`` makes the same
+check before it backfills replay arrays.
 
 Each finished (task, seed) is appended to ``results/results.json`` (atomic; paths in this study's
 folder, ``studies/poem_study_v2/``) and skipped next time; ``results.md`` and ``accuracy.png`` are
@@ -33,6 +34,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe", action="store_true", help="measure zero-shot and random-order accuracy of the "
                    "understanding candidates (seed 13) and record which are above chance")
     p.add_argument("--docs-only", action="store_true", help="only rewrite the docs from the results file")
-    p.add_argument("--backfill-guard", action="store_true", help="add the poem_guarded row (design addendum) "
-                   "to finished pairs without it: refit POEM, check it reproduces the recorded setting and "
-                   "predictions, score the guarded setting")
-    p.add_argument("--backfill-arrays", action="store_true", help="write the replay arrays of finished pairs "
-                   "that ran before they were saved: refit, check the recorded setting, POEM predictions and "
-                   "oracle accuracy, keep the test scores (with --only: those pairs)")
+    add_common_arguments(p)
+    return p.parse_args(argv)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options this script shares with ``maintenance.py``."""
     p.add_argument("--time-budget-min", type=float, default=600.0, help="start no new (task, seed) after this")
     p.add_argument("--only", default=None, help="comma-separated task/seed pairs to run (default: the design)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -77,7 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    f"{MAX_TEST} (other values are for smoke runs and are refused on a results file of the design)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--docs", type=Path, default=DOCS)
-    return p.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------- design
@@ -139,105 +140,9 @@ def run_probe(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_T
         save()
 
 
-def refit_recorded(scorer, encoder, run: dict[str, Any]):
-    """Refit the default POEM of a finished pair (the fit is deterministic) and check that it chose
-    the recorded setting; a different instrument is refused. Returns ``(task, optimiser)``."""
-    from memrl.poem import PoemConfig, PoemOptimizer
-    from memrl.runtime import set_seed
-    from memrl.tasks.classification import load_task
-
-    name, seed = run["task"], run["seed"]
-    set_seed(seed)
-    task = load_task(name, seed)
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig())
-    opt.fit(progress=False)
-    if opt.setting.to_dict() != run["poem_fit"]["setting"]:
-        raise SystemExit(f"{name}/{seed}: the refit chose {opt.setting}, the study recorded "
-                         f"{run['poem_fit']['setting']}: not the instrument the pair ran with")
-    return task, opt
-
-
 def parse_pairs(text: str) -> set[tuple[str, int]]:
     """``"sst2/13,mr/21"`` -> ``{("sst2", 13), ("mr", 21)}`` (the ``--only`` option)."""
     return {(t, int(s)) for t, s in (p.split("/") for p in text.split(","))}
-
-
-def backfill_guard(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_TEST) -> None:
-    """The design addendum's ``poem_guarded`` row for pairs that ran before it existed. The fit is
-    deterministic, so refitting the default POEM must choose the recorded setting and re-scoring its
-    test items must give the recorded predictions: both are checked (a different instrument is
-    refused), then the guarded setting's test items are scored (a few hundred LM calls; no oracle
-    memo here, so its ``lm_calls_made`` is not 0 as in a full pair)."""
-    from memrl.poem.evaluate import evaluate_task
-
-    for run in data["runs"]:
-        name, seed = run["task"], run["seed"]
-        if "poem_guarded" in run["methods"]:
-            continue
-        t0 = time.perf_counter()
-        task, opt = refit_recorded(scorer, encoder, run)
-        res = evaluate_task(task, scorer, encoder, None, methods=["poem", "poem_guarded"], max_test=max_test,
-                            optimizer=opt, progress=False)
-        if res["gold"] != run["gold"] or res["methods"]["poem"]["predictions"] != run["methods"]["poem"]["predictions"]:
-            raise SystemExit(f"{name}/{seed}: re-scoring the default POEM did not reproduce its recorded predictions")
-        row = {**res["methods"]["poem_guarded"], "backfilled": True, "backfill_wall_s": time.perf_counter() - t0}
-        run["methods"]["poem_guarded"] = row
-        save()
-        logging.info("%s/%s guard backfilled in %.0f s: %s, accuracy %.3f (poem %.3f)", name, seed,
-                     row["backfill_wall_s"], row["guard"], row["accuracy"], run["methods"]["poem"]["accuracy"])
-
-
-def backfill_items(data: dict[str, Any], max_test: int = MAX_TEST) -> int:
-    """Test item ids (:attr:`memrl.tasks.fewshot.Example.item_id`) for runs recorded before runs kept
-    them, so paired tests pool seeds by item. Loading a task and its seeded test subsample needs
-    no LM; the recorded gold labels must come out the same, or the run is refused. Returns how
-    many runs were filled."""
-    from memrl.poem.evaluate import subsample
-    from memrl.tasks.classification import load_task
-
-    filled = 0
-    for run in data["runs"]:
-        if "items" in run:
-            continue
-        queries = subsample(load_task(run["task"], run["seed"]).test, max_test)
-        if [int(q.label) for q in queries] != run["gold"]:
-            raise SystemExit(f"{run['task']}/{run['seed']}: the reloaded test subsample's gold labels differ "
-                             "from the recorded ones; cannot name its items")
-        run["items"] = [q.item_id for q in queries]
-        filled += 1
-    return filled
-
-
-def backfill_arrays(scorer, encoder, data: dict[str, Any], save, out: Path, max_test: int = MAX_TEST,
-                    budget_min: float = 600.0, only: set[tuple[str, int]] | None = None) -> None:
-    """Replay arrays (``<task>_<seed>.npz``) for pairs that ran before the study saved them. As in
-    :func:`backfill_guard`, the refit must choose the recorded setting, and re-scoring must give
-    the recorded POEM predictions and oracle accuracy, or the pair is refused; the test items are
-    then scored under every candidate order (the oracle row), which the arrays keep."""
-    from memrl.poem.evaluate import evaluate_task
-
-    start = time.perf_counter()
-    for run in data["runs"]:
-        name, seed = run["task"], run["seed"]
-        if "arrays" in run or (only is not None and (name, seed) not in only):
-            continue
-        if (time.perf_counter() - start) / 60 > budget_min:
-            logging.info("time budget spent; arrays of %s/%s and later not backfilled", name, seed)
-            break
-        t0 = time.perf_counter()
-        task, opt = refit_recorded(scorer, encoder, run)
-        arrays: dict[str, np.ndarray] = {}
-        res = evaluate_task(task, scorer, encoder, None, methods=["poem", "oracle"], max_test=max_test,
-                            optimizer=opt, progress=False, arrays=arrays)
-        m, rec = res["methods"], run["methods"]
-        if (res["gold"] != run["gold"] or m["poem"]["predictions"] != rec["poem"]["predictions"]
-                or m["oracle"]["accuracy"] != rec["oracle"]["accuracy"]):
-            raise SystemExit(f"{name}/{seed}: re-scoring did not reproduce the recorded POEM predictions "
-                             "and oracle accuracy")
-        run["arrays"] = save_arrays(out, name, seed, arrays)
-        run["arrays_backfilled_wall_s"] = time.perf_counter() - t0
-        save()
-        logging.info("%s/%s arrays backfilled in %.0f s", name, seed, run["arrays_backfilled_wall_s"])
 
 
 # ------------------------------------------------------------------------------- report
@@ -427,31 +332,26 @@ def write_docs(data: dict[str, Any], docs: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
+def open_results(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up the process and read the results file (an empty one if there is none yet); a
+    ``--max-test`` other than the file's is refused."""
     from memrl.runtime import setup_process
 
-    args = parse_args(argv)
     setup_process(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from memrl.io import atomic_write_json
-
     data: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
     recorded = data.get("meta", {}).get("max_test")
     if data["runs"] and recorded is not None and recorded != args.max_test:
         raise SystemExit(f"{args.out} holds runs with --max-test {recorded}; this call asks for {args.max_test}: "
                          "use another --out")
-    if backfill_items(data, args.max_test):
-        atomic_write_json(args.out, data)
-    if args.docs_only:
-        write_docs(data, args.docs)
-        return 0
+    return data
 
+
+def instrument(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, Any]:
+    """The study's scorer and encoder, recorded in ``data["meta"]``."""
     from memrl.encoders import Encoder
     from memrl.lm import HFScorer
     from memrl.poem import PoemConfig
-    from memrl.poem.evaluate import evaluate_task
-    from memrl.runtime import set_seed
-    from memrl.tasks.classification import load_task
 
     # every prefix computed in full, as at b654896 where the study began (partial reuse changes
     # scores by float rounding only, but one instrument runs throughout)
@@ -460,18 +360,34 @@ def main(argv: list[str] | None = None) -> int:
     data["meta"] = {"lm": scorer.identity, "encoder": encoder.name, "max_test": args.max_test,
                     "random_draws": RANDOM_DRAWS, "min_probes": MIN_PROBES, "legacy_probes": LEGACY_PROBES,
                     "config": PoemConfig().to_dict()}
+    return scorer, encoder
+
+
+def saver(args: argparse.Namespace, data: dict[str, Any]) -> Callable[[], None]:
+    """``save()``: the results file (atomic), then the page and chart."""
+    from memrl.io import atomic_write_json
 
     def save() -> None:
         atomic_write_json(args.out, data)
         write_docs(data, args.docs)
 
-    if args.backfill_guard:
-        backfill_guard(scorer, encoder, data, save, args.max_test)
+    return save
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = open_results(args)
+    if args.docs_only:
+        write_docs(data, args.docs)
         return 0
-    if args.backfill_arrays:
-        only = parse_pairs(args.only) if args.only else None
-        backfill_arrays(scorer, encoder, data, save, args.out, args.max_test, args.time_budget_min, only)
-        return 0
+
+    from memrl.poem import PoemConfig
+    from memrl.poem.evaluate import evaluate_task
+    from memrl.runtime import set_seed
+    from memrl.tasks.classification import load_task
+
+    scorer, encoder = instrument(args, data)
+    save = saver(args, data)
     if args.probe:
         run_probe(scorer, encoder, data, save, args.max_test)
         chosen = chosen_understanding(data)

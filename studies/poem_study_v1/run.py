@@ -189,8 +189,6 @@ def main() -> None:
         write_docs(data, Path(args.docs), args)
 
     # TRY NOT TO MODIFY: timing of the prefix cache (once per results file)
-    if isinstance(data.get("prefix_cache_speedup"), dict):  # files written before the split below
-        data["prefix_cache_timing"] = data.pop("prefix_cache_speedup")
     if "prefix_cache_timing" not in data:
         data["prefix_cache_timing"] = measure_prefix_cache(scorer, load_task("sst2", 13), args.speedup_queries)
         logging.info("prefix cache: %s", data["prefix_cache_timing"])

@@ -1,5 +1,7 @@
 """What the studies share: a resumable run queue, the GRPO runs of the CPU studies, their paired
-tests and their table cells. Each study script imports this module; no study imports another.
+tests and their table cells. The CPU studies (``cpu_study_v1``, ``cpu_study_v2``) import this
+module; no study imports another study's script. The POEM studies need none of it: their
+per-pair results, reports and paired tests are :mod:`memrl.poem.report` and :mod:`memrl.stats`.
 
 * **Run queue.** A run lives in its own folder ``<results>/runs/<name>-s<seed>/``; a finished run
   has a ``study_result.json`` and is never redone. Several processes share the work: each takes a
@@ -8,9 +10,10 @@ tests and their table cells. Each study script imports this module; no study imp
 * **GRPO runs.** :func:`run_one` trains one run (resuming from its newest checkpoint), evaluates
   the final model greedily on held-out ``arith`` and the first GSM8K test problems, keeps the
   per-example records (:func:`write_records`) and writes ``study_result.json``.
-* **Figures.** :func:`with_logged_timing` reads a run's whole logged history, :func:`paired_with_baseline`
-  tests methods against a baseline on the same problems, and the ``*_cell`` helpers format the
-  tables. The statistical tests themselves are :mod:`memrl.stats`.
+* **Figures.** :func:`with_logged_timing` reads a run's whole logged history,
+  :func:`paired_with_baseline` tests methods against a baseline on the same problems, the
+  ``*_cell`` helpers format the tables and ``plot_*`` draw the plots. The statistical tests
+  themselves are :mod:`memrl.stats`.
 
 Every function takes the study's ``argparse.Namespace`` where it needs the evaluation settings
 (``eval_arith``, ``eval_gsm8k``, ``eval_max_tokens``, ``arith_level``, ``workers``,

@@ -174,7 +174,7 @@ def test_signal_stall_fires_on_the_study_run_that_stalled_and_not_on_the_ones_th
     from memrl.grpo.callbacks import CollapseMonitor
     from memrl.grpo.rundir import RunDir
 
-    runs = Path(__file__).resolve().parents[2] / "bench" / "results" / "cpu_study_v2" / "runs"
+    runs = Path(__file__).resolve().parents[2] / "studies" / "cpu_study_v2" / "results" / "runs"
     for run, stalled in (("r1-s0", False), ("r1-s1", False), ("r1-s2", True)):
         rows = RunDir(runs / run).metrics()
         assert signal_stall(rows) is stalled, run

@@ -38,6 +38,7 @@ from typing import Any
 logger = logging.getLogger("study_kit")
 
 BENCHMARKS = ("arith", "gsm8k")  # what the CPU studies evaluate, in table order
+TARGET_CORRECTNESS = 0.5  # "steps to reach": first step whose 5-step mean training correctness is >= this
 # ``values_of(args, name, seed, run_dir)``: the flat training config of one run
 RunValues = Callable[[argparse.Namespace, str, int, Path], dict[str, Any]]
 
@@ -231,7 +232,81 @@ def read_base(root: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+# ----------------------------------------------------------------------------- the recurring-pool setting
+def recurring_pool_values(args: argparse.Namespace, method: str, options: dict[str, Any], seed: int,
+                          run_dir: Path) -> dict[str, Any]:
+    """The flat training config of the recurring-pool setting (second and third CPU studies):
+    identical across arms except the method and its memory / exploration ``options``. Reads
+    ``arith_level``, ``train_pool``, ``shots``, ``steps``, ``prompts``, ``generations``,
+    ``max_completion``, ``learning_rate``, ``save_steps`` and ``warmup_explore`` from ``args``."""
+    values = {
+        "model": "smollm2-135m", "dataset": "arith", "arith_level": args.arith_level,
+        "dataset_limit": args.train_pool, "method": method, "prompt_style": "think", "shots": args.shots,
+        "plot": False, "output_dir": str(run_dir), "seed": seed, "max_steps": args.steps,
+        "per_device_train_batch_size": args.prompts * args.generations, "num_generations": args.generations,
+        "max_completion_length": args.max_completion, "learning_rate": args.learning_rate, "beta": 0.0,
+        "temperature": 0.9, "logging_steps": 1, "save_steps": args.save_steps, "save_total_limit": 1,
+    }
+    if method.startswith("memory"):
+        if options.get("memory_semantics") == "reference":
+            values["memory_explore_warmup_keys"] = args.warmup_explore
+        else:
+            values.update(memory_explore_warmup_steps=args.warmup_explore, memory_max_keys=args.train_pool)
+    return {**values, **options}
+
+
+def intrinsic_spread(root: Path) -> float:
+    """Mean ``memory/intrinsic_group_std`` over every logged step of the finished Memory-R+ runs:
+    the within-group spread the intrinsic rewards add, which the random control reproduces."""
+    from memrl.grpo.rundir import RunDir
+
+    values = [r["memory/intrinsic_group_std"] for p in sorted(root.glob("runs/memory-r+-*/study_result.json"))
+              for r in RunDir(p.parent).metrics() if "memory/intrinsic_group_std" in r]
+    if not values:
+        raise RuntimeError("the r1-random control needs finished memory-r+ runs that logged "
+                           "memory/intrinsic_group_std; it runs after them")
+    return statistics.fmean(values)
+
+
+
 # ----------------------------------------------------------------------------- figures
+def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if "loss" in r and r.get(key) is not None]
+
+
+def training_figures(run_dir: Path) -> dict[str, Any]:
+    """From the run's metrics: steps to the target correctness, tag rate, and the diagnostics of
+    each intrinsic term (mean over the steps where they are defined)."""
+    from memrl.grpo.callbacks import signal_stall
+    from memrl.grpo.rundir import RunDir
+
+    rows = RunDir(run_dir).metrics()
+    correct = _series(rows, "rewards/correctness_reward/mean")
+    out: dict[str, Any] = {"train_correct_curve": correct}
+    reached = next((i + 1 for i in range(4, len(correct)) if statistics.fmean(correct[i - 4:i + 1]) >= TARGET_CORRECTNESS),
+                   None)
+    out["steps_to_target"] = reached
+    # how the run ended: a policy that writes one fixed wrong answer in the right format earns the
+    # format rewards in every completion, so its groups have no reward variance (nothing to learn)
+    for key, series in (("train_correct_last10", correct), ("zero_std_groups_last10", _series(rows, "frac_reward_zero_std")),
+                        ("entropy_last10", _series(rows, "entropy"))):
+        if series:
+            out[key] = statistics.fmean(series[-10:])
+    # the detector memrl train now runs; applied to the logs so runs trained before it count too
+    out["signal_stall"] = signal_stall(rows)
+    strict = _series(rows, "rewards/strict_format_reward/mean")
+    if strict:  # strict format pays 0.5 for the full layout
+        out["train_tag_rate_last10"] = statistics.fmean(strict[-10:]) / 0.5
+    keys = {k for r in rows for k in r if k.startswith("diag/") and k.count("/") == 2}
+    diag = {}
+    for k in sorted(keys):
+        vals = _series(rows, k)
+        if vals:
+            diag[k] = statistics.fmean(vals)
+    out["diagnostics"] = diag
+    return out
+
+
 def with_logged_timing(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     """``result`` with seconds per step and the generation/reward shares averaged over every logged
     step of ``metrics.jsonl`` (:meth:`memrl.grpo.rundir.RunDir.step_timing`).
@@ -283,7 +358,7 @@ def pooled_accuracy(runs: Sequence[dict[str, Any]], bench: str) -> dict[str, Any
                    for r in runs if r.get(f"{bench}_n")])
 
 
-def _correct_by_question(path: Path) -> dict[str, bool]:
+def correct_by_question(path: Path) -> dict[str, bool]:
     from memrl.tasks.files import iter_jsonl
 
     return {question_key(r): bool(r["correct"]) for _, r in iter_jsonl(path)}
@@ -314,7 +389,7 @@ def paired_with_baseline(root: Path, runs: Sequence[dict[str, Any]], methods: Se
                 theirs = run_dir_of(root, baseline, seed) / f"eval_{bench}.jsonl"
                 if not (mine.is_file() and theirs.is_file()):
                     continue
-                a, b = _correct_by_question(mine), _correct_by_question(theirs)
+                a, b = correct_by_question(mine), correct_by_question(theirs)
                 common = a.keys() & b.keys()
                 only_m += sum(a[q] and not b[q] for q in common)
                 only_b += sum(b[q] and not a[q] for q in common)

@@ -60,7 +60,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the control: R1 plus pure noise of the memory variants' within-group intrinsic spread
     "r1-random": ("r1-random", {}),
 }
-TARGET_CORRECTNESS = 0.5  # "steps to reach": first step whose 5-step mean training correctness is >= this
 PROBE_LEVELS = (1, 2, 3)
 PROBE_BAND = (0.10, 0.30)
 
@@ -158,37 +157,12 @@ def chosen_level(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- runs
 def run_values(args: argparse.Namespace, name: str, seed: int, run_dir: Path) -> dict[str, Any]:
     """The flat training config of one run: identical across variants except the method and its
-    memory / exploration options."""
+    memory / exploration options; the control's std is measured on this study's Memory-R+ runs."""
     method, options = VARIANTS[name]
-    values = {
-        "model": "smollm2-135m", "dataset": "arith", "arith_level": args.arith_level,
-        "dataset_limit": args.train_pool, "method": method, "prompt_style": "think", "shots": args.shots,
-        "plot": False, "output_dir": str(run_dir), "seed": seed, "max_steps": args.steps,
-        "per_device_train_batch_size": args.prompts * args.generations, "num_generations": args.generations,
-        "max_completion_length": args.max_completion, "learning_rate": args.learning_rate, "beta": 0.0,
-        "temperature": 0.9, "logging_steps": 1, "save_steps": args.save_steps, "save_total_limit": 1,
-    }
+    values = kit.recurring_pool_values(args, method, options, seed, run_dir)
     if method == "r1-random":
-        values["random_reward_std"] = intrinsic_spread(args.out)
-    if method.startswith("memory"):
-        if options.get("memory_semantics") == "reference":
-            values["memory_explore_warmup_keys"] = args.warmup_explore
-        else:
-            values.update(memory_explore_warmup_steps=args.warmup_explore, memory_max_keys=args.train_pool)
-    return {**values, **options}
-
-
-def intrinsic_spread(root: Path) -> float:
-    """Mean ``memory/intrinsic_group_std`` over every logged step of the finished Memory-R+ runs:
-    the within-group spread the intrinsic rewards add, which the random control reproduces."""
-    from memrl.grpo.rundir import RunDir
-
-    values = [r["memory/intrinsic_group_std"] for p in sorted(root.glob("runs/memory-r+-*/study_result.json"))
-              for r in RunDir(p.parent).metrics() if "memory/intrinsic_group_std" in r]
-    if not values:
-        raise RuntimeError("the r1-random control needs finished memory-r+ runs that logged "
-                           "memory/intrinsic_group_std; it runs after them")
-    return statistics.fmean(values)
+        values["random_reward_std"] = kit.intrinsic_spread(args.out)
+    return values
 
 
 def run_all(args: argparse.Namespace) -> None:
@@ -202,43 +176,6 @@ def run_all(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- aggregate
-def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
-    return [float(r[key]) for r in rows if "loss" in r and r.get(key) is not None]
-
-
-def training_figures(run_dir: Path) -> dict[str, Any]:
-    """From the run's metrics: steps to the target correctness, tag rate, and the diagnostics of
-    each intrinsic term (mean over the steps where they are defined)."""
-    from memrl.grpo.callbacks import signal_stall
-    from memrl.grpo.rundir import RunDir
-
-    rows = RunDir(run_dir).metrics()
-    correct = _series(rows, "rewards/correctness_reward/mean")
-    out: dict[str, Any] = {"train_correct_curve": correct}
-    reached = next((i + 1 for i in range(4, len(correct)) if statistics.fmean(correct[i - 4:i + 1]) >= TARGET_CORRECTNESS),
-                   None)
-    out["steps_to_target"] = reached
-    # how the run ended: a policy that writes one fixed wrong answer in the right format earns the
-    # format rewards in every completion, so its groups have no reward variance (nothing to learn)
-    for key, series in (("train_correct_last10", correct), ("zero_std_groups_last10", _series(rows, "frac_reward_zero_std")),
-                        ("entropy_last10", _series(rows, "entropy"))):
-        if series:
-            out[key] = statistics.fmean(series[-10:])
-    # the detector memrl train now runs; applied to the logs so runs trained before it count too
-    out["signal_stall"] = signal_stall(rows)
-    strict = _series(rows, "rewards/strict_format_reward/mean")
-    if strict:  # strict format pays 0.5 for the full layout
-        out["train_tag_rate_last10"] = statistics.fmean(strict[-10:]) / 0.5
-    keys = {k for r in rows for k in r if k.startswith("diag/") and k.count("/") == 2}
-    diag = {}
-    for k in sorted(keys):
-        vals = _series(rows, k)
-        if vals:
-            diag[k] = statistics.fmean(vals)
-    out["diagnostics"] = diag
-    return out
-
-
 def eval_tag_rate(run_dir: Path) -> float | None:
     from memrl.tasks.files import iter_jsonl
 
@@ -266,7 +203,7 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for p in sorted(root.glob("runs/*/study_result.json")):
         r = kit.with_logged_timing(p.parent, json.loads(p.read_text()))
-        r.update(training_figures(p.parent))
+        r.update(kit.training_figures(p.parent))
         r["eval_tag_rate"] = eval_tag_rate(p.parent)
         runs.append(r)
     base = kit.read_base(root)

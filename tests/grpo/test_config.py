@@ -10,9 +10,9 @@ import yaml
 from memrl.cli import main
 from memrl.grpo.callbacks import length_collapse, reward_mode_collapse, signal_stall
 from memrl.grpo.config import TrainConfig, format_output_dir, read_yaml_config, resolve_config
-from memrl.grpo.train import reward_weight_list
 from memrl.options import parse_set, preset_names, preset_path
 from memrl.poem import PoemConfig
+from memrl.rewards.registry import reward_weight_list
 
 CPU_TINY = read_yaml_config(preset_path("cpu-tiny"))
 

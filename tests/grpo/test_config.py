@@ -131,6 +131,14 @@ def test_print_config(capsys):
     assert "method: r1" in out and "max_steps: 3" in out
 
 
+def test_memory_gate_is_a_flag_and_a_checked_option(capsys):
+    assert main(["train", "--print-config", "--memory-gate", "zero_variance"]) == 0
+    assert "memory_gate: zero_variance" in capsys.readouterr().out
+    assert resolve_config(dict(CPU_TINY))[2].memory_gate == "none"
+    with pytest.raises(ValueError, match="memory_gate='sometimes' is not one of none, zero_variance"):
+        resolve_config({**CPU_TINY, "memory_gate": "sometimes"})
+
+
 # --------------------------------------------------------------------------- collapse detectors
 def _hist(lengths=None, clipped=None, fmt=None, cor=None):
     n = len(lengths or clipped or fmt or cor)

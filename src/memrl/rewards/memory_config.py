@@ -22,6 +22,9 @@ STORE_MODES = ("reasoning", "completion", "reference")
 NORMALIZERS = ("batch", "sequential")
 FLAT_RULES = ("neutral", "reference")
 WARMUP_UNITS = ("steps", "failure_keys")
+# memory_gate: 'zero_variance' keeps the intrinsic rewards only in groups whose outcome does not vary
+GATE_NONE = "none"
+GATES = (GATE_NONE, "zero_variance")
 EXPLOIT_EMPTY = 0.0
 EXPLORE_EMPTY = 1.0
 FLAT_NEUTRAL = 0.0
@@ -70,6 +73,7 @@ class MemoryRewardConfig:
     memory_store: str | None = field(default=None, metadata={"help": f"What is encoded and stored: 'reasoning' (the first <think>/<reasoning> span, else the whole completion), 'completion', or 'reference' (text after the last opening tag up to the next closing tag, stripped; no tag: the whole completion, stripped); {_PRESET}: reasoning, reference 'reference'.", "choices": STORE_MODES})
     memory_style: str = field(default="think", metadata={"help": "Tag style of the reasoning span: 'think' or 'reasoning' (the reference's prompt uses <reasoning>)."})
     memory_semantics: str = field(default="score_then_write", metadata={"help": "; ".join(f"'{s.name}' ({s.summary})" for s in SEMANTICS.values()) + ".", "choices": tuple(SEMANTICS)})
+    memory_gate: str = field(default=GATE_NONE, metadata={"help": "'none', or 'zero_variance': the intrinsic rewards only for GRPO groups (the completions of one question in a step) whose outcome does not vary, 0 in every other group (its reward is R1's alone); the memory is still written from every group.", "choices": GATES})
     memory_key_rule: str | None = field(default=None, metadata={"help": f"Memory key of a completion: 'own' (its own question) or 'first_prompt' (the reference's bug: the first question of its reward call, for writes and reads); {_PRESET}: own, reference first_prompt.", "choices": KEY_RULES})
     memory_micro_batch_prompts: int | None = field(default=None, metadata={"help": f"Process each reward call in chunks of this many prompts x G completions, in order, as TRL 0.14 called rewards per micro-batch (0: the whole call at once); {_PRESET}: 0, reference 2."})
     memory_group_size: int = field(default=0, metadata={"help": "G, completions per prompt, for memory_micro_batch_prompts; 0 infers it from the first run of identical questions of a call (the largest over processes). Set it when a dataset repeats a question back to back."})
@@ -98,7 +102,7 @@ class MemoryRewardConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         choices = {"memory_store": STORE_MODES, "memory_style": STYLES, "memory_key_rule": KEY_RULES,
                    "memory_success_rule": SUCCESS_RULES, "memory_normalizer": NORMALIZERS,
-                   "memory_norm_flat": FLAT_RULES, "memory_warmup_unit": WARMUP_UNITS,
+                   "memory_norm_flat": FLAT_RULES, "memory_warmup_unit": WARMUP_UNITS, "memory_gate": GATES,
                    "memory_backend": ("exact", "faiss"), "memory_dtype": ("float32", "float16")}
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)

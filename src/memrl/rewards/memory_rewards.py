@@ -15,6 +15,11 @@ Semantics (``memory_semantics``: ``score_then_write``, the default, ``write_then
 written; :mod:`memrl.rewards.semantics` holds one class per semantics, with what it rewards and
 the options its preset fills. :class:`MemoryRPlus` holds the state they read and write.
 
+Gate (``memory_gate``): ``zero_variance`` returns the intrinsic rewards only for the GRPO groups
+(the completions of one question in the call) whose outcome does not vary, and 0.0 for every
+completion of the other groups, so their reward is R1's alone; scoring, normalising and writing
+are those of ``none``, so the memories and normalisers are the same with and without the gate.
+
 Other choices:
 
 * every completion is keyed by its **own** question unless ``memory_key_rule="first_prompt"``;
@@ -56,6 +61,7 @@ from memrl.rewards.memory_config import (
     EXPLOIT_EMPTY,
     EXPLORE_EMPTY,
     FLAT_NEUTRAL,
+    GATE_NONE,
     MemoryRewardConfig,
     reasoning_span,
     reference_answer,
@@ -65,7 +71,7 @@ from memrl.rewards.memory_config import (
     stored_text,
 )
 from memrl.rewards.outcome import CorrectnessReward
-from memrl.rewards.scoring import RunningMinMax, SequentialMinMax
+from memrl.rewards.scoring import RunningMinMax, SequentialMinMax, outcome_varies
 from memrl.rewards.semantics import SEMANTICS, semantics_named
 
 logger = logging.getLogger(__name__)
@@ -181,8 +187,8 @@ class MemoryRPlus:
         values); the window itself is left as it is. Only a semantics that scores each completion
         alone (``score_then_write``), without micro-batches, is defined this way (every other
         order writes part of a call before scoring the rest of it); other settings raise
-        ``ValueError``. ``memrl serve`` answers each request with this against the memory
-        committed at the previous step.
+        ``ValueError``. ``memory_gate`` applies to the batch given. ``memrl serve`` answers each
+        request with this against the memory committed at the previous step.
         """
         c = self.config
         if not self.semantics.scores_alone or c.memory_micro_batch_prompts:
@@ -258,6 +264,11 @@ class MemoryRPlus:
             if c.memory_explore:
                 xn = self._normalize(np.where(on, xr, np.nan), explore_norm, EXPLORE_EMPTY)
                 explore[part] = np.where(on, xn * c.memory_explore_weight, 0.0)
+        gated_frac = None
+        if c.memory_gate != GATE_NONE:
+            # after scoring and normalising, so memories and windows are those of the ungated run
+            keep, gated_frac = self._zero_variance_groups(key_ids, outcome)
+            exploit, explore = np.where(keep, exploit, 0.0), np.where(keep, explore, 0.0)
         t3 = time.perf_counter()
         result = {"exploit": exploit, "explore": explore, "exploit_raw": ex_raw, "explore_raw": xp_raw,
                   "outcome": outcome}
@@ -268,7 +279,7 @@ class MemoryRPlus:
         self.timings["encode_s"] += t2 - t1
         self.timings["memory_s"] += t3 - t2
         self.timings["total_s"] += time.perf_counter() - t0
-        self._log(kwargs.get("log_metric"), result, bool(explore_on.any()))
+        self._log(kwargs.get("log_metric"), result, bool(explore_on.any()), gated_frac)
         if kwargs.get("log_metric") is not None:
             # the spread the intrinsic rewards add inside a question's group, where GRPO compares
             # (a random control reward of the same spread tells signal from mere extra variance)
@@ -290,6 +301,24 @@ class MemoryRPlus:
         if outcome.shape != (n,):
             raise ValueError(f"outcome function returned {outcome.shape[0] if outcome.ndim else 'a scalar'} values for {n} completions")
         return outcome
+
+    @staticmethod
+    def _zero_variance_groups(key_ids: Sequence[str], outcome: np.ndarray) -> tuple[np.ndarray, float]:
+        """``memory_gate="zero_variance"``: per completion, whether its group's outcome has zero
+        variance (its intrinsic rewards are kept), and the fraction of groups gated off.
+
+        A group is the completions of one question (its key id, as the memory files it) in the
+        call, gathered from every process (a GRPO group may straddle ranks); the outcome is the
+        value that decides success and failure (``memory_success_rule``). Sets, not positions,
+        so the gate does not depend on the order of the batch.
+        """
+        parts = all_gather_objects((list(key_ids), np.asarray(outcome, np.float64)))
+        every_id = [key for ids, _ in parts for key in ids]
+        group = {key: j for j, key in enumerate(dict.fromkeys(every_id))}
+        varies = outcome_varies(np.array([group[key] for key in every_id], np.int64),
+                                np.concatenate([values for _, values in parts]))
+        keep = ~varies[np.array([group[key] for key in key_ids], np.int64)]
+        return keep, float(varies.mean()) if varies.size else 0.0
 
     def _chunks(self, questions: Sequence[str]) -> list[tuple[int, int]]:
         """``(start, stop)`` of each micro-batch: ``memory_micro_batch_prompts × G`` completions in
@@ -378,9 +407,11 @@ class MemoryRPlus:
             h.update(k.encode("utf-8", "replace") + b"\x00" + t.encode("utf-8", "replace") + b"\x01")
         return h.hexdigest()
 
-    def _log(self, log_metric, result, explore_on) -> None:
+    def _log(self, log_metric, result, explore_on, gated_frac=None) -> None:
         if log_metric is None:
             return
+        if gated_frac is not None:  # memory_gate on: the share of groups whose reward was R1's alone
+            log_metric("memory/gated_frac", gated_frac)
         log_metric("memory/success_keys", float(len(self.success_memory)))
         log_metric("memory/success_values", float(self.success_memory.num_values))
         log_metric("memory/failure_keys", float(len(self.failure_memory)))

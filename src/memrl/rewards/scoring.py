@@ -47,6 +47,23 @@ def max_cosine(probe: np.ndarray, pool: np.ndarray) -> float:
     return float(np.max(dots / (np.linalg.norm(pool, axis=1) * np.linalg.norm(probe))))
 
 
+def outcome_varies(group_of: np.ndarray, outcome: np.ndarray) -> np.ndarray:
+    """Per group ``0 .. max(group_of)``, whether the outcome differs among its completions (a
+    group whose completions all score the same has zero variance). Max against min, not a
+    computed variance: the variance of equal floats can round to a tiny non-zero.
+
+    >>> outcome_varies(np.array([0, 0, 1, 1, 2]), np.array([1.0, 0.0, 1.0, 1.0, 0.0])).tolist()
+    [True, False, False]
+    """
+    group_of = np.asarray(group_of, np.int64)
+    outcome = np.asarray(outcome, np.float64)
+    n_groups = int(group_of.max()) + 1 if group_of.size else 0
+    lo, hi = np.full(n_groups, np.inf), np.full(n_groups, -np.inf)
+    np.minimum.at(lo, group_of, outcome)
+    np.maximum.at(hi, group_of, outcome)
+    return hi > lo
+
+
 def minmax_normalize(values: np.ndarray, lo: float, hi: float, eps: float = 1e-8) -> np.ndarray:
     """``(R − min_w) / (max_w − min_w + ε)``.
 

@@ -198,6 +198,7 @@ def check_respond_mode(spec: RewardSpec, respond: str) -> None:
             "whole step, as one in-process call)")
     memory = spec.memory
     if memory is not None:
+        from memrl.rewards.memory_config import GATE_NONE
         from memrl.rewards.semantics import SEMANTICS
 
         c = memory.config
@@ -206,6 +207,10 @@ def check_respond_mode(spec: RewardSpec, respond: str) -> None:
             raise ValueError(f"memory_semantics={c.memory_semantics!r} {memory.semantics.not_alone}, so it cannot be "
                              f"answered per request against the committed memory (--respond {respond} supports "
                              f"{supported}){hint}")
+        if c.memory_gate != GATE_NONE:
+            raise ValueError(f"memory_gate={c.memory_gate!r} keeps or drops the intrinsic rewards of a question's "
+                             f"group by whether its outcome varies among the step's completions, which a single "
+                             f"request does not hold{hint}")
         if c.memory_micro_batch_prompts:
             raise ValueError(f"memory_micro_batch_prompts={c.memory_micro_batch_prompts} writes part of a step before "
                              f"scoring the rest, which depends on arrival order{hint}")

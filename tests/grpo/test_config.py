@@ -10,9 +10,9 @@ import yaml
 from memrl.cli import main
 from memrl.grpo.callbacks import length_collapse, reward_mode_collapse, signal_stall
 from memrl.grpo.config import TrainConfig, format_output_dir, read_yaml_config, resolve_config
-from memrl.grpo.train import reward_weight_list
 from memrl.options import parse_set, preset_names, preset_path
 from memrl.poem import PoemConfig
+from memrl.rewards.registry import reward_weight_list
 
 CPU_TINY = read_yaml_config(preset_path("cpu-tiny"))
 
@@ -129,6 +129,14 @@ def test_print_config(capsys):
     assert main(["train", "--print-config", "--method", "r1", "--set", "max_steps=3"]) == 0
     out = capsys.readouterr().out
     assert "method: r1" in out and "max_steps: 3" in out
+
+
+def test_memory_gate_is_a_flag_and_a_checked_option(capsys):
+    assert main(["train", "--print-config", "--memory-gate", "zero_variance"]) == 0
+    assert "memory_gate: zero_variance" in capsys.readouterr().out
+    assert resolve_config(dict(CPU_TINY))[2].memory_gate == "none"
+    with pytest.raises(ValueError, match="memory_gate='sometimes' is not one of none, zero_variance"):
+        resolve_config({**CPU_TINY, "memory_gate": "sometimes"})
 
 
 # --------------------------------------------------------------------------- collapse detectors

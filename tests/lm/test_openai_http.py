@@ -80,7 +80,7 @@ def test_continuation_sum_is_bounded_to_the_prompt():
     # "ab|cd": prompt of 4 characters, continuation "cd" from offset 2; the server also returned a
     # generated token at offset 4, which must not be counted
     echoed = {"logprobs": {"token_logprobs": [None, -1.0, -2.0, -3.0, -9.0], "text_offset": [0, 1, 2, 3, 4]}}
-    assert _continuation_logprob(echoed, 2, "u", end=4) == (-5.0, 2)
+    assert _continuation_logprob(echoed, 2, "u", end=4) == pytest.approx((-5.0, 2), abs=1e-9)
     # log-probabilities of generated tokens only (no echo): plausible numbers, meaningless; refused
     not_echoed = {"logprobs": {"token_logprobs": [-0.5], "text_offset": [4]}}
     with pytest.raises(LogprobsUnavailableError, match="did not echo the prompt"):

@@ -31,16 +31,16 @@ def test_auc_by_hand_with_ties_and_a_group_without_variance():
 def test_auc_of_correctness_itself_is_one_and_of_its_negation_zero():
     correct = np.array([1, 0, 0, 1, 0, 1, 1, 1])
     groups = [0, 0, 0, 1, 1, 1, 2, 2]  # group 2 does not vary
-    assert within_group_auc(correct, correct, groups) == (1.0, 2)
-    assert within_group_auc(-correct, correct, groups) == (0.0, 2)
-    assert within_group_auc(np.zeros(8), correct, groups) == (0.5, 2)  # a constant term: all ties
+    assert within_group_auc(correct, correct, groups) == pytest.approx((1.0, 2), abs=1e-12)
+    assert within_group_auc(-correct, correct, groups) == pytest.approx((0.0, 2), abs=1e-12)
+    assert within_group_auc(np.zeros(8), correct, groups) == pytest.approx((0.5, 2), abs=1e-12)  # a constant term: all ties
 
 
 def test_auc_threshold_nan_values_and_no_varying_group():
     # float scores: > 0.5 is correct, so 0.5 itself is wrong
-    assert within_group_auc([2, 1], [0.9, 0.5], [0, 0]) == (1.0, 1)
+    assert within_group_auc([2, 1], [0.9, 0.5], [0, 0]) == pytest.approx((1.0, 1), abs=1e-12)
     # the NaN term value is left out: group 0 becomes right {2} vs wrong {1}
-    assert within_group_auc([2, np.nan, 1], [1, 1, 0], [0, 0, 0]) == (1.0, 1)
+    assert within_group_auc([2, np.nan, 1], [1, 1, 0], [0, 0, 0]) == pytest.approx((1.0, 1), abs=1e-12)
     value, groups = within_group_auc([1, 2, 3, 4], [1, 1, 0, 0], [0, 0, 1, 1])
     assert math.isnan(value) and groups == 0
 
@@ -61,7 +61,7 @@ def test_minus_length_has_correlation_minus_one():
     groups = [0, 0, 0, 1, 1, 2, 2]
     term = -lengths.astype(float)
     term[5:] = lengths[5:]  # in the varying group the term follows +length: it must be ignored
-    assert length_correlation(term, lengths, groups, correct) == (-1.0, 2)
+    assert length_correlation(term, lengths, groups, correct) == pytest.approx((-1.0, 2), abs=1e-12)
 
 
 def test_length_correlation_by_hand_pooled_over_groups():
@@ -103,7 +103,7 @@ def test_a_term_equal_to_the_whole_reward_has_share_one():
     correct = [1, 0, 0, 1, 1, 1]
     constant_in_group = [0.3, 0.3, 0.3, 0.7, 0.7, 0.7]  # per-question offsets: no advantage
     shares = advantage_variance_share({"correct": correct, "offset": constant_in_group}, [0, 0, 0, 1, 1, 1])
-    assert shares == {"correct": 1.0, "offset": 0.0}
+    assert shares == pytest.approx({"correct": 1.0, "offset": 0.0}, abs=1e-12)
 
 
 def test_group_scaling_reweights_groups_and_batch_scaling_does_not():
@@ -157,12 +157,12 @@ def test_batch_diagnostics_keys_values_and_json():
     groups = [0, 0, 0, 1, 1, 2, 2]  # group 0 varies; groups 1 and 2 are constant
     terms = {"correct": correct.astype(float), "short": -lengths / 10.0}
     d = batch_diagnostics(terms, correct, groups, lengths)
-    assert d["diag/correct/auc"] == 1.0
-    assert d["diag/short/auc"] == 1.0  # in group 0 the right completion is also the shortest
+    assert d["diag/correct/auc"] == pytest.approx(1.0, abs=1e-12)
+    assert d["diag/short/auc"] == pytest.approx(1.0, abs=1e-12)  # in group 0 the right completion is also the shortest
     assert d["diag/short/len_corr"] == pytest.approx(-1.0)
     assert "diag/correct/len_corr" not in d  # constant in groups 1 and 2: undefined, omitted
     assert d["diag/correct/adv_share"] + d["diag/short/adv_share"] == pytest.approx(1.0)
-    assert d["diag/auc_groups"] == 1.0 and d["diag/len_corr_groups"] == 2.0
+    assert (d["diag/auc_groups"], d["diag/len_corr_groups"]) == pytest.approx((1, 2), abs=1e-12)  # group counts
     assert "diag/total/auc" in d and "diag/total/adv_share" not in d
     assert all(isinstance(v, float) and math.isfinite(v) for v in d.values())
     json.dumps(d, allow_nan=False)  # strict JSON
@@ -180,6 +180,6 @@ def test_batch_diagnostics_total_uses_weights():
     # a = correctness, b = anti-correctness; with b weighted 2 the total ranks wrong above right
     correct = [1, 0]
     d = batch_diagnostics({"a": [1.0, 0.0], "b": [0.0, 1.0]}, correct, [0, 0], weights={"b": 2.0})
-    assert (d["diag/a/auc"], d["diag/b/auc"], d["diag/total/auc"]) == (1.0, 0.0, 0.0)
+    assert (d["diag/a/auc"], d["diag/b/auc"], d["diag/total/auc"]) == pytest.approx((1.0, 0.0, 0.0), abs=1e-12)
     # a centred (.5, -.5), 2b centred (-1, 1), A = (-.5, .5), var .5: share_a = -.5/.5, share_b = 1/.5
     assert (d["diag/a/adv_share"], d["diag/b/adv_share"]) == pytest.approx((-1.0, 2.0))

@@ -124,7 +124,7 @@ def test_equivalent_answers_count_as_one():
     # the correctness reward's normalisation: commas, $, trailing .00 and tags
     r(completions=["<answer>1,000</answer>", "1000", "total $1,000.00", "<answer>1000.0</answer>"], question=["q"] * 4)
     assert r.counts == {"q": {"1000": 4}}
-    assert r.compute(completions=["<answer>1000</answer>"], question=["q"])["bonus"].tolist() == [0.5]
+    assert r.compute(completions=["<answer>1000</answer>"], question=["q"])["bonus"].tolist() == pytest.approx([0.5], abs=1e-12)
 
 
 def test_missing_answers_floor_or_shared_outcome():
@@ -168,8 +168,8 @@ def test_trl_keywords_ignored_and_metrics_logged():
                log_extra=lambda *a: None, log_metric=logged.__setitem__, **STEP1)
     assert values == pytest.approx([0.1] * 6)
     assert logged["outcome_explore/ucb_questions"] == 2 and logged["outcome_explore/ucb_answers"] == 3
-    assert logged["outcome_explore/ucb_new_answer_frac"] == 1.0  # nothing seen before step 1
-    assert logged["outcome_explore/distinct_answers_per_question"] == 1.5  # q1: {5, 7}, q2: {3}
+    assert logged["outcome_explore/ucb_new_answer_frac"] == pytest.approx(1.0, abs=1e-12)  # nothing seen before step 1
+    assert logged["outcome_explore/distinct_answers_per_question"] == pytest.approx(1.5, abs=1e-12)  # q1: {5, 7}, q2: {3}
     r(log_metric=logged.__setitem__, **STEP2)
     assert logged["outcome_explore/no_answer_frac"] == pytest.approx(1 / 6)
     assert logged["outcome_explore/ucb_new_answer_frac"] == pytest.approx(2 / 5)  # 8 and 4 of 5 answered

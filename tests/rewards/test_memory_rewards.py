@@ -55,7 +55,7 @@ def test_empty_memory_gives_neutral_values():
                       answer=["1", "1", "1"], question=["Q1"] * 3, trainer_state=state(0))
     # nothing retrieved: exploit 0 ("no pull"), explore 1 ("all novel"), raw values NaN
     assert np.isnan(first["exploit_raw"]).all() and np.isnan(first["explore_raw"]).all()
-    assert first["exploit"].tolist() == [0.0] * 3 and first["explore"].tolist() == [1.0] * 3
+    assert first["exploit"].tolist() == pytest.approx([0.0] * 3, abs=1e-12) and first["explore"].tolist() == pytest.approx([1.0] * 3, abs=1e-12)
     # neutral values are not fed to the normalisers
     assert len(m.exploit_norm.values) == 0 and len(m.explore_norm.values) == 0
 
@@ -93,7 +93,7 @@ def test_weights_and_memory_r_has_no_explore():
     m.compute(completions=["right-a", "wrong-a"], question=["Q1"] * 2)
     out = m.compute(completions=["right-a", "new"], question=["Q1"] * 2)
     assert out["exploit"].max() == pytest.approx(2.0, abs=1e-6)  # normalised max 1, times λ_s = 2
-    assert len(m.failure_memory) == 0 and out["explore"].tolist() == [0.0, 0.0]
+    assert len(m.failure_memory) == 0 and out["explore"].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
 
 
 def test_reference_write_then_score_semantics():
@@ -106,7 +106,7 @@ def test_reference_write_then_score_semantics():
     # reference: each wrong answer is inserted before being scored, so its explore raw is exactly 0
     assert ref_out["explore_raw"].tolist() == [pytest.approx(0.0, abs=1e-6)] * 2
     # ours: first batch has no failures to compare with: nothing retrieved, neutral novelty
-    assert np.isnan(ours_out["explore_raw"]).all() and ours_out["explore"].tolist() == [1.0, 1.0]
+    assert np.isnan(ours_out["explore_raw"]).all() and ours_out["explore"].tolist() == pytest.approx([1.0, 1.0], abs=1e-12)
 
 
 def test_warmup_counts_optimizer_steps():
@@ -114,7 +114,7 @@ def test_warmup_counts_optimizer_steps():
                     memory_store="completion")
     batch = dict(completions=["wrong-a", "new"], question=["Q1", "Q1"])
     for step in (0, 1, 2):
-        assert m.compute(**batch, trainer_state=state(step))["explore"].tolist() == [0.0, 0.0]
+        assert m.compute(**batch, trainer_state=state(step))["explore"].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
     # at step 3 explore switches on and reads the failures written during warm-up {wrong-a, new}
     out = m.compute(completions=["wrong-a", "right-a"], question=["Q1", "Q1"], trainer_state=state(3))
     np.testing.assert_allclose(out["explore_raw"], [0.0, 1.0 - s2], atol=1e-6)

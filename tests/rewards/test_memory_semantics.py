@@ -156,7 +156,7 @@ def test_reference_explore_waits_for_500_failure_keys(encoder):
     assert m.config.memory_explore_warmup_keys == 500
     for call in CALLS:
         out = m.compute(**call)
-        assert out["explore"].tolist() == [0.0] * len(call["completions"])
+        assert out["explore"].tolist() == pytest.approx([0.0] * len(call["completions"]), abs=1e-12)
         assert np.isnan(out["explore_raw"]).all()
     assert 0 < len(m.failure_memory) < 500 and len(m.explore_norm.values) == 0  # nothing fed during warm-up
 
@@ -256,12 +256,12 @@ def test_flat_window_gives_a_neutral_value_instead_of_stretched_noise():
     stretched = old.update_and_normalize(noise)
     assert stretched.max() - stretched.min() > 0.9  # rounding noise stretched over 0-1
     new = RunningMinMax(window=100, eps=1e-8, tolerance=1e-6)
-    assert new.update_and_normalize(noise).tolist() == [0.0, 0.0, 0.0]
+    assert new.update_and_normalize(noise).tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
     assert list(new.values) == noise.tolist()  # still fed to the window
     # a real spread afterwards is normalised as usual
     np.testing.assert_allclose(new.update_and_normalize(np.array([0.5])), [1.0], atol=1e-6)
     seq = SequentialMinMax(window=100, tolerance=1e-6)
-    assert seq.update_and_normalize(noise).tolist() == [0.0, 0.0, 0.0]
+    assert seq.update_and_normalize(noise).tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
     # the reference's sequential rule: exact max == min only; flat exploit = raw distance
     ref = SequentialMinMax(window=100, tolerance=0.0, flat_value=1.0, flat_slope=1.0)
     out = ref.update_and_normalize(np.array([-0.25, -0.25, 1.2e-7 - 0.25]))
@@ -274,7 +274,7 @@ def test_flat_window_neutral_through_the_rewards(encoder):
     texts = [c for c in COMPLETIONS["clips"] if reference_answer(c) not in ("72",)]
     out = m.compute(completions=texts, question=[Q["clips"][0]] * len(texts), answer=["0"] * len(texts))
     assert np.all(np.abs(out["explore_raw"]) < 1e-6)
-    assert out["explore"].tolist() == [0.0] * len(texts)
+    assert out["explore"].tolist() == pytest.approx([0.0] * len(texts), abs=1e-12)
     old = MemoryRPlus(encoder=encoder, memory_semantics="write_then_score", memory_explore_warmup_steps=0,
                       memory_norm_tolerance=0.0)
     stretched = old.compute(completions=texts, question=[Q["clips"][0]] * len(texts), answer=["0"] * len(texts))

@@ -9,6 +9,7 @@ import json
 import socket
 
 import numpy as np
+import pytest
 
 QUESTIONS = {0: ["What is 2 + 3?", "What is 2 + 3?"], 1: ["What is 2 + 3?", "What is 7 + 1?"]}
 ANSWERS = {0: ["5", "5"], 1: ["5", "8"]}
@@ -92,6 +93,7 @@ def test_new_semantics_under_two_processes(tmp_path):
                 np.testing.assert_allclose(scored[0][name][step][key] + scored[1][name][step][key], r[key],
                                            rtol=1e-6, atol=1e-6)
             if name == "gated":  # rank 1 alone sees "2 + 3" without variance: the gate must read both ranks
-                assert scored[1][name][step]["exploit"][0] == 0.0 == scored[1][name][step]["explore"][0]
+                assert scored[1][name][step]["exploit"][0] == pytest.approx(0.0, abs=1e-12)
+                assert scored[1][name][step]["explore"][0] == pytest.approx(0.0, abs=1e-12)
     # ... where the ungated values were not 0
     assert any(scored[1]["group_loo"][step][key][0] != 0.0 for step in range(3) for key in ("exploit", "explore"))

@@ -66,10 +66,10 @@ def test_correctness_reward_plain_and_conversational():
     golds = ["... #### 72", "#### 5", "3"]
     plain = ["<answer>72</answer>", "I think 6", "<answer>3.0</answer>"]
     conv = [[{"role": "assistant", "content": c}] for c in plain]
-    assert r(prompts=["a", "b", "c"], completions=plain, answer=golds) == [1.0, 0.0, 1.0]
-    assert r(prompts=[[{"role": "user", "content": "q"}]] * 3, completions=conv, answer=golds) == [1.0, 0.0, 1.0]
+    assert r(prompts=["a", "b", "c"], completions=plain, answer=golds) == pytest.approx([1.0, 0.0, 1.0], abs=1e-12)
+    assert r(prompts=[[{"role": "user", "content": "q"}]] * 3, completions=conv, answer=golds) == pytest.approx([1.0, 0.0, 1.0], abs=1e-12)
     # extra TRL keywords are ignored
-    assert r(completions=plain, answer=golds, trainer_state=None, log_metric=print, foo=[1, 2, 3]) == [1.0, 0.0, 1.0]
+    assert r(completions=plain, answer=golds, trainer_state=None, log_metric=print, foo=[1, 2, 3]) == pytest.approx([1.0, 0.0, 1.0], abs=1e-12)
     assert r.__name__ == "correctness_reward"
 
 
@@ -83,7 +83,7 @@ def test_correctness_reward_bad_input_is_clear():
         r(completions=["1", None], answer=["1", "2"])
     with pytest.raises(ValueError, match="prompts=1"):
         r(prompts=["p"], completions=["1", "2"], answer=["1", "2"])
-    assert r(completions=[""], answer=["1"]) == [0.0]  # empty output is scored, not an error
+    assert r(completions=[""], answer=["1"]) == pytest.approx([0.0], abs=1e-12)  # empty output is scored, not an error
 
 
 def test_math_correctness_on_and_off_main_thread():
@@ -97,7 +97,7 @@ def test_math_correctness_on_and_off_main_thread():
     assert results == [True]  # no signal.alarm error off the main thread
     r = CorrectnessReward(checker="math")
     assert r.__name__ == "math_accuracy_reward"
-    assert r(completions=["\\boxed{2\\pi}", "\\boxed{6}"], answer=["2\\pi", "7"]) == [1.0, 0.0]
+    assert r(completions=["\\boxed{2\\pi}", "\\boxed{6}"], answer=["2\\pi", "7"]) == pytest.approx([1.0, 0.0], abs=1e-12)
 
 
 def test_hung_math_checks_do_not_starve_later_ones(monkeypatch):

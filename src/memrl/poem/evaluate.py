@@ -40,7 +40,7 @@ def replay_arrays(ctx: EvalContext) -> dict[str, np.ndarray]:
     if ctx.cands is None:
         demos = ctx.optimizer.demos
         out["demo_labels"] = np.array([d.label for d in demos])
-        out["demo_vecs"] = np.asarray(ctx.optimizer._demo_vecs)  # query-to-demo sims decode rank codes
+        out["demo_vecs"] = np.asarray(ctx.optimizer.demo_vecs)  # query-to-demo sims decode rank codes
         orders = ctx.fixed_orders()
         cols = [ctx.book.memoised(ctx.task.prefix([demos[p] for p in perm])) for perm in orders]
         if all(c is not None for c in cols):  # same queries in every column, so the same padded width

@@ -207,7 +207,7 @@ def kate(ctx: EvalContext) -> None:
     """KATE orders (Liu et al. 2022): by similarity to the query, most similar last ('kate') or
     first ('kate_reverse')."""
     if ctx.cands is None:
-        sims = ctx.vecs @ ctx.optimizer._demo_vecs.T  # (m, n) query-to-demo cosine
+        sims = ctx.vecs @ ctx.optimizer.demo_vecs.T  # (m, n) query-to-demo cosine
     else:
         sims = np.stack([np.sort(ctx.optimizer.candidates(v)[1])[::-1] for v in ctx.vecs])
     for name, last in (("kate", True), ("kate_reverse", False)):

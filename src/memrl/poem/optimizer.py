@@ -174,6 +174,12 @@ class PoemOptimizer:
         classes = len(self.task.label_names)
         return classes if value == "classes" else max(4, classes)
 
+    @property
+    def demo_vecs(self) -> np.ndarray | None:
+        """``(n, d)`` embeddings of the fixed demonstrations, in :attr:`demos` order (None before
+        :meth:`setup_examples` / :meth:`load`, and with ``examples="knn"``)."""
+        return self._demo_vecs
+
     # ------------------------------------------------------------------ identities
     @property
     def identities(self) -> dict[str, str]:
@@ -239,7 +245,7 @@ class PoemOptimizer:
                 ``examples="knn"``. Also for a label outside the task's labels.
             RuntimeError: before :meth:`fit` or :meth:`load`.
         """
-        self._check_fitted()
+        self.check_fitted()
         if self.config.examples != "knn":
             raise ValueError(
                 "PoemOptimizer(examples='fixed') cannot take new demonstrations without a refit: its "
@@ -412,7 +418,7 @@ class PoemOptimizer:
     def with_setting(self, setting: Setting) -> PoemOptimizer:
         """A copy of this fitted optimiser that reads its memory under ``setting``, rebuilt from the
         trial matrix: comparing encodings, rewards, k, read rules or shrinkage costs no LM call."""
-        self._check_fitted()
+        self.check_fitted()
         if self.matrix is None:
             raise RuntimeError("this optimiser has no trial matrix (saved in format v1, before trial matrices "
                                "were kept): fit again to change its setting")
@@ -431,7 +437,7 @@ class PoemOptimizer:
         if record is not None and not isinstance(record, FitTrials):
             raise TypeError("with_encoding's record must be a fit's FitReport.record")
         assert self.setting is not None or self.memory is None
-        self._check_fitted()
+        self.check_fitted()
         return self.with_setting(dataclasses.replace(self.setting, encoding=encoding))
 
     def _write_memory(self) -> None:
@@ -443,13 +449,14 @@ class PoemOptimizer:
         self.order_stats = order_stats if self.config.examples == "fixed" else {}
 
     # ------------------------------------------------------------------ select
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise ``RuntimeError`` unless the optimiser has a memory (after :meth:`fit` or :meth:`load`)."""
         if self.memory is None:
             raise RuntimeError("PoemOptimizer is not fitted: call fit() or load() first")
 
     def select_vec(self, query_vec: np.ndarray, exclude_text: str | None = None) -> Selection:
         """:meth:`select` for an already embedded query (``(d,)`` unit vector); no LM call."""
-        self._check_fitted()
+        self.check_fitted()
         st = self.setting or self.config.read_setting()
         cands, sims = self.candidates(query_vec, exclude_text)
         assert self.memory is not None
@@ -482,7 +489,7 @@ class PoemOptimizer:
         config, read setting, leave-one-out summary, demonstrations, reward tables), ``memory.npz``
         (the input keys) and ``trials.npz`` (the full trial matrix; absent for an optimiser that
         was itself loaded from format v1)."""
-        self._check_fitted()
+        self.check_fitted()
         assert self.setting is not None
         path = Path(path)
         state = {

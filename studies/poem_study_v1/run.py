@@ -90,7 +90,8 @@ def run_ablation(task, scorer, encoder, args: Args) -> dict:
     """POEM read-rule variants on one fit: k in {1, 8, all} x read in {sum, mean}, plus the fit's
     mean reward. Select needs no LM call, so only the test scoring of new orders costs time."""
     from memrl.poem import PoemConfig, PoemOptimizer
-    from memrl.poem.evaluate import ScoreBook, subsample
+    from memrl.poem.evaluate import subsample
+    from memrl.poem.scorebook import ScoreBook
 
     # the first study's setting (before leave-one-out and dev inputs), so resumed runs stay comparable
     opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=args.n_examples, select="fixed", use_dev=False))

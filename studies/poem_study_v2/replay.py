@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memrl.poem.matrix import Setting
+from memrl.poem import Setting
 from memrl.poem.replay import Replay
 
 RESULTS = Path(__file__).resolve().parent / "results" / "results.json"

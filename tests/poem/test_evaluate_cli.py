@@ -9,10 +9,11 @@ import pytest
 
 from memrl.poem import PoemConfig
 from memrl.poem.cli import add_poem_subparser, main
-from memrl.poem.evaluate import METHODS, evaluate_task, oracle_and_spread, subsample
-from memrl.poem.matrix import Setting
+from memrl.poem.evaluate import METHODS, evaluate_task, subsample
 from memrl.poem.replay import Replay
 from memrl.poem.report import aggregate, markdown_table
+from memrl.poem.scorebook import oracle_and_spread
+from memrl.poem.settings import Setting
 
 
 def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):

@@ -7,7 +7,6 @@ import pytest
 
 from memrl.poem.matrix import (
     LooResult,
-    Setting,
     TrialMatrix,
     build_matrix,
     code_matrix,
@@ -19,6 +18,7 @@ from memrl.poem.matrix import (
     nested_selection_accuracy,
 )
 from memrl.poem.reading import best_action, prior_means
+from memrl.poem.settings import Setting
 
 GOOD, BAD = np.array([0.0, -2.0]), np.array([-2.0, 0.0])  # label scores when gold = 0
 

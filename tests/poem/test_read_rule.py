@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from memrl.memory import EpisodicMemory
-from memrl.poem import PoemConfig, PoemOptimizer, best_action
+from memrl.poem import PoemConfig, PoemOptimizer, Setting, best_action
 from memrl.poem.rewards import compute_reward
 from memrl.tasks.fewshot import Example, FewShotTask, PromptTemplate
 
@@ -78,3 +78,14 @@ def test_select_falls_back_on_empty_memory(encoder):
     opt.memory = EpisodicMemory(opt._demo_vecs.shape[1], max_keys=1, max_values=1)
     sel = opt.select("anything")
     assert sel.fallback and sel.code == (2, 1, 0) and sel.neighbours == []  # KATE: most similar last
+
+
+def test_a_setting_names_its_wrong_field():
+    with pytest.raises(ValueError, match=r"Setting\.encoding='bogus'; choose one of"):
+        Setting("bogus", "correct", 1, "sum", 0.0)
+    with pytest.raises(ValueError, match=r"Setting\.read='max'; choose one of \['sum', 'mean'\]"):
+        Setting("rank", "correct", 1, "max", 0.0)
+    with pytest.raises(ValueError, match=r"Setting\.k must be a positive integer or one of \['all'\]"):
+        Setting("rank", "correct", 0, "sum", 0.0)
+    with pytest.raises(ValueError, match=r"Setting\.shrink must be a number in \[0, 1\]"):
+        Setting("rank", "correct", 1, "sum", 1.5)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from memrl.poem import PoemConfig, PoemOptimizer
-from memrl.poem.matrix import Setting, TrialMatrix
+from memrl.poem.matrix import TrialMatrix
 from memrl.poem.rewards import compute_reward
+from memrl.poem.settings import Setting
 from memrl.tasks.classification import load_task
 
 N = 3

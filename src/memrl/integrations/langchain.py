@@ -70,7 +70,7 @@ class PoemLangChainSelector(BaseExampleSelector):
         text_b_key: str | None = None,
         labels: Sequence[str] | None = None,
     ) -> None:
-        optimizer._check_fitted()
+        optimizer.check_fitted()
         task = optimizer.task
         if labels is not None and len(labels) != len(task.label_names):
             raise ValueError(f"labels has {len(labels)} strings for the {len(task.label_names)} labels "

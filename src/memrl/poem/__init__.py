@@ -7,7 +7,7 @@ See ``docs/poem.md``.
 """
 
 from memrl.poem.config import PoemConfig
-from memrl.poem.matrix import LooResult, Setting, TrialMatrix, loo_select
+from memrl.poem.matrix import LooResult, TrialMatrix, loo_select
 from memrl.poem.optimizer import (
     FitPlan,
     FitReport,
@@ -28,6 +28,7 @@ from memrl.poem.orders import (
 )
 from memrl.poem.reading import best_action
 from memrl.poem.selector import PoemExampleSelector
+from memrl.poem.settings import Setting
 
 __all__ = [
     "PoemConfig", "PoemOptimizer", "PoemExampleSelector", "PoemMismatchError", "Selection",

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memrl.options import build_config, check_field_types
-from memrl.poem.matrix import ENCODINGS, READS, REWARDS, Setting
+from memrl.poem.settings import Setting, check_choice, check_count, check_setting_fields
 
 EXAMPLE_MODES = ("fixed", "knn")
 FALLBACKS = ("kate", "kate_reverse")
@@ -90,24 +90,15 @@ class PoemConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        checks = (("reward", REWARDS), ("read", READS), ("examples", EXAMPLE_MODES), ("fallback", FALLBACKS),
-                  ("encoding", ENCODINGS), ("select", SELECTS))
-        for name, valid in checks:
-            if getattr(self, name) not in valid:
-                raise ValueError(f"PoemConfig.{name}={getattr(self, name)!r}; choose one of {list(valid)}")
+        check_setting_fields("PoemConfig", encoding=self.encoding, reward=self.reward, k=self.k, read=self.read,
+                             shrink=self.shrink)
+        for name, valid in (("examples", EXAMPLE_MODES), ("fallback", FALLBACKS), ("select", SELECTS)):
+            check_choice("PoemConfig", name, getattr(self, name), valid)
         if self.encoding == "identity" and self.examples != "fixed":
             raise ValueError("PoemConfig.encoding='identity' needs examples='fixed': with per-query "
                              "(knn) demonstrations a concrete order does not carry over between queries")
-        words = {"n_examples": N_EXAMPLES_WORDS, "k": ("all",), "budget": ()}
-        for name, allowed in words.items():
-            value = getattr(self, name)
-            if value in allowed:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                extra = f" or one of {list(allowed)}" if allowed else ""
-                raise ValueError(f"PoemConfig.{name} must be a positive integer{extra}, got {value!r}")
-        if isinstance(self.shrink, bool) or not isinstance(self.shrink, (int, float)) or not 0.0 <= self.shrink <= 1.0:
-            raise ValueError(f"PoemConfig.shrink must be a number in [0, 1], got {self.shrink!r}")
+        check_count("PoemConfig", "n_examples", self.n_examples, N_EXAMPLES_WORDS)
+        check_count("PoemConfig", "budget", self.budget)
         self.shrink = float(self.shrink)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Evaluate POEM against the baselines on one task and data seed (same LM, same demonstrations).
 
-Every method turns into "which prompt prefix does each test query get". A :class:`ScoreBook`
-memoises scores per (query, prefix) and scores missing pairs grouped by prefix, so methods that
-agree on a query's order (KATE and POEM often do) share the LM work, and a prefix-caching
-backend runs each distinct order once. ``lm_calls_eval`` reports what a method needs on its own
+Every method turns into "which prompt prefix does each test query get". A
+:class:`~memrl.poem.scorebook.ScoreBook` memoises scores per (query, prefix) and scores missing
+pairs grouped by prefix, so methods that agree on a query's order (KATE and POEM often do) share
+the LM work, and a prefix-caching backend runs each distinct order once. ``lm_calls_eval`` reports what a method needs on its own
 (one call per test query and draw); ``wall_s`` is the incremental wall time in the order methods
 run (POEM runs first and pays for its own scoring).
 """
@@ -20,78 +20,10 @@ import numpy as np
 from memrl.poem.config import PoemConfig
 from memrl.poem.methods import METHODS, REGISTRY, EvalContext
 from memrl.poem.optimizer import PoemOptimizer
+from memrl.poem.scorebook import ScoreBook
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
-
-
-
-class ScoreBook:
-    """Memoised label scores of test queries under prompt prefixes.
-
-    Args:
-        task: the task (renders suffixes and continuations).
-        scorer: LM backend.
-        queries: the test examples; pairs refer to them by index.
-    """
-
-    def __init__(self, task: FewShotTask, scorer: Any, queries: Sequence[Example]) -> None:
-        self.task, self.scorer, self.queries = task, scorer, list(queries)
-        self._memo: dict[tuple[int, str], np.ndarray] = {}
-
-    def scores(self, prefixes: Sequence[str], progress: bool = False) -> np.ndarray:
-        """``(m, C)`` scores of query ``i`` under ``prefixes[i]`` for every test query ``i``."""
-        from tqdm.auto import tqdm
-
-        missing: dict[str, list[int]] = {}
-        for i, prefix in enumerate(prefixes):
-            if (i, prefix) not in self._memo:
-                missing.setdefault(prefix, []).append(i)
-        for prefix, idx in tqdm(missing.items(), desc="score", unit="prompt", disable=not progress, leave=False):
-            batch = [self.queries[i] for i in idx]
-            res = self.scorer.score(prefix, [self.task.suffix(q) for q in batch], self.task.continuations(batch))
-            for i, row in zip(idx, res.normalised(self.task.length_normalise)):
-                self._memo[(i, prefix)] = row
-        return np.stack([self._memo[(i, p)] for i, p in enumerate(prefixes)])
-
-    def memoised(self, prefix: str) -> np.ndarray | None:
-        """``(m, C)`` scores of every query under ``prefix`` if all are memoised (no LM call),
-        else None; rows with fewer choices are padded with ``-inf``."""
-        rows = [self._memo.get((i, prefix)) for i in range(len(self.queries))]
-        if any(r is None for r in rows):
-            return None
-        width = max(len(r) for r in rows)
-        return np.stack([np.pad(np.asarray(r, np.float64), (0, width - len(r)), constant_values=-np.inf)
-                         for r in rows])
-
-    def predictions(self, prefixes: Sequence[str], progress: bool = False) -> np.ndarray:
-        """``(m,)`` predicted label / choice index of each test query under its prefix."""
-        return self.scores(prefixes, progress).argmax(axis=1)
-
-    def accuracy(self, prefixes: Sequence[str], progress: bool = False) -> float:
-        gold = np.array([q.label for q in self.queries])
-        return float((self.predictions(prefixes, progress) == gold).mean())
-
-
-def order_matrix(book: ScoreBook, task: FewShotTask, demos: Sequence[Example], orders: Sequence[tuple[int, ...]],
-                 progress: bool = False) -> np.ndarray:
-    """``(m, P)`` correctness of every test query under every order of the fixed ``demos``
-    (scored once per (query, order) through ``book``, so later methods read them from its memo)."""
-    gold = np.array([q.label for q in book.queries])
-    cols = [book.predictions([task.prefix([demos[p] for p in perm])] * len(book.queries), progress) == gold
-            for perm in orders]
-    return np.stack(cols, axis=1).astype(np.float64)
-
-
-def oracle_and_spread(correct: np.ndarray) -> dict[str, float]:
-    """From an ``(m, P)`` test correctness matrix: the per-query oracle (a query counts when some
-    order is right) and the spread of the ``P`` fixed orders' accuracies (min / median / max /
-    mean; the mean is the exact expected accuracy of a uniformly random candidate order)."""
-    per_order = correct.mean(axis=0)
-    return {"oracle": float(correct.max(axis=1).mean()), "fixed_min": float(per_order.min()),
-            "fixed_median": float(np.median(per_order)), "fixed_max": float(per_order.max()),
-            "fixed_mean": float(per_order.mean()),
-            "orders": int(correct.shape[1])}
 
 
 def replay_arrays(ctx: EvalContext) -> dict[str, np.ndarray]:
@@ -108,7 +40,7 @@ def replay_arrays(ctx: EvalContext) -> dict[str, np.ndarray]:
     if ctx.cands is None:
         demos = ctx.optimizer.demos
         out["demo_labels"] = np.array([d.label for d in demos])
-        out["demo_vecs"] = np.asarray(ctx.optimizer._demo_vecs)  # query-to-demo sims decode rank codes
+        out["demo_vecs"] = np.asarray(ctx.optimizer.demo_vecs)  # query-to-demo sims decode rank codes
         orders = ctx.fixed_orders()
         cols = [ctx.book.memoised(ctx.task.prefix([demos[p] for p in perm])) for perm in orders]
         if all(c is not None for c in cols):  # same queries in every column, so the same padded width

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,12 @@ from memrl.poem.orders import (
     label_ranks,
     similarity_ranks,
 )
-from memrl.poem.rewards import REWARD_FUNCTIONS, compute_reward
+from memrl.poem.reading import pick_codes
+from memrl.poem.rewards import compute_reward
+from memrl.poem.settings import ENCODINGS, READS, REWARDS, Setting
 from memrl.tasks.fewshot import text_hash
 
 MATRIX_VERSION = 1
-# the choices of a read setting, defined once (PoemConfig checks its fields against them)
-ENCODINGS = ("rank", "identity", "label")
-REWARDS = tuple(REWARD_FUNCTIONS)  # correct, gold_prob, margin
-READS = ("sum", "mean")
 # leave-one-out searches every encoding, reward and read rule, and these k and shrinkage values
 LOO_KS: tuple[int | str, ...] = (1, 2, 4, 8, 16, "all")
 LOO_SHRINKS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -232,63 +230,11 @@ def coded_rewards(reward: np.ndarray, cm: CodedMatrix) -> np.ndarray:
     return out
 
 
-# ---------------------------------------------------------------------------- the read rule, vectorised
-def pick_codes(local_sum: np.ndarray, local_cnt: np.ndarray, glob_mean: np.ndarray, glob_cnt: np.ndarray,
-               n_neigh: int | np.ndarray, *, read: str, shrink: float, allowed: np.ndarray,
-               default: np.ndarray) -> np.ndarray:
-    """Per row, the code the read rule picks (-1 when nothing is known and the fallback applies).
-
-    Score of code ``a``: ``(1 - shrink) * local(a) + shrink * prior(a)`` with ``local`` the sum
-    (``read="sum"``) or mean (``"mean"``) of the neighbours' rewards for ``a`` (a neighbour that
-    did not try ``a`` adds nothing) and ``prior`` the mean reward of ``a`` over all memory inputs,
-    times the number of neighbours read for ``"sum"`` (same scale). Only codes with evidence (a
-    neighbour tried it, or ``shrink > 0`` and some input did) that the row can realise
-    (``allowed``) compete. Ties: more neighbours that tried it, then ``default``, then the lower
-    code index (lexicographic). Same rule as :func:`memrl.poem.reading.best_action`.
-    """
-    if read == "sum":
-        local = local_sum
-        scale = np.asarray(n_neigh, dtype=np.float64).reshape(-1, 1) if np.ndim(n_neigh) else float(n_neigh)
-    elif read == "mean":
-        local = np.divide(local_sum, local_cnt, out=np.zeros_like(local_sum), where=local_cnt > 0)
-        scale = 1.0
-    else:
-        raise ValueError(f"read must be 'sum' or 'mean', got {read!r}")
-    score = (1.0 - shrink) * local + shrink * glob_mean * scale if shrink > 0 else local
-    evidence = (local_cnt > 0) | ((glob_cnt > 0) if shrink > 0 else False)
-    score = np.where(evidence & allowed, score, -np.inf)
-    best = score.max(axis=1, keepdims=True)
-    tie = np.isfinite(score) & (score >= best - 1e-12 * np.maximum(1.0, np.abs(best)))
-    cnt = np.where(tie, local_cnt, -1)
-    tie &= cnt == cnt.max(axis=1, keepdims=True)
-    rows = np.arange(len(score))
-    first = np.argmax(tie, axis=1)
-    pick = np.where(tie[rows, default], default, first)
-    return np.where(tie.any(axis=1), pick, -1)
-
-
 # ---------------------------------------------------------------------------- leave-one-out
 # the guard's fallback (reward, shrink): every query gets the code most often right on the other
 # inputs, in the identity encoding (a concrete order) or, without it (kNN demonstrations), rank codes
 GLOBAL_CODE = ("correct", 1.0)
 GUARD_FOLDS = 5
-
-
-@dataclass(frozen=True)
-class Setting:
-    """A complete read-time setting of POEM (what leave-one-out chooses)."""
-
-    encoding: str
-    reward: str
-    k: int | str
-    read: str
-    shrink: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return f"encoding={self.encoding} reward={self.reward} k={self.k} read={self.read} shrink={self.shrink:g}"
 
 
 @dataclass

@@ -4,7 +4,7 @@ Every method answers one question: which prompt prefix does each test query get?
 function ``(ctx) -> None`` that records one or more rows through ``ctx.record`` (GlobalE and
 LocalE share one probe computation, so one function records both). :data:`METHODS` lists them in
 the order they run; POEM runs first and pays for its own scoring, later methods reuse what the
-:class:`~memrl.poem.evaluate.ScoreBook` already scored.
+:class:`~memrl.poem.scorebook.ScoreBook` already scored.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from memrl.poem.baselines import (
 from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import FitTrials, PoemOptimizer
 from memrl.poem.orders import Order
+from memrl.poem.scorebook import ScoreBook, oracle_and_spread, order_matrix
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class EvalContext:
     optimizer: PoemOptimizer
     fit_record: FitTrials | None
     queries: list[Example]
-    book: Any
+    book: ScoreBook
     vecs: np.ndarray
     cands: list[list[Example]] | None
     fit_wall: float
@@ -179,8 +180,6 @@ def oracle(ctx: EvalContext) -> None:
     fixed orders' test accuracies (min / median / max): how much ordering can matter for this LM.
     Later fixed-order methods (best fixed, GlobalE/LocalE, POEM's identity picks) read these
     scores from the ScoreBook's memo."""
-    from memrl.poem.evaluate import oracle_and_spread, order_matrix
-
     if ctx.config.examples != "fixed":
         logger.info("oracle skipped: needs fixed demonstrations")
         return
@@ -208,7 +207,7 @@ def kate(ctx: EvalContext) -> None:
     """KATE orders (Liu et al. 2022): by similarity to the query, most similar last ('kate') or
     first ('kate_reverse')."""
     if ctx.cands is None:
-        sims = ctx.vecs @ ctx.optimizer._demo_vecs.T  # (m, n) query-to-demo cosine
+        sims = ctx.vecs @ ctx.optimizer.demo_vecs.T  # (m, n) query-to-demo cosine
     else:
         sims = np.stack([np.sort(ctx.optimizer.candidates(v)[1])[::-1] for v in ctx.vecs])
     for name, last in (("kate", True), ("kate_reverse", False)):

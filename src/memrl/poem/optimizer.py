@@ -6,8 +6,8 @@ key per training input (its embedding); beside it, the optimiser keeps per key a
 ``code -> (reward sum, count)`` whose mean is the memory value of the spec.
 
 ``select`` embeds the query, retrieves the ``k`` nearest training inputs, combines their
-tables with :func:`best_action` and decodes the winning code with the query's own similarity
-ranks. It makes no LM call.
+tables with the read rule and decodes the winning code with the query's own similarity ranks
+(:func:`memrl.poem.reward_memory.read_memory`). It makes no LM call.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import numpy as np
 from memrl.io import atomic_dir, atomic_write_json
 from memrl.memory import EpisodicMemory
 from memrl.poem.config import PoemConfig
-from memrl.poem.matrix import LooResult, Setting, TrialMatrix, build_matrix, decode, encode, fallback_perm, loo_select
+from memrl.poem.matrix import LooResult, TrialMatrix, build_matrix, loo_select
 from memrl.poem.orders import Order, sample_orders, similarity_ranks
-from memrl.poem.reading import best_action, prior_means
+from memrl.poem.reading import prior_means
+from memrl.poem.reward_memory import memory_from_matrix, read_memory
 from memrl.poem.rewards import compute_reward
+from memrl.poem.settings import Setting
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
@@ -172,6 +174,12 @@ class PoemOptimizer:
         classes = len(self.task.label_names)
         return classes if value == "classes" else max(4, classes)
 
+    @property
+    def demo_vecs(self) -> np.ndarray | None:
+        """``(n, d)`` embeddings of the fixed demonstrations, in :attr:`demos` order (None before
+        :meth:`setup_examples` / :meth:`load`, and with ``examples="knn"``)."""
+        return self._demo_vecs
+
     # ------------------------------------------------------------------ identities
     @property
     def identities(self) -> dict[str, str]:
@@ -237,7 +245,7 @@ class PoemOptimizer:
                 ``examples="knn"``. Also for a label outside the task's labels.
             RuntimeError: before :meth:`fit` or :meth:`load`.
         """
-        self._check_fitted()
+        self.check_fitted()
         if self.config.examples != "knn":
             raise ValueError(
                 "PoemOptimizer(examples='fixed') cannot take new demonstrations without a refit: its "
@@ -410,7 +418,7 @@ class PoemOptimizer:
     def with_setting(self, setting: Setting) -> PoemOptimizer:
         """A copy of this fitted optimiser that reads its memory under ``setting``, rebuilt from the
         trial matrix: comparing encodings, rewards, k, read rules or shrinkage costs no LM call."""
-        self._check_fitted()
+        self.check_fitted()
         if self.matrix is None:
             raise RuntimeError("this optimiser has no trial matrix (saved in format v1, before trial matrices "
                                "were kept): fit again to change its setting")
@@ -429,7 +437,7 @@ class PoemOptimizer:
         if record is not None and not isinstance(record, FitTrials):
             raise TypeError("with_encoding's record must be a fit's FitReport.record")
         assert self.setting is not None or self.memory is None
-        self._check_fitted()
+        self.check_fitted()
         return self.with_setting(dataclasses.replace(self.setting, encoding=encoding))
 
     def _write_memory(self) -> None:
@@ -441,13 +449,14 @@ class PoemOptimizer:
         self.order_stats = order_stats if self.config.examples == "fixed" else {}
 
     # ------------------------------------------------------------------ select
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise ``RuntimeError`` unless the optimiser has a memory (after :meth:`fit` or :meth:`load`)."""
         if self.memory is None:
             raise RuntimeError("PoemOptimizer is not fitted: call fit() or load() first")
 
     def select_vec(self, query_vec: np.ndarray, exclude_text: str | None = None) -> Selection:
         """:meth:`select` for an already embedded query (``(d,)`` unit vector); no LM call."""
-        self._check_fitted()
+        self.check_fitted()
         st = self.setting or self.config.read_setting()
         cands, sims = self.candidates(query_vec, exclude_text)
         assert self.memory is not None
@@ -480,7 +489,7 @@ class PoemOptimizer:
         config, read setting, leave-one-out summary, demonstrations, reward tables), ``memory.npz``
         (the input keys) and ``trials.npz`` (the full trial matrix; absent for an optimiser that
         was itself loaded from format v1)."""
-        self._check_fitted()
+        self.check_fitted()
         assert self.setting is not None
         path = Path(path)
         state = {
@@ -564,84 +573,6 @@ class PoemOptimizer:
         else:
             opt.setup_examples()
         return opt
-
-
-@dataclass
-class MemoryRead:
-    """What :func:`read_memory` chose for one query: the order ``perm`` of its candidates, its
-    ``code``, the neighbours read (ids, similarities), the top action scores, and whether the
-    fallback order was used because no neighbour offered a realisable code."""
-
-    perm: Order
-    code: Any
-    neighbours: list[str]
-    neighbour_sims: list[float]
-    top: dict[Any, tuple[float, int]]
-    fallback: bool
-
-
-def memory_from_matrix(mx: TrialMatrix, st: Setting, *, encoder_name: str = "?") -> tuple[
-        EpisodicMemory, dict[str, dict[Any, tuple[float, int]]], dict[Any, float], dict[Order, list[float]]]:
-    """POEM's memory under read setting ``st``, built from a trial matrix with no LM call.
-
-    Returns ``(memory, tables, prior, order_stats)``: one memory key per distinct input key (its
-    embedding), per key a table ``code -> (mean reward over repeats, trials)`` (duplicate inputs
-    merge), the per-code prior (:func:`prior_means`), and per concrete order ``[sum correct,
-    sum reward, trials]`` (meaningful with fixed demonstrations only: the best-fixed-order baseline).
-    """
-    reward, correct, tried = mx.rewards(st.reward), mx.rewards("correct"), mx.tried
-    orders = mx.order_tuples
-    sums: dict[str, dict[Any, list[float]]] = {}
-    order_stats: dict[Order, list[float]] = {}
-    for i, p in zip(*np.nonzero(tried)):
-        perm = orders[p]
-        code = encode(st.encoding, perm, mx.sims[i], mx.labels[i])
-        acc = sums.setdefault(mx.keys[i], {}).setdefault(code, [0.0, 0])
-        acc[0] += float(reward[i, p])
-        acc[1] += 1
-        s = order_stats.setdefault(perm, [0.0, 0.0, 0])
-        s[0] += float(correct[i, p])
-        s[1] += float(reward[i, p])
-        s[2] += 1
-    tables = {key: {code: (s / c, int(c)) for code, (s, c) in t.items()} for key, t in sums.items()}
-    keys = list(dict.fromkeys(mx.keys))
-    first = {k: j for j, k in reversed(list(enumerate(mx.keys)))}
-    key_vecs = np.asarray(mx.vecs)[[first[k] for k in keys]]
-    memory = EpisodicMemory(key_vecs.shape[1], max_keys=max(1, len(keys)), max_values=1, encoder_name=encoder_name)
-    # EpisodicMemory stores vector values; the reward tables live beside it, keyed by id.
-    memory.add(keys, key_vecs, key_vecs)
-    return memory, tables, prior_means(tables), order_stats
-
-
-def read_memory(memory: EpisodicMemory, tables: dict[str, dict[Any, tuple[float, int]]], prior: dict[Any, float],
-                st: Setting, query_vec: np.ndarray, sims: Sequence[float], labels: Sequence[int], *,
-                most_similar_last: bool = True) -> MemoryRead:
-    """POEM's choice for one query (embedding ``query_vec``) whose candidate demonstrations have
-    similarities ``sims`` and labels ``labels``: read the ``st.k`` nearest keys' tables with
-    :func:`best_action` and decode the winning code with the query's own ranks. No LM call."""
-    fallback_code = encode(st.encoding, fallback_perm(sims, most_similar_last), sims, labels)
-    ids: list[str] = []
-    nsims: list[float] = []
-    if len(memory):
-        k = len(memory) if st.k == "all" else int(st.k)
-        s, found = memory.search(query_vec[None], k)
-        ids, nsims = found[0], [float(x) for x in s[0]]
-
-    def realisable(code: Any) -> bool:
-        try:
-            decode(st.encoding, code, sims, labels)
-            return True
-        except ValueError:
-            return False
-
-    code, scores = best_action([tables[i] for i in ids], read=st.read, default=fallback_code, prior=prior,
-                               shrink=st.shrink, allowed=realisable if st.encoding == "label" else None)
-    used_fallback = code is None
-    if code is None:
-        code = fallback_code
-    perm = decode(st.encoding, code, sims, labels)
-    top = dict(sorted(scores.items(), key=lambda kv: -kv[1][0])[:5])
-    return MemoryRead(perm, code, ids, nsims, top, used_fallback)
 
 
 def _listify(code: Any) -> Any:

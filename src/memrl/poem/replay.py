@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from memrl.poem.matrix import LooResult, Setting, TrialMatrix, loo_select
-from memrl.poem.optimizer import memory_from_matrix, read_memory
+from memrl.poem.matrix import LooResult, TrialMatrix, loo_select
+from memrl.poem.reward_memory import memory_from_matrix, read_memory
+from memrl.poem.settings import Setting
 
 REQUIRED = (*("fit_" + f for f in TrialMatrix.ARRAYS), "fit_key_hash", "test_vecs", "test_gold", "demo_vecs",
             "demo_labels", "test_orders", "test_scores")

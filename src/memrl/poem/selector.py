@@ -19,7 +19,7 @@ class PoemExampleSelector:
     """
 
     def __init__(self, optimizer: PoemOptimizer) -> None:
-        optimizer._check_fitted()
+        optimizer.check_fitted()
         self.optimizer = optimizer
 
     def __call__(self, query: Example | str) -> list[Example]:

@@ -8,8 +8,7 @@ Two methods share one episodic kNN memory (:class:`memrl.memory.EpisodicMemory`)
   chosen from a memory of (input, order, reward) (:mod:`memrl.poem`).
 """
 
-__version__ = "0.1.0"
-
-from memrl.memory import EpisodicMemory  # noqa: E402
+from memrl.memory import EpisodicMemory
+from memrl.version import __version__
 
 __all__ = ["EpisodicMemory", "__version__"]

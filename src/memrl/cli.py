@@ -26,7 +26,7 @@ _COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from memrl import __version__
+    from memrl.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="memrl",

@@ -391,7 +391,7 @@ class EpisodicMemory:
 
 
 def _memrl_version() -> str:
-    from memrl import __version__
+    from memrl.version import __version__
 
     return __version__
 

@@ -387,7 +387,7 @@ class OutcomeUCBReward(_OutcomeExploration):
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able dict restoring the counts exactly (plus what they were keyed by)."""
-        from memrl import __version__
+        from memrl.version import __version__
 
         return {
             "format": FORMAT_NAME,

@@ -81,7 +81,7 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     with pytest.raises(ValueError, match="missing \\['test_scores'"):
         Replay.from_arrays({k: v for k, v in arrays.items() if k != "test_scores"}, source="x.npz")
     table = aggregate([res, {**res, "seed": 21}])
-    assert table["sst2"]["poem"]["seeds"] == 2 and table["sst2"]["poem"]["std"] == 0.0
+    assert table["sst2"]["poem"]["seeds"] == 2 and table["sst2"]["poem"]["std"] == pytest.approx(0.0, abs=1e-12)
     assert "| sst2 |" in markdown_table(table)
     with pytest.raises(ValueError, match="unknown methods"):
         evaluate_task(task, scorer, encoder, methods=["tempera"])
@@ -255,7 +255,7 @@ def test_paired_test_counts_an_item_once_over_the_seeds_that_score_it():
     # trials: a alone right on x (twice) and y (once); b alone on z (twice) and y (once)
     assert (r["only_a"], r["only_b"], r["n"], r["seeds"], r["items"]) == (3, 3, 6, 2, 3)
     # per item: x favours a (+2), y is even (+1 - 1), z favours b (-2): one item each way
-    assert (r["better"], r["worse"]) == (1, 1) and r["p"] == 1.0
+    assert (r["better"], r["worse"]) == (1, 1) and r["p"] == pytest.approx(1.0, abs=1e-12)
     # counted per trial, x and z would look like four independent items
     runs[1]["items"] = ["x2", "y2", "z2"]
     r2 = paired_comparison(runs, "a", "b")

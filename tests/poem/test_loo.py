@@ -49,14 +49,14 @@ def test_one_order_always_correct_is_chosen_and_rank_codes_cannot_express_it():
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     mx = _matrix([(1, 0)] * m, vecs, sims)
     res = loo_select(mx)
-    assert res.accuracy == 1.0 and res.coverage == 1.0 and res.n_inputs == m
+    assert res.accuracy == pytest.approx(1.0, abs=1e-12) and res.coverage == pytest.approx(1.0, abs=1e-12) and res.n_inputs == m
     assert res.setting == Setting("identity", "correct", 1, "sum", 0.0)  # first of the ties in grid order
     assert res.gold_prob == pytest.approx(1 / (1 + np.exp(-2)))
     # exact scores of other settings
     rank_k1 = _row(res.table, encoding="rank", reward="correct", k=1, read="sum", shrink=0.0)
-    assert rank_k1["accuracy"] == 0.0  # the neighbour's good code realises the bad order here
-    assert _row(res.table, encoding="identity", reward="margin", k="all", read="mean", shrink=1.0)["accuracy"] == 1.0
-    assert _row(res.table, encoding="label", reward="gold_prob", k=2, read="sum", shrink=0.5)["accuracy"] == 1.0
+    assert rank_k1["accuracy"] == pytest.approx(0.0, abs=1e-12)  # the neighbour's good code realises the bad order here
+    assert _row(res.table, encoding="identity", reward="margin", k="all", read="mean", shrink=1.0)["accuracy"] == pytest.approx(1.0, abs=1e-12)
+    assert _row(res.table, encoding="label", reward="gold_prob", k=2, read="sum", shrink=0.5)["accuracy"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_neighbours_matter_so_knn_beats_the_global_order():
@@ -68,25 +68,25 @@ def test_neighbours_matter_so_knn_beats_the_global_order():
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     mx = _matrix([(0, 1)] * 3 + [(1, 0)] * 3, vecs, [[0.5, 0.1]] * 6)
     res = loo_select(mx)
-    assert res.setting == Setting("identity", "correct", 1, "sum", 0.0) and res.accuracy == 1.0
+    assert res.setting == Setting("identity", "correct", 1, "sum", 0.0) and res.accuracy == pytest.approx(1.0, abs=1e-12)
     kw = {"encoding": "identity", "reward": "correct", "read": "sum"}
-    assert _row(res.table, k=2, shrink=0.0, **kw)["accuracy"] == 1.0  # both other members of its cluster
+    assert _row(res.table, k=2, shrink=0.0, **kw)["accuracy"] == pytest.approx(1.0, abs=1e-12)  # both other members of its cluster
     # all 5 others: 3 of the other cluster outvote 2 of its own -> always wrong
-    assert _row(res.table, k="all", shrink=0.0, **kw)["accuracy"] == 0.0
-    assert _row(res.table, k=16, shrink=0.0, **kw)["accuracy"] == 0.0  # k beyond the memory = all
+    assert _row(res.table, k="all", shrink=0.0, **kw)["accuracy"] == pytest.approx(0.0, abs=1e-12)
+    assert _row(res.table, k=16, shrink=0.0, **kw)["accuracy"] == pytest.approx(0.0, abs=1e-12)  # k beyond the memory = all
     # the global order (shrink 1) is the other cluster's order for every held-out input
-    assert _row(res.table, k=1, shrink=1.0, **kw)["accuracy"] == 0.0
+    assert _row(res.table, k=1, shrink=1.0, **kw)["accuracy"] == pytest.approx(0.0, abs=1e-12)
     # shrink 0.5 with k = 2 (sum): local 2 vs 0, prior x 2 neighbours: 2/5*2 vs 3/5*2 -> local wins
-    assert _row(res.table, k=2, shrink=0.5, **kw)["accuracy"] == 1.0
-    assert _row(res.table, k=2, shrink=0.75, **kw)["accuracy"] == 1.0  # 0.5 + 0.6 = 1.1 vs 0.9
-    assert res.table[0]["accuracy"] == 1.0 and res.table[-1]["accuracy"] == 0.0
+    assert _row(res.table, k=2, shrink=0.5, **kw)["accuracy"] == pytest.approx(1.0, abs=1e-12)
+    assert _row(res.table, k=2, shrink=0.75, **kw)["accuracy"] == pytest.approx(1.0, abs=1e-12)  # 0.5 + 0.6 = 1.1 vs 0.9
+    assert res.table[0]["accuracy"] == pytest.approx(1.0, abs=1e-12) and res.table[-1]["accuracy"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_nested_selection_scores_the_choice_on_inputs_it_was_not_chosen_on():
     # one setting right everywhere: choosing it generalises
-    assert nested_selection_accuracy(np.array([[1.0] * 6, [0.0] * 6])) == 1.0
+    assert nested_selection_accuracy(np.array([[1.0] * 6, [0.0] * 6])) == pytest.approx(1.0, abs=1e-12)
     # each setting right on one input by luck: the best row is 1/4 in-sample, 0 held out
-    assert nested_selection_accuracy(np.eye(4), folds=4) == 0.0
+    assert nested_selection_accuracy(np.eye(4), folds=4) == pytest.approx(0.0, abs=1e-12)
     # a real gap survives: setting 1 is right on 9 of 10 inputs, setting 0 on 5
     table = np.array([[1, 0] * 5, [1] * 9 + [0]], dtype=float)
     assert nested_selection_accuracy(table, folds=5) == pytest.approx(0.9)
@@ -141,7 +141,7 @@ def test_guard_keeps_a_setting_whose_gain_holds_out():
     vecs = np.concatenate([a, b])
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     res = loo_select(_matrix([(0, 1)] * 5 + [(1, 0)] * 5, vecs, [[0.5, 0.1]] * 10), guard=True)
-    assert res.guard["kept"] and res.guard["nested_accuracy"] == 1.0 and res.guard["global_accuracy"] == 0.0
+    assert res.guard["kept"] and res.guard["nested_accuracy"] == pytest.approx(1.0, abs=1e-12) and res.guard["global_accuracy"] == pytest.approx(0.0, abs=1e-12)
     assert res.setting == Setting("identity", "correct", 1, "sum", 0.0)
     with pytest.raises(ValueError, match="global-order setting"):
         loo_select(_matrix([(0, 1)] * 5 + [(1, 0)] * 5, vecs, [[0.5, 0.1]] * 10), shrinks=(0.0,), guard=True)

@@ -22,7 +22,7 @@ def test_sum_favours_actions_tried_by_more_neighbours_and_mean_does_not():
 def test_missing_action_contributes_nothing():
     # A is absent for the second neighbour: it is not counted as 0 reward in the mean
     _, scores = best_action([{A: (0.8, 3)}, {B: (0.2, 1)}], read="mean")
-    assert scores[A] == (0.8, 1)
+    assert scores[A] == pytest.approx((0.8, 1), abs=1e-12)
 
 
 def test_ties_by_count_then_default_then_lexicographic():
@@ -40,7 +40,7 @@ def test_empty_memory_gives_none():
 def test_rewards():
     scores = np.log(np.array([[0.7, 0.3], [0.2, 0.8]]))
     gold = np.array([0, 0])
-    assert compute_reward("correct", scores, gold).tolist() == [1.0, 0.0]
+    assert compute_reward("correct", scores, gold).tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
     assert compute_reward("gold_prob", scores, gold) == pytest.approx([0.7, 0.2])
     assert compute_reward("margin", scores, gold) == pytest.approx([np.log(7 / 3), np.log(0.2 / 0.8)])
     with pytest.raises(ValueError, match="unknown reward"):

@@ -35,7 +35,7 @@ def test_matrix_holds_every_trial_and_recomputes_every_reward(loo_fit):
         assert gold_prob[i, index[perm]] == pytest.approx(reward, abs=1e-12)
         assert correct[i, index[perm]] == corr
     margin = mx.rewards("margin")
-    assert np.array_equal(margin > 0, correct == 1.0)  # margin positive iff correct
+    assert np.array_equal(margin > 0, correct > 0.5)  # margin positive iff correct
     assert margin == pytest.approx(compute_reward("margin", mx.scores.reshape(-1, 2),
                                                   np.repeat(mx.gold, 6)).reshape(-1, 6))
 
@@ -152,7 +152,7 @@ def test_sampled_orders_are_shared_by_every_input_with_fixed_demonstrations(sst2
     assert opt.matrix.scores.shape[:2] == (3, 3) and opt.matrix.tried.all()  # dense: the same 3 orders
     assert report.lm_calls == 9
     # identity codes always name a tried order; rank/label codes may realise an untried one
-    assert all(r["coverage"] == 1.0 for r in report.loo.table if r["setting"]["encoding"] == "identity")
+    assert all(r["coverage"] == pytest.approx(1.0, abs=1e-12) for r in report.loo.table if r["setting"]["encoding"] == "identity")
     assert min(r["coverage"] for r in report.loo.table) < 1.0
 
 

@@ -15,7 +15,7 @@ temperature, loss); only how it is computed differs.
 * ``pad-64``: prompts padded to a multiple of 64 tokens (fewer distinct shapes).
 
 Writes ``bench/results/step_cost.json`` (per setting: seconds per step, generation and reward
-shares, the ratio to the baseline) and prints a table; ``docs/cpu_study_v2.md`` quotes it.
+shares, the ratio to the baseline) and prints a table; ``studies/cpu_study_v2/design.md`` quotes it.
 
     python bench/step_cost_bench.py --steps 3
 """

@@ -24,8 +24,8 @@ CORRECTNESS_REWARDS = {"correctness_reward": 0.5, "math_accuracy_reward": 0.5, "
 # Answer checkers: GSM8K-style numeric comparison, or math-verify for LaTeX answers.
 CHECKERS = ("numeric", "math")
 
-# Memory-R+ write/score orders (see memrl.rewards.memory_rewards for what each rewards).
-MEMORY_SEMANTICS = ("score_then_write", "write_then_score", "group_loo", "reference")
+# Memory-R+ write/score orders (`memory_semantics`) are not listed here: each is one class in
+# memrl.rewards.semantics, and its registry SEMANTICS is the one list of their names.
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...], *, nullable: bool = False) -> None:

@@ -29,10 +29,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(HERE.parent))  # studies/: the shared study_kit
 
-import cpu_study as v1  # noqa: E402  the run machinery (claims, training, evaluation, records)
-import cpu_study_v2 as v2  # noqa: E402  the second study's run config, figures and diagnostics
+import study_kit as kit  # noqa: E402
 
 STUDY = "cpu_study_v3"
 logger = logging.getLogger(STUDY)
@@ -65,6 +64,10 @@ RANDOM_REWARD_STD = 0.18544
 # the second study's first logged step of r1 seed 0, which this code must reproduce
 V2_FIRST_STEP = {"loss": -0.135845, "grad_norm": 4.134831}
 COMPLETION_STEPS = [1, 20, 40]
+# the second study's settings, which this one keeps (checked against its results.json by --check)
+FIXED = {"steps": 40, "prompts": 2, "generations": 8, "max_completion": 96, "train_pool": 24, "shots": 2,
+         "learning_rate": 1e-5, "warmup_explore": 10, "save_steps": 10, "eval_arith": 200, "eval_max_tokens": 256,
+         "arith_level": 1}
 SECONDARY_FILE = "eval_arith_2shot.jsonl"
 
 
@@ -78,19 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start no new run after this many minutes (a started run finishes)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--v2-root", type=Path, default=ROOT / "bench" / "results" / "cpu_study_v2",
+    p.add_argument("--v2-root", type=Path, default=HERE.parent / "cpu_study_v2" / "results",
                    help="the second study's results folder (its runs are seeds 0-2)")
     p.add_argument("--page", type=Path, default=HERE / "results.md")
     args = p.parse_args(argv)
-    # the second study's fixed settings (its defaults), which this study keeps
-    fixed = v2.parse_args([])
-    for key in ("steps", "prompts", "generations", "max_completion", "train_pool", "shots", "learning_rate",
-                "warmup_explore", "save_steps", "eval_arith", "eval_max_tokens", "keep_checkpoints"):
-        setattr(args, key, getattr(fixed, key))
-    args.arith_level = 1
+    for key, value in FIXED.items():
+        setattr(args, key, value)
     args.eval_gsm8k = 0  # dropped by the design
+    args.keep_checkpoints = False
     args.workers = 1
-    args.study = "."  # v1.study_root(args) = args.out / args.study
     return args
 
 
@@ -99,22 +98,15 @@ def run_values(args: argparse.Namespace, name: str, seed: int, run_dir: Path) ->
     """The second study's flat config for this arm, plus the completions log; r1-random's std is
     the design's fixed value."""
     method, options = ARMS[name]
-    values = v2.run_values(args, _v2_variant(name), seed, run_dir) if method != "r1-random" else None
-    if values is None:  # v2 computes the control's std from its own runs; here it is fixed
-        values = v2.run_values(args, "r1", seed, run_dir)
-        values.update(method="r1-random", random_reward_std=RANDOM_REWARD_STD)
-    values.update(options)
+    values = kit.recurring_pool_values(args, method, options, seed, run_dir)
+    if method == "r1-random":
+        values["random_reward_std"] = RANDOM_REWARD_STD
     values["save_completions_steps"] = COMPLETION_STEPS
     return values
 
 
-def _v2_variant(name: str) -> str:
-    """The second study's variant whose config this arm extends (the gate is an added option)."""
-    return "memory-r+-group_loo" if name == "memory-r+-group_loo-gated" else name
-
-
 def check_random_std(args: argparse.Namespace) -> None:
-    measured = v2.intrinsic_spread(args.v2_root)
+    measured = kit.intrinsic_spread(args.v2_root)
     if abs(measured - RANDOM_REWARD_STD) > 1e-5:
         raise SystemExit(f"r1-random: the design fixed std {RANDOM_REWARD_STD}, the second study's files give "
                          f"{measured:.6f}; the committed runs changed: stop and look")
@@ -142,7 +134,7 @@ def secondary_eval(args: argparse.Namespace, model_path: Path, save_dir: Path) -
 def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict[str, Any] | None:
     from memrl.io import atomic_write_json
 
-    result = v1.run_one(args, name, seed, run_values)
+    result = kit.run_one(args, args.out, name, seed, run_values)
     if result is None:
         return None
     run_dir = args.out / "runs" / f"{name}-s{seed}"
@@ -201,11 +193,15 @@ def reproduction_check(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
     step = {k: float(first[k]) for k in V2_FIRST_STEP}
     rel = {k: abs(step[k] - v) / abs(v) for k, v in V2_FIRST_STEP.items()}
-    base = v1.base_result(args)
+    base = kit.base_result(args, args.out)
     if "arith_2shot_accuracy" not in base:
         base.update(secondary_eval(args, Path(_base_model_path()), args.out / "base"))
         atomic_write_json(args.out / "base.json", base)
     v2_base = json.loads((args.v2_root / "base.json").read_text())
+    v2_settings = json.loads((args.v2_root / "results.json").read_text())["settings"]
+    differs = {k: (v, v2_settings.get(k)) for k, v in FIXED.items() if v2_settings.get(k) != v}
+    if differs:
+        raise SystemExit(f"settings differ from the second study's (this, second): {differs}")
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_model(),
            "python": platform.python_version(), "torch": _version("torch"), "trl": _version("trl"),
            "transformers": _version("transformers"), "first_step": step, "second_study_first_step": V2_FIRST_STEP,
@@ -251,8 +247,8 @@ def load_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
             arm = p.parent.name.rsplit("-s", 1)[0]
             if arms is not None and (arm not in arms or r["seed"] not in V2_SEEDS):
                 continue
-            r = v1.with_logged_timing(p.parent, r)
-            r.update(v2.training_figures(p.parent))
+            r = kit.with_logged_timing(p.parent, r)
+            r.update(kit.training_figures(p.parent))
             r["arm"], r["run_dir"], r["study"] = arm, p.parent, "v2" if arms else "v3"
             r["gated_frac"] = _mean_metric(p.parent, "memory/gated_frac")
             runs.append(r)
@@ -268,7 +264,7 @@ def _mean_metric(run_dir: Path, key: str) -> float | None:
 
 def _correct(run: dict[str, Any], file: str = "eval_arith.jsonl") -> dict[str, bool] | None:
     path = run["run_dir"] / file
-    return v1._correct_by_question(path) if path.is_file() else None
+    return kit.correct_by_question(path) if path.is_file() else None
 
 
 def sign_test(runs: list[dict[str, Any]], arm: str, baseline: str) -> dict[str, Any] | None:

@@ -10,9 +10,9 @@ import yaml
 from memrl.cli import main
 from memrl.grpo.callbacks import length_collapse, reward_mode_collapse, signal_stall
 from memrl.grpo.config import TrainConfig, format_output_dir, read_yaml_config, resolve_config
-from memrl.grpo.train import reward_weight_list
 from memrl.options import parse_set, preset_names, preset_path
 from memrl.poem import PoemConfig
+from memrl.rewards.registry import reward_weight_list
 
 CPU_TINY = read_yaml_config(preset_path("cpu-tiny"))
 
@@ -131,6 +131,14 @@ def test_print_config(capsys):
     assert "method: r1" in out and "max_steps: 3" in out
 
 
+def test_memory_gate_is_a_flag_and_a_checked_option(capsys):
+    assert main(["train", "--print-config", "--memory-gate", "zero_variance"]) == 0
+    assert "memory_gate: zero_variance" in capsys.readouterr().out
+    assert resolve_config(dict(CPU_TINY))[2].memory_gate == "none"
+    with pytest.raises(ValueError, match="memory_gate='sometimes' is not one of none, zero_variance"):
+        resolve_config({**CPU_TINY, "memory_gate": "sometimes"})
+
+
 # --------------------------------------------------------------------------- collapse detectors
 def _hist(lengths=None, clipped=None, fmt=None, cor=None):
     n = len(lengths or clipped or fmt or cor)
@@ -174,7 +182,7 @@ def test_signal_stall_fires_on_the_study_run_that_stalled_and_not_on_the_ones_th
     from memrl.grpo.callbacks import CollapseMonitor
     from memrl.grpo.rundir import RunDir
 
-    runs = Path(__file__).resolve().parents[2] / "bench" / "results" / "cpu_study_v2" / "runs"
+    runs = Path(__file__).resolve().parents[2] / "studies" / "cpu_study_v2" / "results" / "runs"
     for run, stalled in (("r1-s0", False), ("r1-s1", False), ("r1-s2", True)):
         rows = RunDir(runs / run).metrics()
         assert signal_stall(rows) is stalled, run

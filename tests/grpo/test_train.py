@@ -154,3 +154,14 @@ def test_outcome_ucb_counts_are_checkpointed_and_restored(tmp_path):
     for question, answers in counts[2].items():  # the restored counts only grew
         for answer, n in answers.items():
             assert resumed.count(question, answer) >= n
+
+
+def test_a_gated_run_logs_the_gated_fraction(tmp_path):
+    """memory_gate=zero_variance in a real GRPO step: the flag reaches the rewards, and the share of
+    groups whose intrinsic rewards were dropped is logged with the other memory metrics."""
+    out = tmp_path / "gated"
+    assert main(["train", *TINY, "--memory-gate", "zero_variance", "--max-steps", "1", "--set", "save_steps=5",
+                 "--set", "plot=false", "--output-dir", str(out)]) == 0
+    assert json.loads((out / "resolved_config.json").read_text())["memory"]["memory_gate"] == "zero_variance"
+    step = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line][-1]
+    assert 0.0 <= step["memory/gated_frac"] <= 1.0 and "memory/success_values" in step

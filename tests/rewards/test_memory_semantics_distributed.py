@@ -1,6 +1,7 @@
 """The new semantics under two CPU processes (gloo on loopback): ``group_loo`` reads the other
 ranks' completions and the sequential normaliser keeps one window, so both score exactly as one
-process scoring the whole batch; micro-batches with an inferred G stay in step across ranks."""
+process scoring the whole batch; micro-batches with an inferred G stay in step across ranks; the
+zero-variance gate reads a group that straddles the ranks as one."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ CONFIGS = {
     "group_loo": dict(memory_semantics="group_loo"),
     "sequential": dict(memory_normalizer="sequential", memory_norm_flat="reference"),
     "reference": dict(memory_semantics="reference", memory_micro_batch_prompts=1, memory_explore_warmup_keys=1),
+    # the group of "2 + 3" straddles the ranks (right and wrong on rank 0, right on rank 1)
+    "gated": dict(memory_semantics="group_loo", memory_gate="zero_variance"),
 }
 
 
@@ -88,3 +91,7 @@ def test_new_semantics_under_two_processes(tmp_path):
             for key in ("exploit", "explore"):
                 np.testing.assert_allclose(scored[0][name][step][key] + scored[1][name][step][key], r[key],
                                            rtol=1e-6, atol=1e-6)
+            if name == "gated":  # rank 1 alone sees "2 + 3" without variance: the gate must read both ranks
+                assert scored[1][name][step]["exploit"][0] == 0.0 == scored[1][name][step]["explore"][0]
+    # ... where the ungated values were not 0
+    assert any(scored[1]["group_loo"][step][key][0] != 0.0 for step in range(3) for key in ("exploit", "explore"))

@@ -94,9 +94,9 @@ def openrlhf_query(tokenizer, prompt: str, response: str) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False)
 
 
-def samples_of(step: int, tokenizer) -> list[dict]:
+def samples_of(step: int, tokenizer, steps=STEPS) -> list[dict]:
     out = []
-    for qid, response in STEPS[step]:
+    for qid, response in steps[step]:
         question, gold = Q[qid]
         prompt = chat_prompt(tokenizer, question)
         out.append({"question": question, "prompt": prompt, "response": response, "answer": gold,
@@ -249,6 +249,49 @@ def test_order_dependent_semantics_need_respond_commit_and_then_run_in_canonical
     want = ref.step([samples[i] for i in canonical], 0)
     for key, values_ in want.items():
         np.testing.assert_allclose(got["total" if key == "total" else key][canonical], values_, atol=TOL)
+
+
+# --------------------------------------------------------------------------- the zero-variance gate
+# three steps of 2 questions x 4 completions from STEPS: one group whose correctness does not vary
+# (all right, all wrong, all right) and one whose correctness varies, per step
+GATE_STEPS = [[STEPS[0][0], STEPS[1][0], STEPS[1][1], STEPS[2][4], *STEPS[0][4:8]],
+              [STEPS[0][1], STEPS[0][3], STEPS[1][2], STEPS[1][3], *STEPS[1][4:8]],
+              [*STEPS[2][0:4], STEPS[0][4], STEPS[1][4], STEPS[2][6], STEPS[0][7]]]
+
+
+def test_the_zero_variance_gate_through_the_service(encoder, tokenizer, capsys):
+    """memory_gate=zero_variance needs --respond commit (a request does not hold its group); then
+    per-sample requests in a shuffled order get the in-process values: R1's alone in the group whose
+    correctness varies, the ungated intrinsic values in the other; the memory is the ungated run's."""
+    from memrl.cli import main
+
+    gated = {**VALUES, "memory_gate": "zero_variance"}
+    with pytest.raises(ValueError, match="memory_gate='zero_variance'.*--respond commit"):
+        build_service(gated, ServeConfig(port=0), encoder=encoder)
+    assert main(["serve", "--print-config", "--memory-gate", "zero_variance", "--respond", "commit"]) == 0
+    assert json.loads(capsys.readouterr().out)["options"]["memory"]["memory_gate"] == "zero_variance"
+    ref, plain = Reference(encoder, gated), Reference(encoder)
+    removed = 0.0
+    with service(encoder, gated, respond="commit", commit_every=8) as (engine, client):
+        names = engine.spec.names
+        intrinsic = ["memory_exploit_reward", "memory_explore_reward"]
+        for step in range(3):
+            samples = samples_of(step, tokenizer, GATE_STEPS)
+            got = as_arrays(send_concurrently(client, samples, seed=20 + step), names)
+            want, ungated = ref.step(samples, step), plain.step(samples, step)
+            for key, values in want.items():
+                np.testing.assert_allclose(got[key], values, atol=TOL, err_msg=f"step {step}: {key}")
+            correct = want["correctness_reward"]
+            varies = np.repeat([np.ptp(correct[:4]) > 0, np.ptp(correct[4:]) > 0], 4)
+            assert varies.sum() == 4  # one group of each kind
+            np.testing.assert_allclose(got["total"][varies], sum(got[n] for n in names[:5])[varies], atol=TOL)
+            for name in intrinsic:
+                assert got[name][varies].tolist() == [0.0] * 4
+                np.testing.assert_allclose(got[name][~varies], ungated[name][~varies], atol=TOL)
+                removed += np.abs(ungated[name][varies]).sum()
+            assert client.stats()["last_commit"]["metrics"]["memory/gated_frac"] == pytest.approx(0.5)
+        assert_same_memory(engine.spec.memory, plain.memory)
+    assert removed > 0.5 and np.abs(want["memory_exploit_reward"]).sum() > 0.1  # real values on both sides
 
 
 # --------------------------------------------------------------------------- verl and client steps

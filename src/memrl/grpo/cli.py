@@ -15,7 +15,6 @@ from typing import Any
 
 from memrl.grpo.config import (
     DEFAULT_PRESET,
-    DERIVED_MEMORY_FIELDS,
     PRESET_FAMILY,
     TrainConfig,
     preview_output_dir,
@@ -26,6 +25,7 @@ from memrl.grpo.rundir import RunDir
 from memrl.options import add_dataclass_arguments, build_config, given_values, parse_set, preset_names, preset_path
 from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
+from memrl.rewards.registry import DERIVED_MEMORY_FIELDS
 from memrl.tasks.math import dataset_names
 
 logger = logging.getLogger(__name__)

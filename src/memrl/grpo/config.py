@@ -28,6 +28,7 @@ from memrl.names import CHECKERS, METHODS, PROMPT_STYLES, check_choice
 from memrl.options import check_field_types, read_yaml_mapping, unknown_options_error, yaml_number
 from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
+from memrl.rewards.registry import memory_config_for
 from memrl.tasks.math import dataset_names
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ DEFAULT_OUTPUT_DIR = "runs/{method}-{dataset}-s{seed}"
 SECTIONS = ("train", "grpo", "memory", "exploration")
 # `--method entropy` is R1 plus TRL's entropy bonus; this coefficient unless entropy_coef is set
 ENTROPY_DEFAULT_COEF = 0.01
-# Memory fields that follow from the train section (method, prompt style), never set directly.
-DERIVED_MEMORY_FIELDS = ("memory_explore", "memory_style")
 
 # Fields forced for CPU training (offline.md: bf16 + gradient checkpointing made a step 8x slower).
 CPU_SAFE: dict[str, Any] = {"bf16": False, "fp16": False, "gradient_checkpointing": False}
@@ -179,8 +178,7 @@ def resolve_config(values: dict[str, Any]) -> tuple[TrainConfig, Any, MemoryRewa
         raise unknown_options_error(unknown, valid_keys(),
                                     hint="`memrl train --help` lists memrl's options; any GRPOConfig field works too")
     train = TrainConfig(**parts["train"])
-    memory = MemoryRewardConfig.from_dict({**parts["memory"], "memory_style": train.prompt_style,
-                                           "memory_explore": train.method == "memory-r+"})
+    memory = memory_config_for(train.method, train.prompt_style, parts["memory"])
     exploration = OutcomeExplorationConfig.from_dict(parts["exploration"])
     grpo_values = dict(parts["grpo"])
     if train.method == "entropy":

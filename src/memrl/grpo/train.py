@@ -23,6 +23,7 @@ from memrl.grpo.rundir import RunDir, reward_state_path
 from memrl.io import atomic_write_json, atomic_write_text
 from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
+from memrl.rewards.registry import build_rewards, reward_weight_list
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +41,6 @@ def build_train_rows(train: TrainConfig, seed: int) -> tuple[list[dict[str, Any]
                        skip_bad_rows=train.skip_bad_rows, checker=train.checker, arith_level=train.arith_level)
     rows, checker = load_rows(spec)
     return to_training_rows(rows, train.prompt_style, train.shots, seed=seed), checker
-
-
-def reward_weight_list(reward_funcs: list[Any], by_name: dict[str, float] | None) -> list[float] | None:
-    """GRPOConfig ``reward_weights`` (a list in reward order) from a by-name mapping."""
-    if not by_name:
-        return None
-    names = [getattr(f, "__name__", type(f).__name__) for f in reward_funcs]
-    unknown = sorted(set(by_name) - set(names))
-    if unknown:
-        raise ValueError(f"reward_weights_by_name has unknown reward(s) {unknown}; this method's rewards: {names}")
-    return [float(by_name.get(n, 1.0)) for n in names]
 
 
 # ----------------------------------------------------------------------------- run
@@ -115,7 +105,6 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     from memrl.grpo.callbacks import CollapseMonitor, MetricsJsonlCallback, RewardStateCallback
     from memrl.grpo.trainer import MemrlGRPOTrainer
     from memrl.lm.loading import load_model
-    from memrl.rewards.registry import build_rewards
     from memrl.runtime import set_seed
 
     out = Path(grpo.output_dir)

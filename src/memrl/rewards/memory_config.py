@@ -1,23 +1,20 @@
 """Memory-R / Memory-R+ settings: :class:`MemoryRewardConfig`, the ``reference`` preset, and the
 text rules (what is stored, what the reference counts as an answer).
 
-:mod:`memrl.rewards.memory_rewards` holds the rewards themselves and documents what each
-``memory_semantics`` rewards.
+:mod:`memrl.rewards.memory_rewards` holds the rewards themselves; :mod:`memrl.rewards.semantics`
+documents what each ``memory_semantics`` rewards and the options its preset fills.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from memrl.encoders import DEFAULT_ENCODER
-from memrl.names import MEMORY_SEMANTICS as SEMANTICS
 from memrl.names import PROMPT_STYLES as STYLES
 from memrl.names import check_choice
 from memrl.options import build_config, check_field_types
-
-logger = logging.getLogger(__name__)
+from memrl.rewards.semantics import SEMANTICS, semantics_named
 
 KEY_RULES = ("own", "first_prompt")
 SUCCESS_RULES = ("outcome", "exact_answer")
@@ -25,23 +22,17 @@ STORE_MODES = ("reasoning", "completion", "reference")
 NORMALIZERS = ("batch", "sequential")
 FLAT_RULES = ("neutral", "reference")
 WARMUP_UNITS = ("steps", "failure_keys")
+# memory_gate: 'zero_variance' keeps the intrinsic rewards only in groups whose outcome does not vary
+GATE_NONE = "none"
+GATES = (GATE_NONE, "zero_variance")
 EXPLOIT_EMPTY = 0.0
 EXPLORE_EMPTY = 1.0
 FLAT_NEUTRAL = 0.0
 
 
 def semantics_preset(semantics: str, explore: bool = True) -> dict[str, Any]:
-    """The values ``memory_semantics`` gives the options left unset (see the module docstring)."""
-    if semantics == "reference":
-        return {"memory_key_rule": "first_prompt", "memory_micro_batch_prompts": 2,
-                "memory_success_rule": "exact_answer", "memory_store": "reference",
-                "memory_normalizer": "sequential", "memory_norm_tolerance": 0.0,
-                "memory_norm_flat": "reference", "memory_warmup_unit": "failure_keys",
-                "memory_max_keys": 10_000, "memory_max_values": 100 if explore else 1000}
-    return {"memory_key_rule": "own", "memory_micro_batch_prompts": 0, "memory_success_rule": "outcome",
-            "memory_store": "reasoning", "memory_normalizer": "batch", "memory_norm_tolerance": 1e-6,
-            "memory_norm_flat": "neutral", "memory_warmup_unit": "steps", "memory_max_keys": 7473,
-            "memory_max_values": 100}
+    """The values ``memory_semantics`` gives the options left unset (:mod:`memrl.rewards.semantics`)."""
+    return semantics_named(semantics).preset(explore)
 
 
 # Reference values of options no preset touches (they are memrl's defaults too, except the tag):
@@ -81,7 +72,8 @@ class MemoryRewardConfig:
     memory_success_rule: str | None = field(default=None, metadata={"help": f"What decides success: 'outcome' (the outcome function, memrl's numeric check) or 'exact_answer' (the reference: stripped text after the last <answer> up to </answer> equals the text after #### in the gold, no normalisation; 1/0 against the thresholds); {_PRESET}: outcome, reference exact_answer.", "choices": SUCCESS_RULES})
     memory_store: str | None = field(default=None, metadata={"help": f"What is encoded and stored: 'reasoning' (the first <think>/<reasoning> span, else the whole completion), 'completion', or 'reference' (text after the last opening tag up to the next closing tag, stripped; no tag: the whole completion, stripped); {_PRESET}: reasoning, reference 'reference'.", "choices": STORE_MODES})
     memory_style: str = field(default="think", metadata={"help": "Tag style of the reasoning span: 'think' or 'reasoning' (the reference's prompt uses <reasoning>)."})
-    memory_semantics: str = field(default="score_then_write", metadata={"help": "'score_then_write' (order-invariant), 'group_loo' (order-invariant, scored with the batch's other completions), 'write_then_score' (the reference's order) or 'reference' (the reference reproduced: its order plus a preset of the options marked 'preset')."})
+    memory_semantics: str = field(default="score_then_write", metadata={"help": "; ".join(f"'{s.name}' ({s.summary})" for s in SEMANTICS.values()) + ".", "choices": tuple(SEMANTICS)})
+    memory_gate: str = field(default=GATE_NONE, metadata={"help": "'none', or 'zero_variance': the intrinsic rewards only for GRPO groups (the completions of one question in a step) whose outcome does not vary, 0 in every other group (its reward is R1's alone); the memory is still written from every group.", "choices": GATES})
     memory_key_rule: str | None = field(default=None, metadata={"help": f"Memory key of a completion: 'own' (its own question) or 'first_prompt' (the reference's bug: the first question of its reward call, for writes and reads); {_PRESET}: own, reference first_prompt.", "choices": KEY_RULES})
     memory_micro_batch_prompts: int | None = field(default=None, metadata={"help": f"Process each reward call in chunks of this many prompts x G completions, in order, as TRL 0.14 called rewards per micro-batch (0: the whole call at once); {_PRESET}: 0, reference 2."})
     memory_group_size: int = field(default=0, metadata={"help": "G, completions per prompt, for memory_micro_batch_prompts; 0 infers it from the first run of identical questions of a call (the largest over processes). Set it when a dataset repeats a question back to back."})
@@ -93,7 +85,7 @@ class MemoryRewardConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        check_choice("memory_semantics", self.memory_semantics, SEMANTICS)
+        check_choice("memory_semantics", self.memory_semantics, tuple(SEMANTICS))
         filled = {}
         for name, value in semantics_preset(self.memory_semantics, self.memory_explore).items():
             if getattr(self, name) is None:
@@ -110,7 +102,7 @@ class MemoryRewardConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         choices = {"memory_store": STORE_MODES, "memory_style": STYLES, "memory_key_rule": KEY_RULES,
                    "memory_success_rule": SUCCESS_RULES, "memory_normalizer": NORMALIZERS,
-                   "memory_norm_flat": FLAT_RULES, "memory_warmup_unit": WARMUP_UNITS,
+                   "memory_norm_flat": FLAT_RULES, "memory_warmup_unit": WARMUP_UNITS, "memory_gate": GATES,
                    "memory_backend": ("exact", "faiss"), "memory_dtype": ("float32", "float16")}
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)

@@ -10,57 +10,15 @@ Two episodic memories of past completions, keyed by question embeddings:
 Each is min-max normalised over a running window and weighted (λ_s, λ_e); explore is off during
 a warm-up. Memory-R = exploit only, Memory-R+ = both.
 
-Semantics (``memory_semantics``; the formulas are the same in all four, what is read when
-differs, and with it what is rewarded):
+Semantics (``memory_semantics``: ``score_then_write``, the default, ``write_then_score``,
+``group_loo``, ``reference``) decide what each completion is scored against and when the batch is
+written; :mod:`memrl.rewards.semantics` holds one class per semantics, with what it rewards and
+the options its preset fills. :class:`MemoryRPlus` holds the state they read and write.
 
-* ``score_then_write`` (default): the whole batch is scored against the memory as it was before
-  the batch, then written. Order-invariant within a step, and a wrong but novel answer earns
-  explore reward. In one pass over the data the memory never holds the question being scored, so
-  K = 1 reads the nearest *other* question: the rewards measure closeness to what worked, and
-  distance from what failed, on similar questions. (Later steps can depend on order: the FIFO
-  lists and the normalisers' windows keep the newest entries in completion order, which matters
-  only when a batch overflows a list or a window.)
-* ``write_then_score``: the reference code's *order* with memrl's other choices (own-question keys,
-  one call per batch, memrl's success test, batch normaliser): each completion is inserted, then
-  scored, in batch order. A completion is always inside its own pool, so a wrong answer always
-  gets explore raw 0 and a right one is pulled by its own vector: the intrinsic rewards become
-  almost a copy of correctness. Not order-invariant.
-* ``group_loo`` (memrl's own): each completion is scored against the memory as it was before the
-  batch *plus the batch's other completions* that the write rule stores (never itself), under
-  their own questions and from every process. Order-invariant, like ``score_then_write``, and it
-  keeps the consensus signal of ``write_then_score`` without self-inclusion: exploit is high for a
-  completion close to the *other* right answers to its question, explore is high for one far from
-  the *other* wrong answers. Capacity limits (N, L) apply at the write after scoring, not to the
-  read. The normaliser window is fed the batch's found values, as in ``score_then_write``.
-* ``reference``: the reference code (thaihungle/Memory-R @ a193f4f) reproduced, for replication.
-  It is ``write_then_score``'s order plus a **preset** of the options below at the reference's
-  values. Under several processes memrl still shares one memory across ranks (the reference
-  kept one per process).
-
-Options that ``memory_semantics`` presets (each can be set on its own to ablate one difference):
-
-================================  ======================  ==================================
-option                            memrl (other 3)         ``reference``
-================================  ======================  ==================================
-``memory_key_rule``               ``own``                 ``first_prompt`` (key bug)
-``memory_micro_batch_prompts``    0 (the whole call)      2 (TRL 0.14: 2 prompts × G a call)
-``memory_success_rule``           ``outcome``             ``exact_answer``
-``memory_store``                  ``reasoning``           ``reference``
-``memory_normalizer``             ``batch``               ``sequential``
-``memory_norm_tolerance``         1e-6                    0.0 (only an exactly flat window)
-``memory_norm_flat``              ``neutral``             ``reference``
-``memory_warmup_unit``            ``steps``               ``failure_keys`` (500 keys)
-``memory_max_keys``               7473 (GSM8K's size)     10,000
-``memory_max_values``             100                     100 (Memory-R+), 1,000 (Memory-R)
-================================  ======================  ==================================
-
-Precedence: an option left unset (``None``) takes the preset's value when the config is built;
-an option set explicitly always wins, so ``memory_semantics="reference", memory_key_rule="own"``
-is the reference with only the key bug fixed. Built configs hold concrete values (``asdict``,
-``resolved_config.json``). :meth:`MemoryRewardConfig.replace`, :meth:`MemoryRewardConfig.from_dict`
-of a built config's ``__dict__`` and ``MemoryRPlus(config, **overrides)`` re-apply the preset to
-the options it filled, so changing ``memory_semantics`` or ``memory_explore`` there is followed;
-a dict from ``asdict`` counts every option as set.
+Gate (``memory_gate``): ``zero_variance`` returns the intrinsic rewards only for the GRPO groups
+(the completions of one question in the call) whose outcome does not vary, and 0.0 for every
+completion of the other groups, so their reward is R1's alone; scoring, normalising and writing
+are those of ``none``, so the memories and normalisers are the same with and without the gate.
 
 Other choices:
 
@@ -103,6 +61,7 @@ from memrl.rewards.memory_config import (
     EXPLOIT_EMPTY,
     EXPLORE_EMPTY,
     FLAT_NEUTRAL,
+    GATE_NONE,
     MemoryRewardConfig,
     reasoning_span,
     reference_answer,
@@ -112,19 +71,13 @@ from memrl.rewards.memory_config import (
     stored_text,
 )
 from memrl.rewards.outcome import CorrectnessReward
-from memrl.rewards.scoring import RunningMinMax, SequentialMinMax, exploit_raw, explore_raw
+from memrl.rewards.scoring import RunningMinMax, SequentialMinMax, outcome_varies
+from memrl.rewards.semantics import SEMANTICS, semantics_named
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MemoryRPlus", "MemoryRewardConfig", "reasoning_span", "reference_answer", "reference_gold",
            "reference_span", "semantics_preset", "stored_text"]
-
-def _max_cosine(probe: np.ndarray, pool: np.ndarray) -> float:
-    """Highest cosine of ``probe`` with the rows of ``pool``, norms divided out as the reference
-    does (float32)."""
-    dots = pool @ probe
-    return float(np.max(dots / (np.linalg.norm(pool, axis=1) * np.linalg.norm(probe))))
-
 
 class _MemoryRewardFunction:
     """One TRL reward function (exploit or explore) reading its share of a shared computation."""
@@ -185,11 +138,8 @@ class MemoryRPlus:
         self.timings = {"encode_s": 0.0, "memory_s": 0.0, "total_s": 0.0}
         self._last_key: str | None = None
         self._last_result: dict[str, np.ndarray] | None = None
-        if config.memory_semantics == "reference":
-            deviations = config.reference_deviations()
-            if deviations:
-                logger.warning("memory_semantics='reference' with options that differ from the reference code: %s",
-                               ", ".join(f"{k}={v!r} (reference {r!r})" for k, (v, r) in deviations.items()))
+        self.semantics = semantics_named(config.memory_semantics)
+        self.semantics.check(config)
 
     def _new_memory(self) -> EpisodicMemory:
         c = self.config
@@ -234,15 +184,17 @@ class MemoryRPlus:
         no normaliser update, no call counted.
 
         The bounds are those :meth:`compute` would use (the window plus this batch's found
-        values); the window itself is left as it is. Only ``score_then_write`` without
-        micro-batches is defined this way (every other order writes part of a call before
-        scoring the rest of it); other settings raise ``ValueError``. ``memrl serve`` answers
-        each request with this against the memory committed at the previous step.
+        values); the window itself is left as it is. Only a semantics that scores each completion
+        alone (``score_then_write``), without micro-batches, is defined this way (every other
+        order writes part of a call before scoring the rest of it); other settings raise
+        ``ValueError``. ``memory_gate`` applies to the batch given. ``memrl serve`` answers each
+        request with this against the memory committed at the previous step.
         """
         c = self.config
-        if c.memory_semantics != "score_then_write" or c.memory_micro_batch_prompts:
+        if not self.semantics.scores_alone or c.memory_micro_batch_prompts:
+            alone = ", ".join(repr(name) for name, sem in SEMANTICS.items() if sem.scores_alone)
             raise ValueError(
-                "MemoryRPlus.score (read-only scoring) needs memory_semantics='score_then_write' and "
+                f"MemoryRPlus.score (read-only scoring) needs memory_semantics in ({alone}) and "
                 f"memory_micro_batch_prompts=0; got {c.memory_semantics!r} and {c.memory_micro_batch_prompts}: "
                 "those orders write part of a call before scoring the rest of it")
         return self._run(prompts, completions, kwargs, write=False)
@@ -305,13 +257,18 @@ class MemoryRPlus:
             else:
                 ids, chunk_q = key_ids[lo:hi], q_of[part]
             used, local_q = np.unique(chunk_q, return_inverse=True)
-            er, xr, on = self._score_and_write(ids, q_vecs[used], local_q.reshape(-1), a_vecs[part],
-                                               outcome[part], step, write)
+            er, xr, on = self.semantics.score(self, ids, q_vecs[used], local_q.reshape(-1), a_vecs[part],
+                                              outcome[part], step, write)
             ex_raw[part], xp_raw[part], explore_on[part] = er, xr, on
             exploit[part] = self._normalize(er, exploit_norm, EXPLOIT_EMPTY) * c.memory_exploit_weight
             if c.memory_explore:
                 xn = self._normalize(np.where(on, xr, np.nan), explore_norm, EXPLORE_EMPTY)
                 explore[part] = np.where(on, xn * c.memory_explore_weight, 0.0)
+        gated_frac = None
+        if c.memory_gate != GATE_NONE:
+            # after scoring and normalising, so memories and windows are those of the ungated run
+            keep, gated_frac = self._zero_variance_groups(key_ids, outcome)
+            exploit, explore = np.where(keep, exploit, 0.0), np.where(keep, explore, 0.0)
         t3 = time.perf_counter()
         result = {"exploit": exploit, "explore": explore, "exploit_raw": ex_raw, "explore_raw": xp_raw,
                   "outcome": outcome}
@@ -322,7 +279,7 @@ class MemoryRPlus:
         self.timings["encode_s"] += t2 - t1
         self.timings["memory_s"] += t3 - t2
         self.timings["total_s"] += time.perf_counter() - t0
-        self._log(kwargs.get("log_metric"), result, bool(explore_on.any()))
+        self._log(kwargs.get("log_metric"), result, bool(explore_on.any()), gated_frac)
         if kwargs.get("log_metric") is not None:
             # the spread the intrinsic rewards add inside a question's group, where GRPO compares
             # (a random control reward of the same spread tells signal from mere extra variance)
@@ -345,6 +302,24 @@ class MemoryRPlus:
             raise ValueError(f"outcome function returned {outcome.shape[0] if outcome.ndim else 'a scalar'} values for {n} completions")
         return outcome
 
+    @staticmethod
+    def _zero_variance_groups(key_ids: Sequence[str], outcome: np.ndarray) -> tuple[np.ndarray, float]:
+        """``memory_gate="zero_variance"``: per completion, whether its group's outcome has zero
+        variance (its intrinsic rewards are kept), and the fraction of groups gated off.
+
+        A group is the completions of one question (its key id, as the memory files it) in the
+        call, gathered from every process (a GRPO group may straddle ranks); the outcome is the
+        value that decides success and failure (``memory_success_rule``). Sets, not positions,
+        so the gate does not depend on the order of the batch.
+        """
+        parts = all_gather_objects((list(key_ids), np.asarray(outcome, np.float64)))
+        every_id = [key for ids, _ in parts for key in ids]
+        group = {key: j for j, key in enumerate(dict.fromkeys(every_id))}
+        varies = outcome_varies(np.array([group[key] for key in every_id], np.int64),
+                                np.concatenate([values for _, values in parts]))
+        keep = ~varies[np.array([group[key] for key in key_ids], np.int64)]
+        return keep, float(varies.mean()) if varies.size else 0.0
+
     def _chunks(self, questions: Sequence[str]) -> list[tuple[int, int]]:
         """``(start, stop)`` of each micro-batch: ``memory_micro_batch_prompts × G`` completions in
         call order (TRL 0.14 called the reward functions once per such micro-batch)."""
@@ -360,7 +335,8 @@ class MemoryRPlus:
         size = prompts_per_chunk * g
         return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
-    def _explore_on(self, step: int) -> bool:
+    def explore_on(self, step: int) -> bool:
+        """Whether the explore reward is past its warm-up (``memory_warmup_unit``)."""
         c = self.config
         if not c.memory_explore:
             return False
@@ -368,53 +344,20 @@ class MemoryRPlus:
             return len(self.failure_memory) >= c.memory_explore_warmup_keys
         return step >= c.memory_explore_warmup_steps
 
-    def _score_and_write(self, key_ids, q_vecs, q_of, a_vecs, outcome, step, write=True):
-        """One chunk under ``memory_semantics``: ``(exploit_raw, explore_raw, explore_on)``.
-
-        ``q_vecs`` holds the chunk's distinct query questions and ``q_of`` each completion's row
-        of it; ``key_ids`` are the write keys. ``write=False`` (``score_then_write`` only, see
-        :meth:`score`) scores without writing.
-        """
-        n = len(q_of)
-        semantics = self.config.memory_semantics
-        if semantics in ("write_then_score", "reference"):
-            return self._write_then_score(key_ids, q_vecs, q_of, a_vecs, outcome, step)
-        on = self._explore_on(step)  # counted before the chunk is written
-        if semantics == "group_loo":
-            ex_raw, xp_raw = self._score_group_loo(key_ids, q_vecs, q_of, a_vecs, outcome, on)
-        else:
-            ex_raw, xp_raw = self._score(q_vecs, q_of, a_vecs, on)
-            if write:
-                self._write(key_ids, q_vecs[q_of], a_vecs, outcome)
-        return ex_raw, xp_raw, np.full(n, on)
-
-    def _score(self, q_vecs, q_of, a_vecs, explore_on) -> tuple[np.ndarray, np.ndarray]:
-        """Score every completion against the memories as they are now (no writes)."""
-        n, k = len(q_of), self.config.memory_top_k
-        ex_raw = np.full(n, np.nan)
-        xp_raw = np.full(n, np.nan)
-        groups = [np.flatnonzero(q_of == j) for j in range(len(q_vecs))]
-        if len(self.success_memory):
-            centroids, counts = self.success_memory.centroids(q_vecs, k)
-            for j, idx in enumerate(groups):
-                if counts[j]:
-                    ex_raw[idx] = exploit_raw(a_vecs[idx], centroids[j])
-        if explore_on and len(self.failure_memory):
-            max_cos = self.failure_memory.max_similarity(q_vecs, k, [a_vecs[idx] for idx in groups])
-            for idx, mc in zip(groups, max_cos):
-                xp_raw[idx] = explore_raw(mc)
-        return ex_raw, xp_raw
-
+    # ------------------------------------------------------------------ writing (what the semantics call)
     @staticmethod
-    def _local_part(key_ids, keys, values, outcome) -> dict[str, Any]:
+    def local_part(key_ids, keys, values, outcome) -> dict[str, Any]:
+        """This process's share of a write, in the form :meth:`write_parts` takes (gathered as is)."""
         return {"ids": list(key_ids), "keys": np.asarray(keys, np.float32), "values": np.asarray(values, np.float32),
                 "outcome": np.asarray(outcome, np.float64)}
 
-    def _write(self, key_ids, keys, values, outcome) -> None:
+    def write(self, key_ids, keys, values, outcome) -> None:
         """Write the batch (gathered across processes so every rank holds the same memories)."""
-        self._write_parts(all_gather_objects(self._local_part(key_ids, keys, values, outcome)))
+        self.write_parts(all_gather_objects(self.local_part(key_ids, keys, values, outcome)))
 
-    def _write_parts(self, parts: Sequence[dict[str, Any]]) -> None:
+    def write_parts(self, parts: Sequence[dict[str, Any]]) -> None:
+        """Write gathered parts in rank order: outcome > θ_s to the success memory, ≤ θ_f to the
+        failure memory (Memory-R+ only)."""
         c = self.config
         for part in parts:
             ok = part["outcome"] > c.memory_success_threshold
@@ -424,124 +367,6 @@ class MemoryRPlus:
                 self.success_memory.add(ids[ok].tolist(), part["keys"][ok], part["values"][ok])
             if c.memory_explore and bad.any():
                 self.failure_memory.add(ids[bad].tolist(), part["keys"][bad], part["values"][bad])
-
-    def _write_then_score(self, key_ids, q_vecs, q_of, a_vecs, outcome, step):
-        """The reference's order: insert each completion, then score it, in batch order (exploit:
-        insert if a success, then score; explore: insert if a failure, then score; the two
-        memories are independent, so doing both per completion is the same). The failure-key
-        warm-up is checked after each insert, as the reference does."""
-        k = self.config.memory_top_k
-        n = len(q_of)
-        ex_raw, xp_raw = np.full(n, np.nan), np.full(n, np.nan)
-        on = np.zeros(n, dtype=bool)
-        for i in range(n):
-            q = q_vecs[q_of[i] : q_of[i] + 1]
-            self._write([key_ids[i]], q, a_vecs[i : i + 1], outcome[i : i + 1])
-            if len(self.success_memory):
-                cen, cnt = self.success_memory.centroids(q, k)
-                if cnt[0]:
-                    ex_raw[i] = exploit_raw(a_vecs[i : i + 1], cen[0])[0]
-            on[i] = self._explore_on(step)
-            if on[i] and len(self.failure_memory):
-                pool = self.failure_memory.read(q, k)[0]
-                if pool.shape[0]:
-                    xp_raw[i] = 1.0 - np.float32(_max_cosine(np.asarray(a_vecs[i], np.float32), pool))
-        return ex_raw, xp_raw, on
-
-    # ------------------------------------------------------------------ group_loo
-    def _score_group_loo(self, key_ids, q_vecs, q_of, a_vecs, outcome, explore_on):
-        """Score each completion against the memory before the batch plus the batch's *other*
-        completions that the write rule stores (from every process), then write the batch.
-
-        Nothing is rebuilt or re-encoded per completion: the batch's values are summed per key
-        once (exploit) and each distinct read builds one pool whose own row is masked (explore).
-        Arithmetic is float64, so the result does not depend on the batch's order to ~1e-15.
-        """
-        c = self.config
-        parts = all_gather_objects(self._local_part(key_ids, q_vecs[q_of], a_vecs, outcome))
-        me = rank() if len(parts) > 1 else 0
-        offset = sum(len(p["ids"]) for p in parts[:me])
-        batch = {
-            "ids": [i for p in parts for i in p["ids"]],
-            "keys": np.concatenate([p["keys"] for p in parts]),
-            "values": np.concatenate([p["values"] for p in parts]).astype(np.float64),
-            "outcome": np.concatenate([p["outcome"] for p in parts]),
-        }
-        own = offset + np.arange(len(q_of))
-        ok = batch["outcome"] > c.memory_success_threshold
-        ex_raw = self._loo_read(self.success_memory, q_vecs, q_of, a_vecs, own, batch, ok, "exploit")
-        xp_raw = np.full(len(q_of), np.nan)
-        if explore_on:
-            bad = batch["outcome"] <= c.memory_failure_threshold
-            xp_raw = self._loo_read(self.failure_memory, q_vecs, q_of, a_vecs, own, batch, bad, "explore")
-        self._write_parts(parts)
-        return ex_raw, xp_raw
-
-    def _loo_read(self, memory: EpisodicMemory, q_vecs, q_of, a_vecs, own, batch, written, component):
-        """Raw exploit or explore values of the local completions against ``memory`` plus the
-        batch rows ``written`` to it, each completion's own row left out."""
-        k = self.config.memory_top_k
-        n = len(q_of)
-        out = np.full(n, np.nan)
-        rows_of: dict[str, list[int]] = {}
-        for r in np.flatnonzero(written):
-            rows_of.setdefault(batch["ids"][r], []).append(int(r))
-        if not len(memory) and not rows_of:
-            return out
-        # keys the batch would add, in an order that does not depend on the batch's order
-        new_ids = sorted(i for i in rows_of if i not in memory)
-        new_keys = np.array([batch["keys"][rows_of[i][0]] for i in new_ids], np.float32).reshape(
-            len(new_ids), batch["keys"].shape[1])
-        queries = np.asarray(q_vecs, np.float32)
-        # top K + 1 of stored and new keys: only a completion's own key can drop out of its read
-        stored_sims, stored_ids = memory.search(queries, k + 1) if len(memory) else (np.zeros((len(queries), 0)), [[] for _ in queries])
-        new_sims = queries @ new_keys.T if new_ids else np.zeros((len(queries), 0), np.float32)
-        candidates = []
-        for j in range(len(queries)):
-            merged = [(float(s), 0, t, key) for t, (s, key) in enumerate(zip(stored_sims[j], stored_ids[j]))]
-            merged += [(float(s), 1, t, key) for t, (s, key) in enumerate(zip(new_sims[j], new_ids))]
-            merged.sort(key=lambda x: (-x[0], x[1], x[2]))
-            candidates.append([key for *_, key in merged[: k + 1]])
-        own_id = [batch["ids"][g] for g in own]
-        stored_cache: dict[str, np.ndarray] = {}
-
-        def stored(key: str) -> np.ndarray:
-            if key not in stored_cache:
-                stored_cache[key] = (memory.values_of(key).astype(np.float64) if key in memory
-                                     else np.zeros((0, batch["values"].shape[1])))
-            return stored_cache[key]
-
-        reads: dict[tuple[str, ...], list[int]] = {}
-        for i in range(n):
-            key, g = own_id[i], int(own[i])
-            # a key that only this completion would write is not in the memory it is scored against
-            alone = written[g] and key not in memory and len(rows_of.get(key, ())) == 1
-            keys = tuple(x for x in candidates[q_of[i]] if not (alone and x == key))[:k]
-            reads.setdefault(keys, []).append(i)
-        for keys, members in reads.items():
-            batch_rows = [r for key in keys for r in rows_of.get(key, ())]
-            pool = np.concatenate([stored(key) for key in keys] + [batch["values"][batch_rows]])
-            if not pool.shape[0]:
-                continue
-            probes = np.asarray(a_vecs[members], np.float64)
-            self_col = dict(zip(batch_rows, range(len(pool) - len(batch_rows), len(pool))))
-            if component == "exploit":
-                total, count = pool.sum(axis=0), pool.shape[0]
-                for m, i in zip(probes, members):
-                    col = self_col.get(int(own[i]))
-                    t, cnt = (total - pool[col], count - 1) if col is not None else (total, count)
-                    if cnt:
-                        out[i] = -float(np.linalg.norm(m - t / cnt))
-            else:
-                sims = probes @ pool.T
-                for row, i in enumerate(members):
-                    col = self_col.get(int(own[i]))
-                    if col is not None:
-                        sims[row, col] = -np.inf
-                    best = sims[row].max()
-                    if np.isfinite(best):
-                        out[i] = 1.0 - float(best)
-        return out
 
     # ------------------------------------------------------------------ normalising
     @staticmethod
@@ -582,9 +407,11 @@ class MemoryRPlus:
             h.update(k.encode("utf-8", "replace") + b"\x00" + t.encode("utf-8", "replace") + b"\x01")
         return h.hexdigest()
 
-    def _log(self, log_metric, result, explore_on) -> None:
+    def _log(self, log_metric, result, explore_on, gated_frac=None) -> None:
         if log_metric is None:
             return
+        if gated_frac is not None:  # memory_gate on: the share of groups whose reward was R1's alone
+            log_metric("memory/gated_frac", gated_frac)
         log_metric("memory/success_keys", float(len(self.success_memory)))
         log_metric("memory/success_values", float(self.success_memory.num_values))
         log_metric("memory/failure_keys", float(len(self.failure_memory)))

@@ -1,4 +1,5 @@
-"""Reward sets by method name: what ``memrl train --method ...`` and the demo use.
+"""Reward sets by method name, and their weights: what ``memrl train --method ...``, ``memrl serve``
+and the demo use.
 
 ``r1``: outcome + format (DeepSeek-R1 style, the paper's "R1" baseline); ``cosine``: the cosine
 length reward in place of plain correctness, plus format; ``memory-r`` / ``memory-r+``: R1 plus
@@ -25,6 +26,35 @@ from memrl.rewards.format import (
 )
 from memrl.rewards.memory_rewards import MemoryRewardConfig, MemoryRPlus
 from memrl.rewards.outcome import CorrectnessReward, extract_answer, extract_tagged_answer
+
+# Memory fields that follow from the method and the prompt style, never set directly.
+DERIVED_MEMORY_FIELDS = ("memory_explore", "memory_style")
+
+
+def memory_config_for(method: str, style: str,
+                      config: MemoryRewardConfig | dict[str, Any] | None = None) -> MemoryRewardConfig:
+    """``config`` (a built config, or option values) with the fields the method and the prompt
+    style decide: ``memory_explore`` (Memory-R+, not Memory-R) and ``memory_style`` (the tag of
+    the reasoning span). Options the semantics' preset filled follow ``memory_explore``."""
+    values = dict(config.__dict__ if isinstance(config, MemoryRewardConfig) else config or {})
+    return MemoryRewardConfig.from_dict({**values, "memory_explore": method == "memory-r+", "memory_style": style})
+
+
+def reward_names(reward_funcs: list[Any]) -> list[str]:
+    """The names TRL logs the rewards under (``rewards/<name>/mean``), in reward order."""
+    return [getattr(f, "__name__", type(f).__name__) for f in reward_funcs]
+
+
+def reward_weight_list(reward_funcs: list[Any], by_name: dict[str, float] | None) -> list[float] | None:
+    """GRPOConfig ``reward_weights`` (a list in reward order) from a by-name mapping (None
+    without one: every reward weighs 1)."""
+    if not by_name:
+        return None
+    names = reward_names(reward_funcs)
+    unknown = sorted(set(by_name) - set(names))
+    if unknown:
+        raise ValueError(f"reward_weights_by_name has unknown reward(s) {unknown}; this method's rewards: {names}")
+    return [float(by_name.get(n, 1.0)) for n in names]
 
 
 def r1_rewards(style: str = "think", answer_column: str = "answer", checker: str = "numeric") -> list[Any]:
@@ -63,9 +93,7 @@ def build_rewards(
         rewards[0] = CosineLengthReward(max_completion_length, answer_column=answer_column, checker=checker)
         return rewards, None
     if method in MEMORY_METHODS:
-        config = memory_config or MemoryRewardConfig()
-        config = MemoryRewardConfig.from_dict({**config.__dict__, "memory_explore": method == "memory-r+",
-                                               "memory_style": style})
+        config = memory_config_for(method, style, memory_config)
         memory = MemoryRPlus(config, encoder=encoder,
                              outcome=CorrectnessReward(answer_column=answer_column, checker=checker))
         return rewards + memory.reward_functions(), memory

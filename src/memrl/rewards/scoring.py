@@ -10,26 +10,58 @@ from collections import deque
 import numpy as np
 
 
-def exploit_raw(responses: np.ndarray, centroid: np.ndarray) -> np.ndarray:
+def exploit_raw(responses: np.ndarray, centroid: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """``R_exploit = −‖Enc(a) − mean(B(M_s, q))‖₂`` for each response row.
 
     Args:
-        responses: ``(g, d)`` embeddings of completions of one question.
-        centroid: ``(d,)`` mean of the retrieved successful responses.
+        responses: ``(g, d)`` embeddings of completions of one question, or one ``(d,)``
+            embedding (a 0-d result).
+        centroid: ``(d,)`` mean of the retrieved successful responses, or one ``(g, d)`` row per
+            response.
+        dtype: arithmetic precision (``group_loo`` computes in float64).
 
     >>> [round(float(r), 4) for r in exploit_raw(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1.0, 0.0]))]
     [-0.0, -1.4142]
     """
-    return -np.linalg.norm(np.asarray(responses, np.float32) - np.asarray(centroid, np.float32), axis=1)
+    diff = np.asarray(responses, dtype) - np.asarray(centroid, dtype)
+    return -np.linalg.norm(diff, axis=None if diff.ndim == 1 else 1)
 
 
-def explore_raw(max_cosine: np.ndarray) -> np.ndarray:
+def explore_raw(max_cosine: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """``R_explore = 1 − max_{b ∈ B(M_f, q)} cos(Enc(a), b)`` given the max cosines.
 
     >>> explore_raw(np.array([1.0, 0.25, -1.0])).tolist()
     [0.0, 0.75, 2.0]
     """
-    return 1.0 - np.asarray(max_cosine, np.float32)
+    return 1.0 - np.asarray(max_cosine, dtype)
+
+
+def max_cosine(probe: np.ndarray, pool: np.ndarray) -> float:
+    """Highest cosine of ``probe`` with the rows of ``pool``, both norms divided out (as the
+    reference code does, so rows need not be unit-norm), in the inputs' precision.
+
+    >>> max_cosine(np.array([1.0, 0.0]), np.array([[0.0, 2.0], [3.0, 3.0]]))  # doctest: +ELLIPSIS
+    0.7071...
+    """
+    dots = pool @ probe
+    return float(np.max(dots / (np.linalg.norm(pool, axis=1) * np.linalg.norm(probe))))
+
+
+def outcome_varies(group_of: np.ndarray, outcome: np.ndarray) -> np.ndarray:
+    """Per group ``0 .. max(group_of)``, whether the outcome differs among its completions (a
+    group whose completions all score the same has zero variance). Max against min, not a
+    computed variance: the variance of equal floats can round to a tiny non-zero.
+
+    >>> outcome_varies(np.array([0, 0, 1, 1, 2]), np.array([1.0, 0.0, 1.0, 1.0, 0.0])).tolist()
+    [True, False, False]
+    """
+    group_of = np.asarray(group_of, np.int64)
+    outcome = np.asarray(outcome, np.float64)
+    n_groups = int(group_of.max()) + 1 if group_of.size else 0
+    lo, hi = np.full(n_groups, np.inf), np.full(n_groups, -np.inf)
+    np.minimum.at(lo, group_of, outcome)
+    np.maximum.at(hi, group_of, outcome)
+    return hi > lo
 
 
 def minmax_normalize(values: np.ndarray, lo: float, hi: float, eps: float = 1e-8) -> np.ndarray:

@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import Any
 
-from memrl.grpo.config import DEFAULT_PRESET, DERIVED_MEMORY_FIELDS, PRESET_FAMILY, TrainConfig, read_yaml_config
+from memrl.grpo.config import DEFAULT_PRESET, PRESET_FAMILY, TrainConfig, read_yaml_config
 from memrl.options import (
     add_dataclass_arguments,
     build_config,
@@ -26,6 +26,7 @@ from memrl.options import (
 )
 from memrl.rewards.exploration import OutcomeExplorationConfig
 from memrl.rewards.memory_rewards import MemoryRewardConfig
+from memrl.rewards.registry import DERIVED_MEMORY_FIELDS
 from memrl.serve.config import TRAIN_FIELDS, ServeConfig
 
 logger = logging.getLogger(__name__)

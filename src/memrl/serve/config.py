@@ -150,9 +150,8 @@ def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_de
     from ``memory_encoder`` on ``encoder_device``.
     """
     from memrl.grpo.config import resolve_config
-    from memrl.grpo.train import reward_weight_list
     from memrl.rewards.baselines import CosineLengthReward
-    from memrl.rewards.registry import build_rewards
+    from memrl.rewards.registry import build_rewards, reward_names, reward_weight_list
     from memrl.tasks.math import default_checker
 
     train, grpo, memory_cfg, exploration_cfg = resolve_config(dict(values))
@@ -174,7 +173,7 @@ def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_de
         for f in funcs:
             if isinstance(f, CosineLengthReward):
                 f.tokenizer = tokenizer
-    names = [getattr(f, "__name__", type(f).__name__) for f in funcs]
+    names = reward_names(funcs)
     weights = reward_weight_list(funcs, train.reward_weights_by_name) or [1.0] * len(funcs)
     options: dict[str, Any] = {"method": train.method, "prompt_style": train.prompt_style, "checker": checker,
                                "reward_names": names, "reward_weights": weights}
@@ -199,12 +198,19 @@ def check_respond_mode(spec: RewardSpec, respond: str) -> None:
             "whole step, as one in-process call)")
     memory = spec.memory
     if memory is not None:
+        from memrl.rewards.memory_config import GATE_NONE
+        from memrl.rewards.semantics import SEMANTICS
+
         c = memory.config
-        if c.memory_semantics != "score_then_write":
-            kind = "depends on the order of completions" if c.memory_semantics in ("write_then_score", "reference") \
-                else "scores each completion against the other completions of its step"
-            raise ValueError(f"memory_semantics={c.memory_semantics!r} {kind}, so it cannot be answered per request "
-                             f"against the committed memory (--respond immediate supports score_then_write){hint}")
+        if respond not in memory.semantics.serve_modes:
+            supported = ", ".join(name for name, semantics in SEMANTICS.items() if respond in semantics.serve_modes)
+            raise ValueError(f"memory_semantics={c.memory_semantics!r} {memory.semantics.not_alone}, so it cannot be "
+                             f"answered per request against the committed memory (--respond {respond} supports "
+                             f"{supported}){hint}")
+        if c.memory_gate != GATE_NONE:
+            raise ValueError(f"memory_gate={c.memory_gate!r} keeps or drops the intrinsic rewards of a question's "
+                             f"group by whether its outcome varies among the step's completions, which a single "
+                             f"request does not hold{hint}")
         if c.memory_micro_batch_prompts:
             raise ValueError(f"memory_micro_batch_prompts={c.memory_micro_batch_prompts} writes part of a step before "
                              f"scoring the rest, which depends on arrival order{hint}")

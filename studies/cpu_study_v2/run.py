@@ -1,7 +1,7 @@
 """Second CPU study: does any Memory-R+ semantics beat R1 where memory can matter?
 
-Differences from the first study (``bench/cpu_study.py``, whose run machinery this reuses), fixed
-before any result of this study was seen (``docs/cpu_study_v2.md`` gives the reasons):
+Differences from the first study (``studies/cpu_study_v1/``; both run on ``study_kit``), fixed
+before any result of this study was seen (``design.md`` in this folder gives the reasons):
 
 * questions **recur**: a fixed pool of ``--train-pool`` arith problems (24: 40 steps x 2 prompts
   = 80 prompts, 3.3 epochs), so the memory holds the question being scored from the second epoch;
@@ -22,14 +22,14 @@ before any result of this study was seen (``docs/cpu_study_v2.md`` gives the rea
   the reference's key rule a step adds at most one key); it is scaled to 10 keys, about the 10
   optimizer steps the other semantics wait (``--warmup-explore``).
 
-Outputs: ``bench/results/cpu_study_v2/`` (runs, ``probe.json``, ``base.json``),
-``bench/results/cpu_study_v2.json``, ``docs/cpu_study_v2_results.md`` and the plots
-``docs/cpu_study_v2_curves.png`` / ``docs/cpu_study_v2_accuracy.png``. Resumable like the first
+Outputs, in this study's folder ``studies/cpu_study_v2/``: ``results/`` (runs, ``probe.json``,
+``base.json``, ``results.json``), ``results.md`` and the plots ``curves.png`` /
+``accuracy.png``. Resumable like the first
 study: finished runs are kept, an interrupted one resumes from its checkpoint.
 
-    python bench/cpu_study_v2.py --probe                  # once: level and tag rate of the base model
-    nohup python bench/cpu_study_v2.py > bench/results/cpu_study_v2.log 2>&1 &
-    python bench/cpu_study_v2.py --aggregate-only
+    python studies/cpu_study_v2/run.py --probe            # once: level and tag rate of the base model
+    nohup python studies/cpu_study_v2/run.py > studies/cpu_study_v2/results/run.log 2>&1 &
+    python studies/cpu_study_v2/run.py --aggregate-only   # table, JSON and plots from the runs
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cpu_study as v1  # the run machinery (claims, training, evaluation, records, paired test)
-from cpu_study import study_root
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # studies/: the shared study_kit
+import study_kit as kit  # noqa: E402  (the run machinery: claims, training, evaluation, records, paired test)
 
-ROOT = Path(__file__).resolve().parents[1]
 STUDY = "cpu_study_v2"
 logger = logging.getLogger(STUDY)
 
@@ -60,7 +60,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the control: R1 plus pure noise of the memory variants' within-group intrinsic spread
     "r1-random": ("r1-random", {}),
 }
-TARGET_CORRECTNESS = 0.5  # "steps to reach": first step whose 5-step mean training correctness is >= this
 PROBE_LEVELS = (1, 2, 3)
 PROBE_BAND = (0.10, 0.30)
 
@@ -76,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arith-level", type=int, default=None, help="default: the level --probe chose")
     p.add_argument("--train-pool", type=int, default=24, help="arith training problems (they recur)")
     p.add_argument("--shots", type=int, default=2,
-                   help="worked exemplars in each training prompt (2: the probe's measured reason, docs/cpu_study_v2.md)")
+                   help="worked exemplars in each training prompt (2: the probe's measured reason, design.md)")
     p.add_argument("--learning-rate", type=float, default=1e-5)
     p.add_argument("--warmup-explore", type=int, default=10,
                    help="explore warm-up: optimizer steps (memrl semantics) / failure keys (reference)")
@@ -91,11 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--aggregate-only", action="store_true")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--docs", type=Path, default=ROOT / "docs")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="runs, probe and results.json")
+    p.add_argument("--docs", type=Path, default=HERE, help="folder of results.md and the plots")
     args = p.parse_args(argv)
-    args.study = STUDY
-    args.workers = 1
+    args.study = STUDY  # recorded in the settings
+    args.workers = 1  # one run at a time (study_kit records it beside each run's timing)
     return args
 
 
@@ -110,7 +109,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     from memrl.tasks.math import to_training_rows
 
     model, tokenizer = load_model("smollm2-135m")
-    path = study_root(args) / "probe.json"
+    path = args.out / "probe.json"
     out: dict[str, Any] = {"temperature": 0.9, "max_new_tokens": args.max_completion,
                            "questions": args.probe_questions, "samples": args.probe_samples, "levels": {}}
     if path.is_file():  # resumable: configurations already measured are kept
@@ -146,9 +145,9 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 def chosen_level(args: argparse.Namespace) -> int:
     if args.arith_level is not None:
         return args.arith_level
-    path = study_root(args) / "probe.json"
+    path = args.out / "probe.json"
     if not path.is_file():
-        raise SystemExit("no probe.json: run `python bench/cpu_study_v2.py --probe` first (or pass --arith-level)")
+        raise SystemExit("no probe.json: run `python studies/cpu_study_v2/run.py --probe` first (or pass --arith-level)")
     level = json.loads(path.read_text()).get("chosen_level")
     if level is None:
         raise SystemExit(f"{path}: no level had base sampled correctness in {PROBE_BAND}; pass --arith-level")
@@ -158,87 +157,25 @@ def chosen_level(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- runs
 def run_values(args: argparse.Namespace, name: str, seed: int, run_dir: Path) -> dict[str, Any]:
     """The flat training config of one run: identical across variants except the method and its
-    memory / exploration options."""
+    memory / exploration options; the control's std is measured on this study's Memory-R+ runs."""
     method, options = VARIANTS[name]
-    values = {
-        "model": "smollm2-135m", "dataset": "arith", "arith_level": args.arith_level,
-        "dataset_limit": args.train_pool, "method": method, "prompt_style": "think", "shots": args.shots,
-        "plot": False, "output_dir": str(run_dir), "seed": seed, "max_steps": args.steps,
-        "per_device_train_batch_size": args.prompts * args.generations, "num_generations": args.generations,
-        "max_completion_length": args.max_completion, "learning_rate": args.learning_rate, "beta": 0.0,
-        "temperature": 0.9, "logging_steps": 1, "save_steps": args.save_steps, "save_total_limit": 1,
-    }
+    values = kit.recurring_pool_values(args, method, options, seed, run_dir)
     if method == "r1-random":
-        values["random_reward_std"] = intrinsic_spread(study_root(args))
-    if method.startswith("memory"):
-        if options.get("memory_semantics") == "reference":
-            values["memory_explore_warmup_keys"] = args.warmup_explore
-        else:
-            values.update(memory_explore_warmup_steps=args.warmup_explore, memory_max_keys=args.train_pool)
-    return {**values, **options}
-
-
-def intrinsic_spread(root: Path) -> float:
-    """Mean ``memory/intrinsic_group_std`` over every logged step of the finished Memory-R+ runs:
-    the within-group spread the intrinsic rewards add, which the random control reproduces."""
-    from memrl.grpo.rundir import RunDir
-
-    values = [r["memory/intrinsic_group_std"] for p in sorted(root.glob("runs/memory-r+-*/study_result.json"))
-              for r in RunDir(p.parent).metrics() if "memory/intrinsic_group_std" in r]
-    if not values:
-        raise RuntimeError("the r1-random control needs finished memory-r+ runs that logged "
-                           "memory/intrinsic_group_std; it runs after them")
-    return statistics.fmean(values)
+        values["random_reward_std"] = kit.intrinsic_spread(args.out)
+    return values
 
 
 def run_all(args: argparse.Namespace) -> None:
     for name in args.variants:  # priority order: a row of seeds before the next method
         for seed in args.seeds:
             logger.info("run %s seed %d", name, seed)
-            result = v1.run_one(args, name, seed, run_values)
+            result = kit.run_one(args, args.out, name, seed, run_values)
             if result is not None:
                 logger.info("done %s seed %d: arith %.3f", name, seed, result.get("arith_accuracy", float("nan")))
                 aggregate(args)
 
 
 # ----------------------------------------------------------------------------- aggregate
-def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
-    return [float(r[key]) for r in rows if "loss" in r and r.get(key) is not None]
-
-
-def training_figures(run_dir: Path) -> dict[str, Any]:
-    """From the run's metrics: steps to the target correctness, tag rate, and the diagnostics of
-    each intrinsic term (mean over the steps where they are defined)."""
-    from memrl.grpo.callbacks import signal_stall
-    from memrl.grpo.rundir import RunDir
-
-    rows = RunDir(run_dir).metrics()
-    correct = _series(rows, "rewards/correctness_reward/mean")
-    out: dict[str, Any] = {"train_correct_curve": correct}
-    reached = next((i + 1 for i in range(4, len(correct)) if statistics.fmean(correct[i - 4:i + 1]) >= TARGET_CORRECTNESS),
-                   None)
-    out["steps_to_target"] = reached
-    # how the run ended: a policy that writes one fixed wrong answer in the right format earns the
-    # format rewards in every completion, so its groups have no reward variance (nothing to learn)
-    for key, series in (("train_correct_last10", correct), ("zero_std_groups_last10", _series(rows, "frac_reward_zero_std")),
-                        ("entropy_last10", _series(rows, "entropy"))):
-        if series:
-            out[key] = statistics.fmean(series[-10:])
-    # the detector memrl train now runs; applied to the logs so runs trained before it count too
-    out["signal_stall"] = signal_stall(rows)
-    strict = _series(rows, "rewards/strict_format_reward/mean")
-    if strict:  # strict format pays 0.5 for the full layout
-        out["train_tag_rate_last10"] = statistics.fmean(strict[-10:]) / 0.5
-    keys = {k for r in rows for k in r if k.startswith("diag/") and k.count("/") == 2}
-    diag = {}
-    for k in sorted(keys):
-        vals = _series(rows, k)
-        if vals:
-            diag[k] = statistics.fmean(vals)
-    out["diagnostics"] = diag
-    return out
-
-
 def eval_tag_rate(run_dir: Path) -> float | None:
     from memrl.tasks.files import iter_jsonl
 
@@ -262,14 +199,14 @@ def verdict(pairs: list[dict[str, Any]]) -> str:
 def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     from memrl.io import atomic_write_json, atomic_write_text
 
-    root = study_root(args)
+    root = args.out
     runs = []
     for p in sorted(root.glob("runs/*/study_result.json")):
-        r = v1.with_logged_timing(p.parent, json.loads(p.read_text()))
-        r.update(training_figures(p.parent))
+        r = kit.with_logged_timing(p.parent, json.loads(p.read_text()))
+        r.update(kit.training_figures(p.parent))
         r["eval_tag_rate"] = eval_tag_rate(p.parent)
         runs.append(r)
-    base = json.loads((root / "base.json").read_text()) if (root / "base.json").is_file() else None
+    base = kit.read_base(root)
     per: dict[str, dict[str, Any]] = {}
     for name in VARIANTS:
         rs = [r for r in runs if r["method"] == name]
@@ -279,13 +216,13 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
                                  "collapse_warnings": sum(len(r["collapse_warnings"]) for r in rs)}
         for k in ("arith_accuracy", "gsm8k_accuracy", "final_mean_length", "seconds_per_step", "generation_share",
                   "reward_share", "eval_tag_rate", "train_tag_rate_last10"):
-            vals = [r[k] for r in rs if r.get(k) is not None]
-            if vals:
-                entry[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+            spread = kit.mean_std_entry(rs, k)
+            if spread:
+                entry[k] = spread
         reached = [r["steps_to_target"] for r in rs]
         entry["steps_to_target"] = reached
-        for bench in ("arith", "gsm8k"):
-            pooled = v1.pooled_accuracy(rs, bench)
+        for bench in kit.BENCHMARKS:
+            pooled = kit.pooled_accuracy(rs, bench)
             if pooled:
                 entry[f"{bench}_pooled"] = pooled
         diag_keys = sorted({k for r in rs for k in r["diagnostics"]})
@@ -293,12 +230,12 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
                                 for k in diag_keys}
         per[name] = entry
     methods = tuple(VARIANTS)
-    pooled_pairs = v1.paired_with_baseline(root, runs, methods=methods)
+    pooled_pairs = kit.paired_with_baseline(root, runs, methods)
     per_seed = []
     for r in runs:
         if r["method"] != "r1":
-            per_seed += [{**c, "seed": r["seed"]} for c in v1.paired_with_baseline(
-                root, [x for x in runs if x["seed"] == r["seed"]], methods=(r["method"],))]
+            per_seed += [{**c, "seed": r["seed"]} for c in kit.paired_with_baseline(
+                root, [x for x in runs if x["seed"] == r["seed"]], (r["method"],))]
     for name, entry in per.items():
         if name != "r1":
             entry["verdict"] = verdict([c for c in pooled_pairs if c["method"] == name])
@@ -326,21 +263,18 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
             "paired_vs_r1_per_seed": per_seed,
             "pending": [f"{n}-s{s}" for n in args.variants for s in args.seeds
                         if not (root / "runs" / f"{n}-s{s}" / "study_result.json").is_file()]}
-    atomic_write_json(args.out / f"{STUDY}.json", data)
-    atomic_write_text(args.docs / f"{STUDY}_results.md", results_markdown(data))
-    run_dirs = [p.parent for p in sorted(root.glob("runs/*/metrics.jsonl"))]
-    if run_dirs:
-        from memrl.grpo.report import plot_training_curves
-
-        plot_training_curves(run_dirs, args.docs / f"{STUDY}_curves.png", smoothing=0.6)
+    atomic_write_json(root / "results.json", data)
+    atomic_write_text(args.docs / "results.md", results_markdown(data))
+    kit.plot_curves(root, args.docs / "curves.png")
     if per:
-        v1.plot_accuracy(data, args.docs / f"{STUDY}_accuracy.png")
+        kit.plot_accuracy(data, args.docs / "accuracy.png")
     return data
 
 
 def results_markdown(data: dict[str, Any]) -> str:
     s = data["settings"]
-    lines = [f"# Second CPU study results (generated by bench/{STUDY}.py)", "",
+    pm = kit.mean_std_cell
+    lines = ["# Second CPU study results (generated by studies/cpu_study_v2/run.py)", "",
              f"SmolLM2-135M-Instruct, arith level {s['arith_level']}, a pool of {s['train_pool']} recurring "
              f"questions, {s['shots']}-shot prompts, {s['steps']} GRPO steps of {s['prompts']} x {s['generations']} "
              f"completions (<= {s['max_completion']} tokens); greedy 0-shot evaluation on {s['eval_arith']} held-out "
@@ -358,15 +292,15 @@ def results_markdown(data: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     if data.get("base"):
         lines.append(f"| base (no RL) | - | {100 * data['base'].get('arith_accuracy', float('nan')):.1f} | "
-                     f"{v1._ci(data['base'], 'arith')} | {100 * data['base'].get('gsm8k_accuracy', float('nan')):.1f} "
+                     f"{kit.ci_cell(data['base'], 'arith')} | {100 * data['base'].get('gsm8k_accuracy', float('nan')):.1f} "
                      "| - | - | - | - | - | - |")
     for name, e in data["per_method"].items():
         reach = ", ".join("-" if x is None else str(x) for x in e["steps_to_target"])
-        lines.append(f"| {name} | {e['n_seeds']} | {v1._pm(e, 'arith_accuracy', 100)} | {v1._pooled(e, 'arith')} | "
-                     f"{v1._pm(e, 'gsm8k_accuracy', 100)} | {reach} | {v1._pm(e, 'final_mean_length')} | "
-                     f"{v1._pm(e, 'train_tag_rate_last10', 100, 0)} / {v1._pm(e, 'eval_tag_rate', 100, 0)} | "
-                     f"{v1._pm(e, 'seconds_per_step')} "
-                     f"({v1._pm(e, 'generation_share', 100, 0)}, {v1._pm(e, 'reward_share', 100, 2)}) | "
+        lines.append(f"| {name} | {e['n_seeds']} | {pm(e, 'arith_accuracy', 100)} | {kit.pooled_cell(e, 'arith')} | "
+                     f"{pm(e, 'gsm8k_accuracy', 100)} | {reach} | {pm(e, 'final_mean_length')} | "
+                     f"{pm(e, 'train_tag_rate_last10', 100, 0)} / {pm(e, 'eval_tag_rate', 100, 0)} | "
+                     f"{pm(e, 'seconds_per_step')} "
+                     f"({pm(e, 'generation_share', 100, 0)}, {pm(e, 'reward_share', 100, 2)}) | "
                      f"{e['collapse_warnings']} | {e.get('verdict', '-')} |")
     lines += ["", "Per run (training figures over the last 10 steps):", "",
               "| run | held-out arith % | GSM8K % | train correct % | groups without reward variance % | entropy | "
@@ -389,7 +323,7 @@ def results_markdown(data: dict[str, Any]) -> str:
         rows = ([(c, "pooled " + ", ".join(map(str, c["seeds"]))) for c in data["paired_vs_r1"] if len(c["seeds"]) > 1]
                 + [(c, f"seed {c['seed']}") for c in data["paired_vs_r1_per_seed"]])
         for c, label in sorted(rows, key=lambda x: (x[0]["method"], x[0]["benchmark"], not x[1].startswith("pooled"))):
-            by_item = v1._by_problem_cells(c) if label.startswith("pooled") else "– | –"
+            by_item = kit.by_problem_cells(c) if label.startswith("pooled") else "– | –"
             lines.append(f"| {c['method']} | {c['benchmark']} | {label} | "
                          f"{c['only_method']} | {c['only_baseline']} | {c['p_value']:.3g} | {by_item} |")
     lines += ["", "Reward diagnostics, mean over logged steps and seeds (AUC vs correctness within groups; "
@@ -420,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     args.arith_level = chosen_level(args)
     if not args.aggregate_only:
         if not args.no_base:
-            v1.base_result(args)
+            kit.base_result(args, args.out)
         run_all(args)
     data = aggregate(args)
     print(json.dumps({k: {m: e.get(m) for m in ("arith_accuracy", "verdict")} for k, e in data["per_method"].items()},

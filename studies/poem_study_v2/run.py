@@ -1,6 +1,6 @@
 """POEM study, second round (issue 13): the data-chosen default POEM against every baseline.
 
-Design (fixed before any result; docs/poem_study_v2.md): SmolLM2-135M-Instruct, encoder
+Design (fixed before any result; design.md in this folder): SmolLM2-135M-Instruct, encoder
 all-MiniLM-L6-v2, the default :class:`memrl.poem.PoemConfig` (read setting chosen by leave-one-out
 on the fit, dev split among the fit inputs, n = max(4, classes)), the same seeded 300-item test
 subsample for every method (the whole test split where it is smaller), every row of
@@ -10,19 +10,21 @@ chance (``--probe`` measures it) x seeds 13, 21, 42; there ``poem_knn`` is left 
 full-prompt LM call per (input, order): too slow for these long prompts on 2 cores).
 
 Usage:
-    python bench/poem_study_v2.py --probe      # which understanding tasks are above chance
-    python bench/poem_study_v2.py              # the study: resumable, seed-major, time-boxed
-    python bench/poem_study_v2.py --docs-only  # tables and chart from the results file
-    python bench/poem_study_v2.py --backfill-guard  # the addendum's poem_guarded row for earlier pairs
-    python bench/poem_study_v2.py --backfill-arrays --only sst2/13  # replay arrays for an earlier pair
+    python studies/poem_study_v2/run.py --probe      # which understanding tasks are above chance
+    python studies/poem_study_v2/run.py              # the study: resumable, seed-major, time-boxed
+    python studies/poem_study_v2/run.py --docs-only  # tables and chart from the results file
+    python studies/poem_study_v2/replay.py           # replay read rules on the saved arrays (no LM)
 
-Pairs up to agnews/13 ran from commit b654896; later code reproduces their scores (the bench turns
-partial prefix reuse off and pins the registered GlobalE probe reading) and ``--backfill-guard``
-checks that it does before adding the design addendum's row (docs/poem_study_v2_design.md).
+Pairs up to agnews/13 ran from commit b654896; later code reproduces their scores (the study turns
+partial prefix reuse off and pins the registered GlobalE probe reading). The design addendum's
+``poem_guarded`` row was backfilled on those pairs after checking that a refit reproduced them
+(design.md; that upkeep code is gone, its rows are committed); ``maintenance.py`` makes the same
+check before it backfills replay arrays.
 
-Each finished (task, seed) is appended to ``bench/results/poem_study_v2.json`` (atomic) and
-skipped next time; docs are rewritten after each. From piqa/13 on, each pair also writes
-``bench/results/poem_study_v2/<task>_<seed>.npz``: the numbers to replay any read rule over the
+Each finished (task, seed) is appended to ``results/results.json`` (atomic; paths in this study's
+folder, ``studies/poem_study_v2/``) and skipped next time; ``results.md`` and ``accuracy.png`` are
+rewritten after each. From piqa/13 on, each pair also writes
+``results/arrays/<task>_<seed>.npz``: the numbers to replay any read rule over the
 fixed demonstrations with no LM call (no input text).
 """
 
@@ -32,6 +34,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +53,11 @@ MIN_PROBES = 48
 LEGACY_PROBES = True
 HEURISTICS = ("kate", "kate_reverse", "kate_knn", "random", "globale", "locale", "zero_shot")
 COMPARED = ("best_fixed", *HEURISTICS, "poem_paper", "poem_knn")
-# the design's budget of machine time (docs/poem_study_v2_design.md): pairs not run by then are listed
+# the design's budget of machine time (design.md): pairs not run by then are listed
 BUDGET_H = 10.0
-OUT = Path("bench/results/poem_study_v2.json")
-DOCS = Path("docs")
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "results.json"
+DOCS = HERE  # results.md and accuracy.png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,12 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe", action="store_true", help="measure zero-shot and random-order accuracy of the "
                    "understanding candidates (seed 13) and record which are above chance")
     p.add_argument("--docs-only", action="store_true", help="only rewrite the docs from the results file")
-    p.add_argument("--backfill-guard", action="store_true", help="add the poem_guarded row (design addendum) "
-                   "to finished pairs without it: refit POEM, check it reproduces the recorded setting and "
-                   "predictions, score the guarded setting")
-    p.add_argument("--backfill-arrays", action="store_true", help="write the replay arrays of finished pairs "
-                   "that ran before they were saved: refit, check the recorded setting, POEM predictions and "
-                   "oracle accuracy, keep the test scores (with --only: those pairs)")
+    add_common_arguments(p)
+    return p.parse_args(argv)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options this script shares with ``maintenance.py``."""
     p.add_argument("--time-budget-min", type=float, default=600.0, help="start no new (task, seed) after this")
     p.add_argument("--only", default=None, help="comma-separated task/seed pairs to run (default: the design)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -75,7 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    f"{MAX_TEST} (other values are for smoke runs and are refused on a results file of the design)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--docs", type=Path, default=DOCS)
-    return p.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------- design
@@ -137,119 +140,25 @@ def run_probe(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_T
         save()
 
 
-def refit_recorded(scorer, encoder, run: dict[str, Any]):
-    """Refit the default POEM of a finished pair (the fit is deterministic) and check that it chose
-    the recorded setting; a different instrument is refused. Returns ``(task, optimiser)``."""
-    from memrl.poem import PoemConfig, PoemOptimizer
-    from memrl.runtime import set_seed
-    from memrl.tasks.classification import load_task
-
-    name, seed = run["task"], run["seed"]
-    set_seed(seed)
-    task = load_task(name, seed)
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig())
-    opt.fit(progress=False)
-    if opt.setting.to_dict() != run["poem_fit"]["setting"]:
-        raise SystemExit(f"{name}/{seed}: the refit chose {opt.setting}, the study recorded "
-                         f"{run['poem_fit']['setting']}: not the instrument the pair ran with")
-    return task, opt
-
-
 def parse_pairs(text: str) -> set[tuple[str, int]]:
     """``"sst2/13,mr/21"`` -> ``{("sst2", 13), ("mr", 21)}`` (the ``--only`` option)."""
     return {(t, int(s)) for t, s in (p.split("/") for p in text.split(","))}
 
 
-def backfill_guard(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_TEST) -> None:
-    """The design addendum's ``poem_guarded`` row for pairs that ran before it existed. The fit is
-    deterministic, so refitting the default POEM must choose the recorded setting and re-scoring its
-    test items must give the recorded predictions: both are checked (a different instrument is
-    refused), then the guarded setting's test items are scored (a few hundred LM calls; no oracle
-    memo here, so its ``lm_calls_made`` is not 0 as in a full pair)."""
-    from memrl.poem.evaluate import evaluate_task
-
-    for run in data["runs"]:
-        name, seed = run["task"], run["seed"]
-        if "poem_guarded" in run["methods"]:
-            continue
-        t0 = time.perf_counter()
-        task, opt = refit_recorded(scorer, encoder, run)
-        res = evaluate_task(task, scorer, encoder, None, methods=["poem", "poem_guarded"], max_test=max_test,
-                            optimizer=opt, progress=False)
-        if res["gold"] != run["gold"] or res["methods"]["poem"]["predictions"] != run["methods"]["poem"]["predictions"]:
-            raise SystemExit(f"{name}/{seed}: re-scoring the default POEM did not reproduce its recorded predictions")
-        row = {**res["methods"]["poem_guarded"], "backfilled": True, "backfill_wall_s": time.perf_counter() - t0}
-        run["methods"]["poem_guarded"] = row
-        save()
-        logging.info("%s/%s guard backfilled in %.0f s: %s, accuracy %.3f (poem %.3f)", name, seed,
-                     row["backfill_wall_s"], row["guard"], row["accuracy"], run["methods"]["poem"]["accuracy"])
-
-
-def backfill_items(data: dict[str, Any], max_test: int = MAX_TEST) -> int:
-    """Test item ids (:attr:`memrl.tasks.fewshot.Example.item_id`) for runs recorded before runs kept
-    them, so paired tests pool seeds by item. Loading a task and its seeded test subsample needs
-    no LM; the recorded gold labels must come out the same, or the run is refused. Returns how
-    many runs were filled."""
-    from memrl.poem.evaluate import subsample
-    from memrl.tasks.classification import load_task
-
-    filled = 0
-    for run in data["runs"]:
-        if "items" in run:
-            continue
-        queries = subsample(load_task(run["task"], run["seed"]).test, max_test)
-        if [int(q.label) for q in queries] != run["gold"]:
-            raise SystemExit(f"{run['task']}/{run['seed']}: the reloaded test subsample's gold labels differ "
-                             "from the recorded ones; cannot name its items")
-        run["items"] = [q.item_id for q in queries]
-        filled += 1
-    return filled
-
-
-def backfill_arrays(scorer, encoder, data: dict[str, Any], save, out: Path, max_test: int = MAX_TEST,
-                    budget_min: float = 600.0, only: set[tuple[str, int]] | None = None) -> None:
-    """Replay arrays (``<task>_<seed>.npz``) for pairs that ran before the study saved them. As in
-    :func:`backfill_guard`, the refit must choose the recorded setting, and re-scoring must give
-    the recorded POEM predictions and oracle accuracy, or the pair is refused; the test items are
-    then scored under every candidate order (the oracle row), which the arrays keep."""
-    from memrl.poem.evaluate import evaluate_task
-
-    start = time.perf_counter()
-    for run in data["runs"]:
-        name, seed = run["task"], run["seed"]
-        if "arrays" in run or (only is not None and (name, seed) not in only):
-            continue
-        if (time.perf_counter() - start) / 60 > budget_min:
-            logging.info("time budget spent; arrays of %s/%s and later not backfilled", name, seed)
-            break
-        t0 = time.perf_counter()
-        task, opt = refit_recorded(scorer, encoder, run)
-        arrays: dict[str, np.ndarray] = {}
-        res = evaluate_task(task, scorer, encoder, None, methods=["poem", "oracle"], max_test=max_test,
-                            optimizer=opt, progress=False, arrays=arrays)
-        m, rec = res["methods"], run["methods"]
-        if (res["gold"] != run["gold"] or m["poem"]["predictions"] != rec["poem"]["predictions"]
-                or m["oracle"]["accuracy"] != rec["oracle"]["accuracy"]):
-            raise SystemExit(f"{name}/{seed}: re-scoring did not reproduce the recorded POEM predictions "
-                             "and oracle accuracy")
-        run["arrays"] = str(save_arrays(out.with_suffix("") / f"{name}_{seed}.npz", arrays))
-        run["arrays_backfilled_wall_s"] = time.perf_counter() - t0
-        save()
-        logging.info("%s/%s arrays backfilled in %.0f s", name, seed, run["arrays_backfilled_wall_s"])
-
-
 # ------------------------------------------------------------------------------- report
-def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` as one compressed ``.npz``, atomically."""
+def save_arrays(out: Path, name: str, seed: int, arrays: dict[str, np.ndarray]) -> str:
+    """Write a pair's replay ``arrays`` as one compressed ``arrays/<task>_<seed>.npz`` beside the
+    results file ``out``, atomically; returns that path relative to the results file's folder (what
+    the run records, so the study folder can move)."""
     import io
 
     from memrl.io import atomic_write_bytes
 
+    relative = f"arrays/{name}_{seed}.npz"
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    atomic_write_bytes(out.parent / relative, buf.getvalue())
+    return relative
 
 
 def _pct(x: float | None) -> str:
@@ -355,8 +264,8 @@ def write_docs(data: dict[str, Any], docs: Path) -> None:
     class_table = {t: table[t] for t in CLASSIFICATION if t in table}
     und = [t for t in table if t not in CLASSIFICATION]
     hours = machine_hours(data)
-    lines = ["# POEM study, second round (generated by bench/poem_study_v2.py)", "",
-             "Design and reading guide: [poem_study_v2_design.md](poem_study_v2_design.md). "
+    lines = ["# POEM study, second round (generated by studies/poem_study_v2/run.py)", "",
+             "Design and reading guide: [design.md](design.md). "
              f"LM: {data.get('meta', {}).get('lm', '?')}; test: the same seeded subsample of ≤ "
              f"{data.get('meta', {}).get('max_test', MAX_TEST)} items per "
              "(task, seed) for every method; default POEM = leave-one-out-chosen read setting, dev split among "
@@ -415,39 +324,34 @@ def write_docs(data: dict[str, Any], docs: Path) -> None:
               "" if "probe" in data else "The understanding-task probe has not run (`--probe`).",
               (f"The design's budget of about {BUDGET_H:g} h of machine time is spent ({sum(hours.values()):.1f} h), "
                "so by the design these pairs are reported as not run. " if spent and pending else "")
-              + "Resume with `python bench/poem_study_v2.py`; finished pairs are skipped.", ""]
-    atomic_write_text(docs / "poem_study_v2.md", "\n".join(lines))
+              + "Resume with `python studies/poem_study_v2/run.py`; finished pairs are skipped.", ""]
+    atomic_write_text(docs / "results.md", "\n".join(lines))
     if table:
-        atomic_write_bytes(docs / "poem_study_v2.png",
+        atomic_write_bytes(docs / "accuracy.png",
                            bar_chart_png(table, f"POEM (data-chosen) vs baselines ({data.get('meta', {}).get('lm', '?')})"))
 
 
 # ------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
+def open_results(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up the process and read the results file (an empty one if there is none yet); a
+    ``--max-test`` other than the file's is refused."""
     from memrl.runtime import setup_process
 
-    args = parse_args(argv)
     setup_process(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from memrl.io import atomic_write_json
-
     data: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
     recorded = data.get("meta", {}).get("max_test")
     if data["runs"] and recorded is not None and recorded != args.max_test:
         raise SystemExit(f"{args.out} holds runs with --max-test {recorded}; this call asks for {args.max_test}: "
                          "use another --out")
-    if backfill_items(data, args.max_test):
-        atomic_write_json(args.out, data)
-    if args.docs_only:
-        write_docs(data, args.docs)
-        return 0
+    return data
 
+
+def instrument(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, Any]:
+    """The study's scorer and encoder, recorded in ``data["meta"]``."""
     from memrl.encoders import Encoder
     from memrl.lm import HFScorer
     from memrl.poem import PoemConfig
-    from memrl.poem.evaluate import evaluate_task
-    from memrl.runtime import set_seed
-    from memrl.tasks.classification import load_task
 
     # every prefix computed in full, as at b654896 where the study began (partial reuse changes
     # scores by float rounding only, but one instrument runs throughout)
@@ -456,18 +360,34 @@ def main(argv: list[str] | None = None) -> int:
     data["meta"] = {"lm": scorer.identity, "encoder": encoder.name, "max_test": args.max_test,
                     "random_draws": RANDOM_DRAWS, "min_probes": MIN_PROBES, "legacy_probes": LEGACY_PROBES,
                     "config": PoemConfig().to_dict()}
+    return scorer, encoder
+
+
+def saver(args: argparse.Namespace, data: dict[str, Any]) -> Callable[[], None]:
+    """``save()``: the results file (atomic), then the page and chart."""
+    from memrl.io import atomic_write_json
 
     def save() -> None:
         atomic_write_json(args.out, data)
         write_docs(data, args.docs)
 
-    if args.backfill_guard:
-        backfill_guard(scorer, encoder, data, save, args.max_test)
+    return save
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = open_results(args)
+    if args.docs_only:
+        write_docs(data, args.docs)
         return 0
-    if args.backfill_arrays:
-        only = parse_pairs(args.only) if args.only else None
-        backfill_arrays(scorer, encoder, data, save, args.out, args.max_test, args.time_budget_min, only)
-        return 0
+
+    from memrl.poem import PoemConfig
+    from memrl.poem.evaluate import evaluate_task
+    from memrl.runtime import set_seed
+    from memrl.tasks.classification import load_task
+
+    scorer, encoder = instrument(args, data)
+    save = saver(args, data)
     if args.probe:
         run_probe(scorer, encoder, data, save, args.max_test)
         chosen = chosen_understanding(data)
@@ -496,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                             legacy_probes=LEGACY_PROBES, progress=False, arrays=arrays)
         run["wall_s"] = time.perf_counter() - t0
         if arrays:  # beside the results file: a new read rule is then replayed, not refitted
-            run["arrays"] = str(save_arrays(args.out.with_suffix("") / f"{name}_{seed}.npz", arrays))
+            run["arrays"] = save_arrays(args.out, name, seed, arrays)
         data["runs"].append(run)
         save()
         logging.info("%s/%s done in %.0f s: %s", name, seed, run["wall_s"],

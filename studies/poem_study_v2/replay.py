@@ -1,13 +1,13 @@
 """Replay POEM read rules on the POEM study's saved pairs (no LM, no refit; seconds).
 
-For every pair of ``bench/results/poem_study_v2.json`` that saved its arrays (from piqa/13 on):
-first checks that the replay reproduces the recorded test predictions of the ``poem``,
+For every pair of the study's ``results/results.json`` that saved its arrays (``results/arrays/``:
+every pair from piqa/13 on, and the earlier ones backfilled, all but agnews/13), first checks that the replay reproduces the recorded test predictions of the ``poem``,
 ``poem_paper`` and ``poem_guarded`` rows (refuses to report otherwise), then scores the
 settings asked for.
 
 Usage:
-    python bench/poem_replay.py                                  # the check, and each pair's rows
-    python bench/poem_replay.py --setting identity,correct,all,sum,1   # one more setting on every pair
+    python studies/poem_study_v2/replay.py                                  # the check, and each pair's rows
+    python studies/poem_study_v2/replay.py --setting identity,correct,all,sum,1   # one more setting on every pair
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from memrl.poem.matrix import Setting
 from memrl.poem.replay import Replay
 
-RESULTS = Path("bench/results/poem_study_v2.json")
+RESULTS = Path(__file__).resolve().parent / "results" / "results.json"
 REPLAYED = ("poem", "poem_paper", "poem_guarded")
 
 
@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     header = ["pair", *REPLAYED, *(str(s) for s in args.setting)]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for run in runs:
-        replay = Replay.load(run["arrays"])
+        arrays = args.results.parent / run["arrays"]  # recorded relative to the results file's folder
+        replay = Replay.load(arrays)
         if list(replay.test_gold) != run["gold"]:
-            raise SystemExit(f"{run['arrays']}: test gold labels differ from {args.results}'s {run['task']}/{run['seed']}")
+            raise SystemExit(f"{arrays}: test gold labels differ from {args.results}'s {run['task']}/{run['seed']}")
         cells = []
         for name in REPLAYED:
             rec = run["methods"].get(name)

@@ -1,0 +1,70 @@
+"""Every study page regenerates byte-identically from its committed result files (issue 24).
+
+Each study's report step runs on the committed files with its outputs sent to a temporary
+folder, then the outputs are compared with the committed ones: a change to the library that
+would silently rewrite an archived result shows up here. Plots are compared only under the
+matplotlib version that drew them (the PNG records it; another version draws other bytes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def study_script(name: str, script: str = "run.py") -> ModuleType:
+    """``studies/<name>/<script>`` loaded as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"study_{name}_{Path(script).stem}", STUDIES / name / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_same_files(made: Path, committed: Path, names: list[str]) -> None:
+    import matplotlib
+
+    drawn_here = f"Matplotlib version{matplotlib.__version__},".encode()
+    for name in names:
+        new, old = (made / name).read_bytes(), (committed / name).read_bytes()
+        if name.endswith(".png") and drawn_here not in old:
+            continue  # drawn by another matplotlib version
+        assert new == old, f"{committed / name} does not regenerate byte-identically"
+
+
+@pytest.mark.parametrize("name", ["cpu_study_v1", "cpu_study_v2"])
+def test_cpu_study_pages_regenerate_from_the_committed_runs(name, tmp_path):
+    study = study_script(name)
+    # the aggregate writes results.json beside the runs it reads: run it on a copy
+    shutil.copytree(STUDIES / name / "results", tmp_path / "results")
+    args = study.parse_args(["--aggregate-only", "--out", str(tmp_path / "results"), "--docs", str(tmp_path)])
+    if name == "cpu_study_v2":
+        args.arith_level = study.chosen_level(args)  # as main() does: the level the probe chose
+    study.aggregate(args)
+    assert_same_files(tmp_path, STUDIES / name, ["results.md", "curves.png", "accuracy.png"])
+    assert_same_files(tmp_path / "results", STUDIES / name / "results", ["results.json"])
+
+
+def test_poem_study_pages_regenerate_from_the_committed_results(tmp_path):
+    first = study_script("poem_study_v1")
+    first.write_docs(json.loads((STUDIES / "poem_study_v1" / "results" / "results.json").read_text()), tmp_path,
+                     first.Args())
+    assert_same_files(tmp_path, STUDIES / "poem_study_v1", ["results.md", "accuracy.png"])
+
+    second = study_script("poem_study_v2")
+    second.write_docs(json.loads((STUDIES / "poem_study_v2" / "results" / "results.json").read_text()), tmp_path)
+    assert_same_files(tmp_path, STUDIES / "poem_study_v2", ["results.md", "accuracy.png"])
+
+
+def test_semantics_page_regenerates_from_its_results():
+    study = study_script("semantics")
+    data = json.loads((STUDIES / "semantics" / "results" / "results.json").read_text())
+    assert study.markdown(data) == (STUDIES / "semantics" / "results.md").read_text()

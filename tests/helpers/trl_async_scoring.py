@@ -88,3 +88,15 @@ def child_main(loop_kwargs: dict[str, Any], rollout_buffer: Any, model_version_v
 
         results.put(traceback.format_exc())
         raise
+
+
+def compute_in_child(rewards: Any, kwargs: dict[str, Any], claim: bool, results: Any) -> None:
+    """A spawned child given a pickled ``MemoryRPlus``: compute once (after ``claim_process()``
+    when ``claim``); puts the memory's size, or the error's text, on ``results``."""
+    try:
+        if claim:
+            rewards.claim_process()
+        rewards.compute(**kwargs)
+        results.put(rewards.success_memory.num_values + rewards.failure_memory.num_values)
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {exc}")

@@ -146,6 +146,54 @@ def test_async_grpo_child_scores_through_the_service_and_the_service_keeps_the_m
     np.testing.assert_allclose(totals, got.sum(axis=1), atol=TOL)
 
 
+def spawn(target, *args, timeout: float = 600):
+    """Run ``target(*args, results)`` in a spawned process; what it put on ``results``."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=target, args=(*args, results), daemon=True)
+    child.start()
+    try:
+        return results.get(timeout=timeout)
+    finally:
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+
+
+def test_a_memory_reward_copied_into_the_async_grpo_child_refuses_naming_the_remote_client(encoder, policy_tokenizer):
+    """A MemoryRPlus given to AsyncGRPO is pickled into its scoring child, where its writes would be lost."""
+    pytest.importorskip("trl.experimental.async_grpo.async_rollout_worker")
+    from datasets import Dataset
+
+    from helpers.trl_async_scoring import child_main
+    from memrl.rewards import MemoryRPlus
+
+    rewards = MemoryRPlus(encoder=encoder, memory_explore_warmup_steps=0)
+    groups = [(row(qid), texts) for qid, texts in STEPS[0]]
+    loop_kwargs = {"model_name": "policy", "dataset": Dataset.from_list([g[0] for g in groups]),
+                   "reward_funcs": rewards.reward_functions(), "processing_class": policy_tokenizer,
+                   "eos_token_ids": [policy_tokenizer.eos_token_id], "num_generations": G,
+                   "max_inflight_tasks": G, "queue_maxsize": 0, "dataset_start_index": 0}
+    pickle.dumps(loop_kwargs)  # it pickles, so AsyncRolloutWorker.start accepts it
+    ctx = mp.get_context("spawn")
+    shared = (ctx.Queue(), ctx.Value("i", 0), ctx.Event(), ctx.Event(), ctx.Value("d", 0.0), ctx.Event(),
+              ctx.Queue(maxsize=1), ctx.Queue(maxsize=4096))
+    out = spawn(child_main, loop_kwargs, *shared, groups)
+    assert isinstance(out, str) and "RuntimeError: MemoryRPlus was built in process" in out
+    assert "RemoteMemoryReward" in out and "memrl serve" in out
+    assert len(rewards.success_memory) == 0 and rewards.compute(**kwargs_of(STEPS[0], 0))  # the owner still works
+
+
+def test_a_copy_that_claims_its_process_computes(encoder):
+    from helpers.trl_async_scoring import compute_in_child
+    from memrl.rewards import MemoryRPlus
+
+    rewards = MemoryRPlus(encoder=encoder, memory_explore_warmup_steps=0)
+    kwargs = kwargs_of(STEPS[0], 0)
+    assert "was built in process" in spawn(compute_in_child, rewards, kwargs, False)
+    assert spawn(compute_in_child, rewards, kwargs, True) == 2 * G  # every completion written, in the child
+
+
 def test_trainer_steps_reach_the_service_and_each_batch_is_sent_once(encoder):
     """GRPOTrainer's call: the functions one after the other on the step's batch, with ``trainer_state``.
     A request holding the whole step gets exactly the in-process values."""

@@ -4,8 +4,8 @@ What it runs (each part is its own process, so each part's peak GPU memory is it
 engine never outlives its part):
 
 1. ``memrl train --config gsm8k-qwen2.5-0.5b --set model=<--model> --max-steps N`` (default N = 3):
-   the preset as it is (256 completions of <= 200 tokens per optimizer step, bf16), a checkpoint
-   with the memory at step N. Generation: TRL's vLLM colocate mode when ``import vllm`` works
+   the preset as it is (256 completions of <= 200 tokens per optimizer step, bf16, the Memory-R+
+   encoder on the GPU by ``memory_encoder_device=auto``), a checkpoint with the memory at step N. Generation: TRL's vLLM colocate mode when ``import vllm`` works
    (``use_vllm=true, vllm_mode=colocate``), else TRL's transformers generation (``--generation``
    chooses).
 2. ``memrl train --resume <run>/checkpoint-N --max-steps N+1``: one more step from the checkpoint.
@@ -245,6 +245,10 @@ def check(args: argparse.Namespace) -> int:
                               ("bf16", "use_vllm", "vllm_mode", "per_device_train_batch_size",
                                "gradient_accumulation_steps", "num_generations", "max_completion_length")}
         result["resolved"].update({k: v for k, v in resolved.get("memory", {}).items() if "encoder" in k})
+        # where the encoder actually ran (memory_encoder_device=auto resolves when it loads)
+        loaded = [line for line in (work / "part-train.log").read_text(errors="replace").splitlines()
+                  if "loaded encoder" in line]
+        result["resolved"]["encoder_loaded"] = loaded[-1].split("memrl.encoders: ")[-1] if loaded else None
         evaluation = ["eval", str(run / "final"), "--benchmarks", "gsm8k", "--limit", str(args.eval_limit),
                       "--max-new-tokens", str(args.eval_max_new_tokens), "--out", str(work / "eval"),
                       "--backend", "vllm" if generation == "vllm" else "hf"]

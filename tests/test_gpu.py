@@ -50,6 +50,16 @@ def test_encoder_on_cuda_matches_the_cpu_encoder(encoder):
     np.testing.assert_allclose(got, encoder.encode(texts), atol=1e-4)  # fp32 on both devices
 
 
+def test_memory_encoder_device_auto_puts_the_rewards_encoder_on_the_gpu():
+    from memrl.rewards import MemoryRPlus
+    from memrl.runtime import resolve_device
+
+    rewards = MemoryRPlus()  # memory_encoder_device="auto", as memrl train builds it
+    rewards.encoder.encode(["warm-up"])
+    assert resolve_device("auto") == "cuda" and str(rewards.encoder._load().device).startswith("cuda")
+    assert MemoryRPlus(memory_encoder_device="cpu").encoder.device == "cpu"  # an explicit choice still wins
+
+
 def test_memory_reward_steps_with_the_encoder_on_cuda_equal_the_cpu_ones(encoder):
     from memrl.encoders import Encoder
     from memrl.rewards import MemoryRPlus

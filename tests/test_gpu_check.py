@@ -65,6 +65,18 @@ def test_memory_checks_and_step_summary():
     assert summary["reward_s"] == pytest.approx(1.25)
 
 
+def test_the_reward_share_bench_takes_the_rest_of_a_step_only_from_a_gpu_check(tmp_path):
+    spec = importlib.util.spec_from_file_location("rewards_bench", ROOT / "bench" / "rewards_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "gpu_check.json"
+    path.write_text(json.dumps({"gpu": True, "device": "H100", "steps": {"step_s": 12.0, "reward_share": 0.25}}))
+    assert bench.gpu_check_rest_seconds(str(path))["rest_s"] == pytest.approx(9.0)
+    path.write_text(json.dumps({"gpu": False, "steps": {"step_s": 12.0, "reward_share": 0.25}}))  # --allow-cpu
+    assert bench.gpu_check_rest_seconds(str(path)) is None
+    assert bench.gpu_check_rest_seconds(str(tmp_path / "missing.json")) is None
+
+
 @pytest.mark.slow
 def test_allow_cpu_runs_every_part_and_writes_the_json(tmp_path, tiny_model_path, shared_data):
     out = tmp_path / "gpu_check.json"

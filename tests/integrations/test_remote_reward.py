@@ -219,6 +219,23 @@ def test_trainer_steps_reach_the_service_and_each_batch_is_sent_once(encoder):
         assert again == pytest.approx(got["memory_exploit_reward"], abs=TOL)
 
 
+def test_completion_text_from_the_messages_or_from_the_tokens(policy_tokenizer, tiny_model_path):
+    """TRL's parser moves the reasoning out of the message; the client puts it back (canonical
+    newlines around it), or, given the tokenizer, decodes the completion's own tokens (exact)."""
+    from trl.chat_template_utils import parse_response
+
+    raw = "<think>\n a \n</think>\n\n<answer>\n72\n</answer>"
+    ids = policy_tokenizer(raw, add_special_tokens=False)["input_ids"] + [policy_tokenizer.eos_token_id]
+    prompt_ids = policy_tokenizer.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
+                                                      return_dict=False)
+    message = parse_response(policy_tokenizer, ids, prefix=prompt_ids, tools=None)
+    assert message["content"] == "<answer>\n72\n</answer>" and message["reasoning_content"] == "a"
+    assert RemoteMemoryReward("http://h:1").texts([[message]], [ids]) == ["<think>\na\n</think>\n<answer>\n72\n</answer>"]
+    exact = RemoteMemoryReward("http://h:1", tokenizer=tiny_model_path)
+    assert exact.texts([[message]], [ids]) == [raw]
+    assert pickle.loads(pickle.dumps(exact))._tokenizer is None  # the loaded tokenizer stays in its process
+
+
 def test_client_pickles_without_its_connections_and_refuses_what_the_service_lacks(encoder):
     remote = RemoteMemoryReward("http://127.0.0.1:1", names=["memory_exploit_reward"], token="t0k")
     copy = pickle.loads(pickle.dumps(remote))

@@ -54,6 +54,7 @@ from memrl.serve.client import RewardClient
 
 MEMORY_REWARDS = ("memory_exploit_reward", "memory_explore_reward")
 TOTAL = "total"  # the service's weighted sum of every reward it serves (its `rewards` field)
+MAX_PENDING = 8  # answers kept for functions that have not taken their share yet
 # keys TRL's response parsers put a message's reasoning under (trl/chat_template_utils.py)
 REASONING_KEYS = ("reasoning_content", "thinking")
 
@@ -167,10 +168,11 @@ class RemoteMemoryReward:
             if entry is None or name not in entry[1]:
                 entry = (self.values(self.client.get_reward(**payload)), set(self.names))
             entry[1].discard(name)
+            self._pending.pop(key, None)
             if entry[1]:
-                self._pending[key] = entry
-            else:
-                self._pending.pop(key, None)
+                self._pending[key] = entry  # newest last
+                while len(self._pending) > MAX_PENDING:  # functions the trainer never calls: drop the oldest
+                    self._pending.pop(next(iter(self._pending)))
             return entry[0][name]
 
     def texts(self, completions: Any, completion_ids: Any) -> list[str]:

@@ -14,6 +14,22 @@ import pytest  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``gpu`` where torch sees no CUDA device (torch is imported only when
+    such a test was collected)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA device; torch {torch.__version__} sees none "
+                                   f"(built with CUDA {torch.version.cuda})")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
     """Local folder of SmolLM2-135M-Instruct (the offline bundle, converted once and cached)."""

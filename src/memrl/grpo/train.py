@@ -22,6 +22,7 @@ from memrl.grpo.config import TrainConfig, config_to_dict
 from memrl.grpo.rundir import RunDir, reward_state_path
 from memrl.io import atomic_write_json, atomic_write_text
 from memrl.rewards.exploration import OutcomeExplorationConfig
+from memrl.rewards.memory_config import RUNTIME_FIELDS
 from memrl.rewards.memory_rewards import MemoryRewardConfig
 from memrl.rewards.registry import build_rewards, reward_weight_list
 
@@ -66,7 +67,8 @@ RESUME_INVARIANTS = ("model", "dataset", "dataset_split", "dataset_limit", "arit
 def check_resume_matches(run_dir: Path, train: TrainConfig, memory_cfg: MemoryRewardConfig,
                          exploration_cfg: OutcomeExplorationConfig | None = None) -> None:
     """Refuse to resume a run whose saved configuration differs in what defines the experiment
-    (the train invariants, every memory option, every outcome-exploration option)."""
+    (the train invariants, every memory option but where its encoder runs, every
+    outcome-exploration option)."""
     saved = RunDir(run_dir).resolved_config()
     if saved is None:
         return
@@ -76,7 +78,7 @@ def check_resume_matches(run_dir: Path, train: TrainConfig, memory_cfg: MemoryRe
              for k in RESUME_INVARIANTS if k in saved.get("train", {}) and saved["train"][k] != now["train"][k]]
     for section in ("memory", "exploration"):  # a run saved before a section existed has none to compare
         diffs += [f"{k}: saved {v!r}, now {now[section].get(k)!r}" for k, v in saved.get(section, {}).items()
-                  if json.loads(json.dumps(now[section].get(k))) != v]
+                  if k not in RUNTIME_FIELDS and json.loads(json.dumps(now[section].get(k))) != v]
     if diffs:
         raise ValueError(f"cannot resume {run_dir}: its configuration differs in " + "; ".join(diffs)
                          + ". Resume with the run's own settings (`memrl train --resume <checkpoint>` reads them "

@@ -8,6 +8,9 @@
 * :mod:`memrl.integrations.verl` — ``compute_score`` for verl's ``custom_reward_function``, which
   calls a ``memrl serve`` reward service. OpenRLHF needs no adapter: its ``--reward.remote_url``
   speaks ``memrl serve``'s protocol.
+* :mod:`memrl.integrations.remote` — :class:`~memrl.integrations.remote.RemoteMemoryReward`, TRL
+  reward functions computed by a ``memrl serve`` service (TRL's ``AsyncGRPOTrainer``, whose
+  rewards run in a spawned process; standard library only).
 
 Nothing here is imported by ``import memrl``; importing a submodule without its framework raises
 an ``ImportError`` naming the extra to install.

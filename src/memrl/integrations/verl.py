@@ -1,27 +1,40 @@
 """verl custom reward functions backed by ``memrl serve`` (Memory-R / Memory-R+ in verl).
 
-verl computes rule rewards in its reward workers with a ``compute_score`` function it loads from
-``custom_reward_function.path`` / ``.name``; this module provides two that send the samples to one
-``memrl serve`` process, where the memory lives, and return its reward (R1 + intrinsic):
+verl computes rule rewards with a ``compute_score`` function it loads from the custom reward
+function settings; this module provides two that send the samples to one ``memrl serve`` process,
+where the memory lives, and return its reward (R1 + intrinsic):
 
 * :func:`compute_score` ``(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``:
-  one sample, for verl's ``naive`` / ``prime`` / ``dapo`` reward managers and the reward loop;
+  one sample. verl 0.9 computes every reward through its reward loop
+  (``verl/experimental/reward_loop/``): ``reward.num_workers`` Ray actors (default 8), each running
+  the reward manager's ``run_single`` once per sample, the samples of a batch concurrently (one
+  asyncio task each) and this synchronous function in the event loop's thread pool. With no
+  reward model, the agent loop streams each finished rollout to a random worker, so the requests
+  of a step arrive one sample at a time, concurrently, while the rollout goes on. Managers
+  ``naive`` (default), ``dapo``, ``limited`` and ``remote`` call it this way.
 * :func:`compute_score_batch` ``(data_sources, solution_strs, ground_truths, extra_infos,
-  **kwargs)``: a whole batch in one request, for ``reward_model.reward_manager=batch`` (with
-  ``--respond immediate`` a request holding the whole step is scored exactly as in-process).
+  **kwargs)``: a whole batch in one request, for the legacy ``batch`` reward manager of verl
+  before 0.8 (``reward_model.reward_manager=batch``); verl 0.9's reward loop has no ``batch``
+  manager.
 
-verl config (``custom_reward_function.path`` takes a file path; verl versions whose
-``load_module`` knows the ``pkg://`` prefix also take ``pkg://memrl.integrations.verl``)::
+verl 0.9 config (the pre-0.9 keys ``custom_reward_function.*`` and ``reward_model.reward_manager``
+are still read: verl migrates them to these)::
 
-    custom_reward_function.path=$(python -c 'import memrl.integrations.verl as m; print(m.__file__)')
-    custom_reward_function.name=compute_score          # or compute_score_batch with
-    reward_model.reward_manager=naive                  #   reward_model.reward_manager=batch
-    +custom_reward_function.reward_kwargs.memrl_url=http://127.0.0.1:5000   # or $MEMRL_REWARD_URL
+    reward.custom_reward_function.path=pkg://memrl.integrations.verl   # verl >= 0.8; else the file path:
+    #   $(python -c 'import memrl.integrations.verl as m; print(m.__file__)')
+    reward.custom_reward_function.name=compute_score
+    +reward.custom_reward_function.reward_kwargs.memrl_url=http://127.0.0.1:5000   # or $MEMRL_REWARD_URL
 
 The service URL comes from the ``memrl_url`` keyword (verl merges
-``custom_reward_function.reward_kwargs`` into every call), else ``extra_info["memrl_url"]``, else
-the environment variable ``MEMRL_REWARD_URL`` (set it in the Ray runtime env of the workers); the
-token from ``memrl_token`` or ``$MEMRL_SERVE_TOKEN``.
+``custom_reward_function.reward_kwargs`` into every call, ahead of its own arguments), else
+``extra_info["memrl_url"]``, else the environment variable ``MEMRL_REWARD_URL`` (set it in the
+Ray runtime env of the workers); the token from ``memrl_token`` or ``$MEMRL_SERVE_TOKEN``.
+
+Validation: verl's ``_validate`` scores the validation set through the same function. A sample
+whose ``extra_info["split"]`` is ``test``, ``val`` or ``validation`` (verl's GSM8K preprocessing
+writes ``split``) goes to ``memrl_eval_url`` (or ``$MEMRL_EVAL_REWARD_URL``): a second service,
+started without ``--state-dir``, so validation neither writes the training memory nor counts
+toward ``--commit-every``. Without one it goes to the training service, with a warning (once).
 
 verl passes the decoded response (special tokens skipped) but not the prompt, so the memory key
 is ``extra_info["question"]`` (verl's GSM8K preprocessing stores the raw question there), else
@@ -32,6 +45,7 @@ as ``reward_extra_info``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -39,7 +53,12 @@ from typing import Any
 
 from memrl.serve.client import RewardClient
 
+logger = logging.getLogger(__name__)
+
 URL_ENV = "MEMRL_REWARD_URL"
+EVAL_URL_ENV = "MEMRL_EVAL_REWARD_URL"
+EVAL_SPLITS = ("test", "val", "validation")  # extra_info["split"] values of validation samples
+_warned_eval = False
 _clients: dict[tuple[str, str | None], RewardClient] = {}
 _clients_lock = threading.Lock()
 
@@ -81,23 +100,58 @@ def _results(answer: dict[str, Any], n: int) -> list[dict[str, float]]:
     return [{"score": float(answer["rewards"][i]), **{k: float(v[i]) for k, v in logs.items()}} for i in range(n)]
 
 
+def _is_eval(info: Any) -> bool:
+    return isinstance(info, dict) and str(info.get("split", "")).lower() in EVAL_SPLITS
+
+
+def _eval_client(url: str | None, token: str | None) -> RewardClient | None:
+    """The service for validation samples, or None (then they go to the training service)."""
+    global _warned_eval
+    url = url or os.environ.get(EVAL_URL_ENV)
+    if url:
+        return _client(url, token)
+    if not _warned_eval:
+        _warned_eval = True
+        logger.warning("memrl reward: validation samples (extra_info['split'] in %s) are sent to the training "
+                       "service, which writes them to the memory and counts them toward --commit-every; start a "
+                       "second memrl serve without --state-dir and pass its URL as memrl_eval_url (or $%s)",
+                       EVAL_SPLITS, EVAL_URL_ENV)
+    return None
+
+
 def compute_score_batch(data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
                         extra_infos: Sequence[Any] | None = None, *, memrl_url: str | None = None,
-                        memrl_token: str | None = None, **kwargs: Any) -> list[dict[str, float]]:
-    """verl's batch reward function: every sample of the call in one ``/get_reward`` request."""
+                        memrl_token: str | None = None, memrl_eval_url: str | None = None,
+                        **kwargs: Any) -> list[dict[str, float]]:
+    """verl's batch reward function: the batch's training samples in one ``/get_reward`` request
+    (and its validation samples in one request to the validation service, when there is one)."""
     n = len(solution_strs)
     infos = list(extra_infos) if extra_infos is not None else [{}] * n
     first = infos[0] if infos and isinstance(infos[0], dict) else {}
     client = _client(memrl_url or first.get("memrl_url"), memrl_token)
     questions = [_question(info, i) for i, info in enumerate(infos)]
-    answer = client.get_reward(prompts=questions, responses=[str(s) for s in solution_strs],
-                               labels=[_plain(g) for g in ground_truths], questions=questions)
-    return _results(answer, n)
+    targets: dict[int, tuple[RewardClient, list[int]]] = {}
+    evals = {i for i in range(n) if _is_eval(infos[i])}
+    eval_client = _eval_client(memrl_eval_url or first.get("memrl_eval_url"), memrl_token) if evals else None
+    for i in range(n):
+        target = eval_client if eval_client is not None and i in evals else client
+        targets.setdefault(id(target), (target, []))[1].append(i)
+    out: list[dict[str, float]] = [{} for _ in range(n)]
+    for target, index in targets.values():
+        answer = target.get_reward(prompts=[questions[i] for i in index],
+                                   responses=[str(solution_strs[i]) for i in index],
+                                   labels=[_plain(ground_truths[i]) for i in index],
+                                   questions=[questions[i] for i in index])
+        for i, result in zip(index, _results(answer, len(index))):
+            out[i] = result
+    return out
 
 
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, *,
-                  memrl_url: str | None = None, memrl_token: str | None = None, **kwargs: Any) -> dict[str, float]:
+                  memrl_url: str | None = None, memrl_token: str | None = None, memrl_eval_url: str | None = None,
+                  **kwargs: Any) -> dict[str, float]:
     """verl's per-sample reward function (see the module docstring)."""
     info = extra_info if isinstance(extra_info, dict) else {}
     return compute_score_batch([data_source], [solution_str], [ground_truth], [info],
-                               memrl_url=memrl_url or info.get("memrl_url"), memrl_token=memrl_token)[0]
+                               memrl_url=memrl_url or info.get("memrl_url"), memrl_token=memrl_token,
+                               memrl_eval_url=memrl_eval_url or info.get("memrl_eval_url"))[0]

@@ -15,6 +15,7 @@ from memrl.names import PROMPT_STYLES as STYLES
 from memrl.names import check_choice
 from memrl.options import build_config, check_field_types
 from memrl.rewards.semantics import SEMANTICS, semantics_named
+from memrl.runtime import check_device
 
 KEY_RULES = ("own", "first_prompt")
 SUCCESS_RULES = ("outcome", "exact_answer")
@@ -25,6 +26,9 @@ WARMUP_UNITS = ("steps", "failure_keys")
 # memory_gate: 'zero_variance' keeps the intrinsic rewards only in groups whose outcome does not vary
 GATE_NONE = "none"
 GATES = (GATE_NONE, "zero_variance")
+# where and how the encoder runs: not what a run computes (vectors agree to ~1e-6 across devices and
+# batch sizes), so a resumed run or a restarted service may change them
+RUNTIME_FIELDS = ("memory_encoder_device", "memory_encoder_batch_size")
 EXPLOIT_EMPTY = 0.0
 EXPLORE_EMPTY = 1.0
 FLAT_NEUTRAL = 0.0
@@ -82,6 +86,8 @@ class MemoryRewardConfig:
     memory_backend: str = field(default="exact", metadata={"help": "kNN backend: 'exact' (numpy) or 'faiss'."})
     memory_dtype: str = field(default="float32", metadata={"help": "Vector storage: 'float32' or 'float16'."})
     memory_encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "sentence-transformers encoder for questions and responses."})
+    memory_encoder_device: str = field(default="auto", metadata={"help": "torch device of the encoder: 'auto' (the process's CUDA device when torch sees CUDA, the trainer's; else the CPU), 'cpu', 'cuda' or 'cuda:N'; resolved in the process that encodes."})
+    memory_encoder_batch_size: int = field(default=64, metadata={"help": "Texts per encoder forward pass."})
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -93,7 +99,9 @@ class MemoryRewardConfig:
                 filled[name] = value
         # not a field: asdict() and comparisons ignore it; replace()/from_dict(__dict__) read it
         self._preset_filled = filled
-        for name in ("memory_top_k", "memory_max_keys", "memory_max_values", "memory_norm_window"):
+        check_device("memory_encoder_device", self.memory_encoder_device)
+        for name in ("memory_top_k", "memory_max_keys", "memory_max_values", "memory_norm_window",
+                     "memory_encoder_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("memory_explore_warmup_steps", "memory_explore_warmup_keys", "memory_micro_batch_prompts",

@@ -73,6 +73,7 @@ from memrl.rewards.memory_config import (
 from memrl.rewards.outcome import CorrectnessReward
 from memrl.rewards.scoring import RunningMinMax, SequentialMinMax, outcome_varies
 from memrl.rewards.semantics import SEMANTICS, semantics_named
+from memrl.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class MemoryRPlus:
 
     Args:
         config: :class:`MemoryRewardConfig` (or keyword overrides of it).
-        encoder: an :class:`~memrl.encoders.Encoder`; built from ``config.memory_encoder`` if None.
+        encoder: an :class:`~memrl.encoders.Encoder`; if None, built from ``config.memory_encoder`` on
+            ``memory_encoder_device`` with ``memory_encoder_batch_size`` texts per forward pass.
         outcome: callable ``(prompts, completions, **kwargs) -> list[float]`` deciding success
             (``memory_success_rule="outcome"``); default GSM8K correctness on the ``answer``
             column. ``exact_answer`` reads the gold from the column named by its
@@ -126,7 +128,11 @@ class MemoryRPlus:
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
-        self.encoder = encoder if encoder is not None else Encoder(config.memory_encoder)
+        if encoder is None:
+            resolve_device(config.memory_encoder_device, "memory_encoder_device")  # an unusable device fails here
+            encoder = Encoder(config.memory_encoder, device=config.memory_encoder_device,
+                              batch_size=config.memory_encoder_batch_size)
+        self.encoder = encoder
         self.outcome = outcome if outcome is not None else CorrectnessReward()
         self.success_memory = self._new_memory()
         self.failure_memory = self._new_memory()
@@ -140,6 +146,7 @@ class MemoryRPlus:
         self._last_result: dict[str, np.ndarray] | None = None
         self.semantics = semantics_named(config.memory_semantics)
         self.semantics.check(config)
+        self._owner_pid = os.getpid()  # the process that saves this memory (see _check_process)
 
     def _new_memory(self) -> EpisodicMemory:
         c = self.config
@@ -162,6 +169,26 @@ class MemoryRPlus:
         return (f"MemoryRPlus({kind}, K={self.config.memory_top_k}, success={len(self.success_memory)} keys/"
                 f"{self.success_memory.num_values} values, failure={len(self.failure_memory)} keys/"
                 f"{self.failure_memory.num_values} values)")
+
+    def _check_process(self) -> None:
+        """Refuse to score in another process than the one that built this object (or claimed it):
+        there it is a copy, made by pickling (TRL's ``AsyncGRPOTrainer`` computes rewards in a
+        spawned child) or by forking, whose writes the trainer's checkpoints never see."""
+        owner = getattr(self, "_owner_pid", None)
+        if owner is not None and owner != os.getpid():
+            raise RuntimeError(
+                f"MemoryRPlus was built in process {owner} and is computing rewards in process {os.getpid()}: "
+                "it is a copy (TRL's AsyncGRPOTrainer computes rewards in a spawned child process), so the memory it "
+                "writes is not the one the trainer saves in its checkpoints, and it gets no trainer_state to count "
+                "warm-up steps. Keep the memory in a `memrl serve` process and give the trainer "
+                "memrl.integrations.remote.RemoteMemoryReward(<service url>).reward_functions() instead "
+                "(docs/training.md, AsyncGRPO). If this process saves the memory itself, call claim_process() on it.")
+
+    def claim_process(self) -> MemoryRPlus:
+        """Make the calling process this object's owner: for a copy in a process that saves its
+        memory itself (:meth:`save`); the check of :meth:`_check_process` then passes here."""
+        self._owner_pid = os.getpid()
+        return self
 
     def reward_functions(self) -> list[_MemoryRewardFunction]:
         """``[exploit]`` for Memory-R, ``[exploit, explore]`` for Memory-R+."""
@@ -204,6 +231,7 @@ class MemoryRPlus:
         or :meth:`score` would encode for this batch (one batched pass); returns how many texts
         were asked for. A server that gathers many small requests calls it once for all of them,
         so the encoder sees one batch and the later per-request calls hit the cache."""
+        self._check_process()
         batch = self._prepare(prompts, completions, kwargs)
         texts = batch["unique_q"] + batch["spans"]
         self.encoder.encode(texts)
@@ -225,6 +253,7 @@ class MemoryRPlus:
         return {"texts": texts, "questions": questions, "key_ids": key_ids, "spans": spans, "unique_q": unique_q}
 
     def _run(self, prompts, completions, kwargs: dict[str, Any], write: bool) -> dict[str, np.ndarray]:
+        self._check_process()
         t0 = time.perf_counter()
         batch = self._prepare(prompts, completions, kwargs)
         texts, questions, key_ids, spans, unique_q = (batch[k] for k in ("texts", "questions", "key_ids", "spans",

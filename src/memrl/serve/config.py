@@ -27,6 +27,7 @@ from typing import Any
 
 from memrl.names import MEMORY_METHODS, check_choice
 from memrl.options import check_field_types
+from memrl.runtime import check_device
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +79,20 @@ class ServeConfig:
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer counting completion tokens for "
                                                                  "--method cosine when a request sends no "
                                                                  "completion_ids."})
-    encoder_device: str = field(default="cpu", metadata={"help": "torch device of the sentence encoder (cuda on a "
-                                                                "GPU machine)."})
-    encoder_batch_size: int = field(default=64, metadata={"help": "Texts per encoder forward pass."})
+    # the encoder's device and batch size are reward options (memory_encoder_device, memory_encoder_batch_size,
+    # as in `memrl train`); these two are their former service-side names, kept as aliases
+    encoder_device: str | None = field(default=None, metadata={"help": "Old name of --memory-encoder-device (default "
+                                                                       "auto: CUDA when present, else the CPU)."})
+    encoder_batch_size: int | None = field(default=None, metadata={"help": "Old name of --memory-encoder-batch-size."})
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_choice("respond", self.respond, RESPOND_MODES)
-        for name in ("commit_every", "max_batch", "max_samples", "snapshot_every", "keep_snapshots",
-                     "encoder_batch_size"):
+        if self.encoder_device is not None:
+            check_device("encoder_device", self.encoder_device)
+        if self.encoder_batch_size is not None and self.encoder_batch_size < 1:
+            raise ValueError(f"encoder_batch_size must be >= 1, got {self.encoder_batch_size}")
+        for name in ("commit_every", "max_batch", "max_samples", "snapshot_every", "keep_snapshots"):
             low = 0 if name == "commit_every" else 1
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
@@ -140,21 +146,33 @@ class RewardSpec:
 TRAIN_FIELDS = ("method", "prompt_style", "checker", "dataset", "reward_weights_by_name")
 
 
-def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_device: str = "cpu",
-                      encoder_batch_size: int = 64, tokenizer: Any = None) -> RewardSpec:
+def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_device: str | None = None,
+                      encoder_batch_size: int | None = None, tokenizer: Any = None) -> RewardSpec:
     """The rewards ``memrl train`` would build from the flat options ``values``.
 
     ``values`` are resolved exactly as ``memrl train`` resolves them
     (:func:`memrl.grpo.config.resolve_config`: unknown keys refused, presets' derived fields
-    filled). ``encoder`` (an :class:`~memrl.encoders.Encoder`) is shared when given, else built
-    from ``memory_encoder`` on ``encoder_device``.
+    filled). ``encoder`` (an :class:`~memrl.encoders.Encoder`) is shared when given, else
+    :class:`~memrl.rewards.MemoryRPlus` builds it from ``memory_encoder`` on
+    ``memory_encoder_device`` with ``memory_encoder_batch_size``, as in ``memrl train``.
+    ``encoder_device`` and ``encoder_batch_size`` are the old service-side names of those two
+    options (:class:`ServeConfig`): given, they set them.
     """
     from memrl.grpo.config import resolve_config
     from memrl.rewards.baselines import CosineLengthReward
+    from memrl.rewards.memory_config import RUNTIME_FIELDS
     from memrl.rewards.registry import build_rewards, reward_names, reward_weight_list
     from memrl.tasks.math import default_checker
 
-    train, grpo, memory_cfg, exploration_cfg = resolve_config(dict(values))
+    values = dict(values)
+    for alias, name, value in (("encoder_device", "memory_encoder_device", encoder_device),
+                               ("encoder_batch_size", "memory_encoder_batch_size", encoder_batch_size)):
+        if value is not None:
+            if values.get(name, value) != value:
+                raise ValueError(f"{alias}={value!r} and {name}={values[name]!r} disagree: {alias} is the old name "
+                                 f"of {name}; set only {name}")
+            values[name] = value
+    train, grpo, memory_cfg, exploration_cfg = resolve_config(values)
     if train.method == "entropy":
         raise ValueError("method 'entropy' is TRL's entropy bonus in the loss, not a reward: serve --method r1 "
                          "and set the entropy coefficient in your trainer")
@@ -162,10 +180,6 @@ def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_de
         raise ValueError("method 'r1-random' is a study control (R1 plus noise drawn per trainer step); "
                          "a service sees no trainer step to draw it from: serve --method r1")
     checker = train.checker or default_checker(train.dataset)
-    if encoder is None and train.method in MEMORY_METHODS:
-        from memrl.encoders import Encoder
-
-        encoder = Encoder(memory_cfg.memory_encoder, device=encoder_device, batch_size=encoder_batch_size)
     funcs, state = build_rewards(train.method, style=train.prompt_style, answer_column="answer", checker=checker,
                                  max_completion_length=grpo.max_completion_length or 256,
                                  memory_config=memory_cfg, encoder=encoder, exploration_config=exploration_cfg)
@@ -177,8 +191,8 @@ def build_reward_spec(values: dict[str, Any], *, encoder: Any = None, encoder_de
     weights = reward_weight_list(funcs, train.reward_weights_by_name) or [1.0] * len(funcs)
     options: dict[str, Any] = {"method": train.method, "prompt_style": train.prompt_style, "checker": checker,
                                "reward_names": names, "reward_weights": weights}
-    if train.method in MEMORY_METHODS:
-        options["memory"] = dataclasses.asdict(state.config)
+    if train.method in MEMORY_METHODS:  # where the encoder runs may change between restarts
+        options["memory"] = {k: v for k, v in dataclasses.asdict(state.config).items() if k not in RUNTIME_FIELDS}
     if train.method.startswith("outcome-"):
         options["exploration"] = dataclasses.asdict(exploration_cfg)
     id_columns = (memory_cfg.memory_id_column,) if train.method in MEMORY_METHODS and memory_cfg.memory_id_column else ()

@@ -112,7 +112,13 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     from datasets import Dataset
 
     from memrl.distributed import rank
-    from memrl.grpo.callbacks import CollapseMonitor, MetricsJsonlCallback, RewardStateCallback
+    from memrl.grpo.callbacks import (
+        CollapseMonitor,
+        MetricsJsonlCallback,
+        RewardStateCallback,
+        lines_above_progress_bars,
+        use_progress_bar,
+    )
     from memrl.grpo.trainer import MemrlGRPOTrainer
     from memrl.lm.loading import load_model
     from memrl.rewards.registry import build_rewards
@@ -179,9 +185,11 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
         trainer.add_callback(RewardStateCallback(reward_state))
     for cb in callbacks:
         trainer.add_callback(cb)
+    use_progress_bar(trainer)  # one bar with the key numbers instead of TRL's printed log dicts
 
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with lines_above_progress_bars():
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_s = time.perf_counter() - t0
     trainer.save_model(str(run.final_dir))
 
@@ -211,6 +219,10 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
                 summary["plot"] = str(plot_training_curves([out], run.curves_file))
             except Exception as exc:  # a plot must never lose a finished run
                 logger.warning("could not plot training curves: %s", exc)
+        if train.before_after_problems:
+            from memrl.grpo.report import evaluate_before_after
+
+            summary["before_after"] = evaluate_before_after(run, train, grpo, trainer.model, tokenizer)
         atomic_write_json(run.summary_file, summary)
     summary["_memory_object"] = reward_state
     return summary

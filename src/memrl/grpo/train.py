@@ -219,11 +219,12 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
                 summary["plot"] = str(plot_training_curves([out], run.curves_file))
             except Exception as exc:  # a plot must never lose a finished run
                 logger.warning("could not plot training curves: %s", exc)
-        if train.before_after_problems:
+        atomic_write_json(run.summary_file, summary)
+        if train.before_after_problems:  # after the summary is safe: an evaluation that fails loses no run
             from memrl.grpo.report import evaluate_before_after
 
             summary["before_after"] = evaluate_before_after(run, train, grpo, trainer.model, tokenizer)
-        atomic_write_json(run.summary_file, summary)
+            atomic_write_json(run.summary_file, summary)
     summary["_memory_object"] = reward_state
     return summary
 

@@ -221,7 +221,8 @@ def test_before_after_markdown_table():
     from memrl.grpo.report import BEFORE_AFTER_NOTE, before_after, before_after_markdown
 
     base, trained, metrics = _before_after_inputs()
-    md = before_after_markdown(before_after(base, trained, metrics), "10 arith test problems.", curves="c.png")
+    md = before_after_markdown(before_after(base, trained, metrics), "10 arith test problems.", "One seed.",
+                               curves="c.png")
     assert md.startswith("# Before / after 12 training steps\n\n10 arith test problems.\n")
     assert "| held-out accuracy [95% Wilson interval] | 2/10 = 20.0% [5.7, 51.0] | 5/10 = 50.0% [23.7, 76.3] |" in md
     assert "| answer tags written (held-out) | 40.0% | 90.0% |" in md
@@ -231,4 +232,5 @@ def test_before_after_markdown_table():
     assert ("| memory size (success + failure memory) | 0 + 0 questions, 0 + 0 completions "
             "| 10 + 20 questions, 60 + 130 completions |") in md
     assert "3 solved only after training, 0 only before (exact McNemar p = 0.25)" in md
-    assert BEFORE_AFTER_NOTE in md and md.endswith("![training curves](c.png)\n")
+    assert md.endswith("\n\nOne seed.\n\n![training curves](c.png)\n")
+    assert "{" not in BEFORE_AFTER_NOTE.format(model="smollm2-135m", steps=12, method="memory-r+")

@@ -351,11 +351,11 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 # ----------------------------------------------------------------------------- before / after
 # first and last logged steps the training figures of the before/after table average over
 BEFORE_AFTER_WINDOW = 5
-# what a quick run shows and what it cannot (written under the table)
-BEFORE_AFTER_NOTE = ("One seed of a 135M model for a few minutes on a CPU: the run shows training and the memory at "
-                     "work in this setting, not that Memory-R+ beats R1, nor by how much (seeds differ widely). "
-                     "Comparisons over seeds with R1 and controls: studies/cpu_study_v2/results.md and "
-                     "studies/cpu_study_v3/.")
+# what one run shows and what it cannot (written under the table; filled in by evaluate_before_after)
+BEFORE_AFTER_NOTE = ("One seed of {model} for {steps} steps: the table shows what this run did (training and, for a "
+                     "memory method, the memory at work), not that {method} beats another method, nor by how much "
+                     "(seeds differ widely). Comparisons over seeds with R1 and controls, on SmolLM2-135M: "
+                     "studies/cpu_study_v2/results.md and studies/cpu_study_v3/.")
 
 
 def writes_answer_tags(text: str) -> bool:
@@ -429,9 +429,10 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def before_after_markdown(figures: dict[str, Any], setting: str, curves: str | None = None) -> str:
+def before_after_markdown(figures: dict[str, Any], setting: str, note: str, curves: str | None = None) -> str:
     """The before/after table of :func:`before_after` as Markdown: ``setting`` says what was
-    evaluated (problems, decoding, prompt), ``curves`` names the training curves' image beside it."""
+    evaluated (problems, decoding, prompt), ``note`` what the run does and does not show, ``curves``
+    names the training curves' image beside it."""
     b, a, w = figures["before"], figures["after"], figures["window"]
 
     def accuracy(f: dict[str, Any]) -> str:
@@ -460,7 +461,7 @@ def before_after_markdown(figures: dict[str, Any], setting: str, curves: str | N
              f"| | base model | after {figures['steps']} steps |", "|---|---|---|",
              *(f"| {name} | {before} | {after} |" for name, before, after in rows), "",
              f"Paired on the same problems: {p['only_after']} solved only after training, {p['only_before']} only "
-             f"before (exact McNemar p = {p['mcnemar_p']:.3g}).", "", BEFORE_AFTER_NOTE]
+             f"before (exact McNemar p = {p['mcnemar_p']:.3g}).", "", note]
     if curves:
         lines += ["", f"![training curves]({curves})"]
     return "\n".join(lines) + "\n"
@@ -495,6 +496,8 @@ def evaluate_before_after(run: RunDir, train: Any, grpo: Any, model: Any, tokeni
     setting = (f"{train.model}, {train.method}, seed {grpo.seed}: the first {len(records['base'])} held-out "
                f"{train.dataset}{level} test problems, greedy, in the training format ({train.shots}-shot, "
                f"{train.prompt_style} tags, <= {cfg.max_new_tokens} tokens).")
-    table = before_after_markdown(figures, setting, curves=run.curves_file.name if run.curves_file.is_file() else None)
+    note = BEFORE_AFTER_NOTE.format(model=train.model, steps=figures["steps"], method=train.method)
+    table = before_after_markdown(figures, setting, note,
+                                  curves=run.curves_file.name if run.curves_file.is_file() else None)
     atomic_write_text(run.before_after_file, table)
     return {**figures, "decoding": cfg.decoding(), "table": table, "path": str(run.before_after_file)}

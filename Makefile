@@ -1,5 +1,7 @@
 # Two commands do everything on a fresh machine:
-#   make run    set up, then run the main job (a short Memory-R+ GRPO run of SmolLM2-135M on arith)
+#   make run    set up, then run the main job: Memory-R+ GRPO of SmolLM2-135M on recurring arith
+#               questions (the quickstart preset, ~20 steps), then the base and the trained model on
+#               the same held-out problems: a before/after table (runs/quickstart/memory-r+-s0/)
 #   make test   set up, then run the test suite
 # Both are idempotent: set-up happens once and again only when pyproject.toml changes.
 
@@ -39,6 +41,7 @@ constraints:
 	rm -rf .venv-constraints
 
 # --overwrite: a repeated `make run` replaces its earlier run instead of stopping at it
+# (memrl train with no --config trains the quickstart preset)
 run: setup
 	HF_HUB_OFFLINE=1 $(BIN)/memrl train --overwrite
 

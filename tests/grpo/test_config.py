@@ -30,6 +30,38 @@ def test_every_shipped_preset_resolves():
         preset_path("cpu-huge")
 
 
+def test_quickstart_preset_is_the_default_and_the_second_cpu_study_setting():
+    from memrl.grpo.config import DEFAULT_PRESET
+    from memrl.rewards.memory_rewards import MemoryRewardConfig
+
+    values = read_yaml_config(preset_path("quickstart"))
+    assert DEFAULT_PRESET == "quickstart"
+    # the memory semantics is left to the library's default (a study may change it)
+    assert not any(key in values for key in ("memory_semantics", "memory_warmup_unit"))
+    train, grpo, memory, _ = resolve_config(values)
+    assert memory.memory_semantics == MemoryRewardConfig().memory_semantics and memory.memory_explore
+    # the second CPU study's run values (studies/cpu_study_v2): a recurring pool of 24 level-1 arith
+    # questions, 2 worked exemplars, think tags, 2 prompts x 8 completions <= 96 tokens
+    assert (train.model, train.dataset, train.arith_level, train.dataset_limit) == ("smollm2-135m", "arith", 1, 24)
+    assert (train.method, train.prompt_style, train.shots) == ("memory-r+", "think", 2)
+    assert grpo.per_device_train_batch_size == 16 and grpo.num_generations == 8
+    assert grpo.max_completion_length == 96
+    assert grpo.learning_rate == pytest.approx(1e-5) and grpo.beta == pytest.approx(0.0)
+    assert grpo.temperature == pytest.approx(0.9)
+    assert memory.memory_explore_warmup_steps == 10 and memory.memory_explore_warmup_keys == 10
+    # sized for <= 15 minutes on 2 cores with the before/after evaluation
+    assert 15 <= grpo.max_steps <= 25 and 50 <= train.before_after_problems <= 100
+    assert grpo.output_dir == "runs/quickstart/memory-r+-s0" and grpo.save_steps <= grpo.max_steps
+
+
+def test_before_after_needs_a_held_out_split(tmp_path):
+    with pytest.raises(ValueError, match="before_after_problems must be >= 0"):
+        TrainConfig(before_after_problems=-1)
+    with pytest.raises(ValueError, match="held-out test split.*'data/my.jsonl' has none"):
+        TrainConfig(dataset="data/my.jsonl", before_after_problems=10)
+    assert TrainConfig(dataset="gsm8k", before_after_problems=10).before_after_problems == 10
+
+
 def test_resolve_splits_sections_and_forces_cpu_safe_settings():
     train, grpo, memory, _ = resolve_config({**CPU_TINY, "bf16": True, "memory_top_k": 3})
     assert train.method == "memory-r+" and memory.memory_explore and memory.memory_top_k == 3
@@ -129,6 +161,9 @@ def test_print_config(capsys):
     assert main(["train", "--print-config", "--method", "r1", "--set", "max_steps=3"]) == 0
     out = capsys.readouterr().out
     assert "method: r1" in out and "max_steps: 3" in out
+    assert "output_dir: runs/quickstart/r1-s0" in out  # the default preset
+    assert main(["train", "--print-config", "--report-to", "tensorboard", "wandb"]) == 0
+    assert "report_to:\n  - tensorboard\n  - wandb\n" in capsys.readouterr().out
 
 
 def test_memory_gate_is_a_flag_and_a_checked_option(capsys):

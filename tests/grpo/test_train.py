@@ -10,7 +10,7 @@ import pytest
 from memrl.cli import main
 
 TINY = [
-    "--set", "per_device_train_batch_size=2", "--set", "num_generations=2", "--set", "max_completion_length=8",
+    "--config", "cpu-tiny", "--set", "per_device_train_batch_size=2", "--set", "num_generations=2", "--set", "max_completion_length=8",
     "--set", "dataset_limit=8", "--set", "save_steps=1", "--set", "save_total_limit=2",
     "--set", "memory_explore_warmup_steps=1", "--method", "memory-r+", "--seed", "0",
     "--set", "save_completions_steps=[2]",
@@ -34,7 +34,7 @@ def _contents(memory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo") / "run"
-    rc = main(["train", *TINY, "--max-steps", "2", "--output-dir", str(out)])
+    rc = main(["train", *TINY, "--max-steps", "2", "--set", "before_after_problems=2", "--output-dir", str(out)])
     assert rc == 0
     return out
 
@@ -74,6 +74,22 @@ def test_sampled_completions_of_the_chosen_steps_are_saved_with_their_rewards(tr
     for name in ("correctness_reward", "memory_exploit_reward", "memory_explore_reward"):
         logged = step2[f"rewards/{name}/mean"]
         assert np.mean([r["rewards"][name] for r in records]) == pytest.approx(logged, abs=1e-6), name
+
+
+def test_the_base_and_the_trained_model_are_compared_on_the_same_held_out_problems(trained):
+    figures = json.loads((trained / "run_summary.json").read_text())["before_after"]
+    records = {name: [json.loads(line) for line in (trained / "before_after" / f"{name}.jsonl").read_text().splitlines()]
+               for name in ("base", "trained")}
+    assert len(records["base"]) == 2 and [r["question"] for r in records["base"]] == [
+        r["question"] for r in records["trained"]]
+    for name, column in (("base", "before"), ("trained", "after")):
+        assert figures[column]["n"] == 2
+        assert figures[column]["accuracy"] == pytest.approx(sum(r["correct"] for r in records[name]) / 2)
+    assert figures["decoding"]["do_sample"] is False and figures["decoding"]["max_new_tokens"] == 8
+    assert figures["before"]["memory"]["failure_values"] == 0 and figures["steps"] == 2
+    md = (trained / "before_after.md").read_text()
+    assert md.startswith("# Before / after 2 training steps") and "| held-out accuracy [95% Wilson interval] |" in md
+    assert md.endswith("![training curves](training_curves.png)\n")
 
 
 def test_final_memory_equals_last_checkpoint_memory(trained):
@@ -118,7 +134,7 @@ def test_a_used_run_folder_is_not_overwritten_by_accident(trained, capsys):
     assert (trained / "metrics.jsonl").read_bytes() == before
 
 
-def test_overwrite_replaces_the_earlier_run_and_keeps_other_files(tmp_path):
+def test_overwrite_replaces_the_earlier_run_and_keeps_other_files(tmp_path, capsys):
     out = tmp_path / "run"
     (out / "checkpoint-7").mkdir(parents=True)
     (out / "checkpoint-7" / "model.safetensors").write_bytes(b"old")
@@ -126,6 +142,10 @@ def test_overwrite_replaces_the_earlier_run_and_keeps_other_files(tmp_path):
     (out / "notes.txt").write_text("mine")
     assert main(["train", *TINY, "--max-steps", "1", "--set", "save_steps=5", "--set", "plot=false",
                  "--output-dir", str(out), "--overwrite"]) == 0
+    # the console: a bar with the key numbers, not TRL's log dictionaries (they go to metrics.jsonl)
+    console = "".join(capsys.readouterr())
+    assert "train: 100%" in console and "1/1" in console and "| reward " in console and " keys, " in console
+    assert "'loss'" not in console and "rewards/" not in console
     assert not (out / "checkpoint-7").exists() and (out / "notes.txt").read_text() == "mine"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1]

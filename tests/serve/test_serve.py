@@ -433,9 +433,9 @@ def test_bad_requests_are_refused_by_field_and_change_nothing(encoder, tokenizer
 
 # --------------------------------------------------------------------------- kill -9 and resume
 class Server:
-    """``memrl serve`` in a subprocess (the CLI, its default preset plus the flags below)."""
+    """``memrl serve`` in a subprocess (the CLI, the tests' cpu-tiny preset plus the flags below)."""
 
-    ARGS = ["--method", "memory-r+", "--set", "memory_explore_warmup_steps=0", "--commit-every", "4",
+    ARGS = ["--config", "cpu-tiny", "--method", "memory-r+", "--set", "memory_explore_warmup_steps=0", "--commit-every", "4",
             "--snapshot-every", "1", "--port", "0"]
 
     def __init__(self, state_dir: Path, env: dict[str, str] | None = None, extra: tuple | list = ()) -> None:

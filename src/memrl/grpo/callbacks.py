@@ -1,5 +1,5 @@
 """Trainer callbacks of ``memrl train``: metrics JSONL, step timing, memory checkpoints, collapse
-warnings.
+warnings, and the console's progress bar.
 
 The collapse detectors are small pure functions over a metrics history (a list of TRL log dicts),
 so they can be tested on synthetic histories; :class:`CollapseMonitor` only calls them.
@@ -11,7 +11,9 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from transformers import TrainerCallback
 
 from memrl.grpo.rundir import RunDir, reward_state_path
 from memrl.io import atomic_write_text
+from memrl.names import CORRECTNESS_REWARDS
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,11 @@ ZERO_STD_KEY = "frac_reward_zero_std"  # TRL: share of groups whose completions 
 # reward names that measure form, not correctness (their saturation is "reward hacking")
 FORMAT_MARKERS = ("format", "xml", "int_answer", "integer", "reasoning_steps")
 CORRECTNESS_MARKERS = ("correctness", "accuracy", "cosine_length")
+# the outcome reward of each method as TRL logs it (cosine-length for the cosine method)
+CORRECTNESS_KEYS = tuple(f"rewards/{name}/mean" for name in CORRECTNESS_REWARDS)
+TOTAL_REWARD_KEY = "reward"
+MEMORY_KEY_COUNTS = ("memory/success_keys", "memory/failure_keys")
+MEMORY_VALUE_COUNTS = ("memory/success_values", "memory/failure_values")
 
 
 # ----------------------------------------------------------------------------- pure detectors
@@ -141,7 +149,7 @@ class StepTimer(TrainerCallback):
     :class:`memrl.grpo.trainer.MemrlGRPOTrainer` wraps its generation and reward calls in
     :meth:`part`; at each step end the step's ``time/step_s``, ``time/<part>_s`` and
     ``time/<part>_share`` go to ``sink(name, value)`` (the trainer's metric buffer), so they reach
-    the console, ``metrics.jsonl`` and ``report_to`` like TRL's own metrics.
+    ``metrics.jsonl`` and ``report_to`` like TRL's own metrics.
     """
 
     PARTS = ("generation", "reward")
@@ -245,3 +253,125 @@ class CollapseMonitor(TrainerCallback):
     def _warn(self, kind: str, message: str, step: int) -> None:
         logger.warning("step %d: %s", step, message)
         self.warnings.append({"kind": kind, "step": step, "message": message})
+
+
+# ----------------------------------------------------------------------------- console
+def progress_postfix(logs: dict[str, Any]) -> str | None:
+    """The few numbers of a step's log a person watches, for the progress bar: the outcome reward
+    (the share of correct completions for the 0/1 correctness rewards), the total reward and the
+    memory's size (keys = questions, values = stored completions; success and failure memory
+    together). None for a log without them (the end-of-training summary).
+
+    >>> progress_postfix({"rewards/correctness_reward/mean": 0.4375, "reward": 3.2, "memory/success_keys": 5.0,
+    ...                   "memory/failure_keys": 12.0, "memory/success_values": 30.0, "memory/failure_values": 98.0})
+    'correct 0.44 | reward 3.20 | memory 17 keys, 128 values'
+    """
+    parts = []
+    outcome = next((k for k in CORRECTNESS_KEYS if logs.get(k) is not None), None)
+    if outcome is not None:
+        label = "outcome" if outcome.startswith("rewards/cosine") else "correct"
+        parts.append(f"{label} {float(logs[outcome]):.2f}")
+    if logs.get(TOTAL_REWARD_KEY) is not None:
+        parts.append(f"reward {float(logs[TOTAL_REWARD_KEY]):.2f}")
+    if all(logs.get(k) is not None for k in MEMORY_KEY_COUNTS + MEMORY_VALUE_COUNTS):
+        keys, values = (sum(float(logs[k]) for k in names) for names in (MEMORY_KEY_COUNTS, MEMORY_VALUE_COUNTS))
+        parts.append(f"memory {keys:.0f} keys, {values:.0f} values")
+    return " | ".join(parts) or None
+
+
+class ProgressBar(TrainerCallback):
+    """One tqdm bar for the optimizer steps (main process only): steps done, s/step and the time
+    left (tqdm's), and :func:`progress_postfix` of the latest log. Every number of the log still
+    goes to ``metrics.jsonl`` and to ``report_to``; ``disable_tqdm=True`` hides the bar."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self._step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from tqdm.auto import tqdm
+
+        self._step = state.global_step  # a resumed run starts its bar where it left off
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                        dynamic_ncols=True, disable=bool(args.disable_tqdm))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self._step)
+            self._step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        text = progress_postfix(logs or {})
+        if self.bar is not None and text:
+            self.bar.set_postfix_str(text, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def use_progress_bar(trainer: Any) -> ProgressBar:
+    """Replace the Trainer's console callbacks by a :class:`ProgressBar`.
+
+    transformers' ``ProgressCallback`` writes every log dict under its bar (60 keys a step for
+    GRPO with memory) and its ``PrinterCallback`` (``disable_tqdm``) prints them; both go.
+    Logging and ``report_to`` callbacks (TensorBoard, W&B) are left as they are.
+    """
+    from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for printing in {ProgressCallback, PrinterCallback, DEFAULT_PROGRESS_CALLBACK}:
+        trainer.remove_callback(printing)
+    bar = ProgressBar()
+    trainer.add_callback(bar)
+    return bar
+
+
+class _LinesAboveBars(logging.StreamHandler):
+    """A console handler that writes each record through ``tqdm.write``: a whole line above the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def lines_above_progress_bars(loggers: Sequence[str] = ("", "transformers")) -> Iterator[None]:
+    """While a progress bar runs: warnings (log records and Python warnings) as whole lines above
+    it, and no INFO records (checkpoint saves would push the bar down every few steps) unless
+    the logger is at DEBUG (``memrl -v``). The console handlers of ``loggers`` (the root logger;
+    transformers' does not propagate to it) are swapped for one that writes through tqdm, and
+    put back after."""
+    from tqdm.auto import tqdm
+
+    saved = []
+    for name in loggers:
+        log = logging.getLogger(name)
+        console = [h for h in log.handlers if isinstance(h, logging.StreamHandler)
+                   and getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
+        if not console:
+            continue
+        above = _LinesAboveBars(console[0].stream)
+        above.setFormatter(console[0].formatter)
+        above.setLevel(max(console[0].level, logging.DEBUG if log.getEffectiveLevel() <= logging.DEBUG
+                           else logging.WARNING))
+        saved.append((log, list(log.handlers)))
+        log.handlers = [h for h in log.handlers if h not in console] + [above]
+
+    def write_warning(message, category, filename, lineno, file=None, line=None):
+        tqdm.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"), file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = write_warning
+            yield
+    finally:
+        for log, handlers in saved:
+            log.handlers = handlers

@@ -31,7 +31,7 @@ from memrl.tasks.math import dataset_names
 logger = logging.getLogger(__name__)
 
 # GRPOConfig fields with a flag of their own (any other GRPOConfig field: --set key=value)
-GRPO_FLAGS = ("output_dir", "max_steps", "seed")
+GRPO_FLAGS = ("output_dir", "max_steps", "seed", "report_to")
 
 
 # ----------------------------------------------------------------------------- train
@@ -56,6 +56,9 @@ def add_train_subparser(subparsers: Any) -> argparse.ArgumentParser:
                    help="run folder; placeholders {method} {seed} {dataset} {model} (default: the preset's)")
     g.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps (default: the preset's)")
     g.add_argument("--seed", type=int, help="seed of the run: data order, sampling, init (default: the preset's)")
+    g.add_argument("--report-to", dest="report_to", nargs="+", metavar="BACKEND",
+                   help="also send the logged metrics to these trackers (TRL's report_to: tensorboard, wandb, "
+                        "trackio, ...; default: none, metrics.jsonl only)")
     add_dataclass_arguments(p, TrainConfig, title="memrl options (TrainConfig)")
     add_dataclass_arguments(p, MemoryRewardConfig, title="Memory-R / Memory-R+ options (MemoryRewardConfig)",
                             skip=DERIVED_MEMORY_FIELDS)
@@ -125,7 +128,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"  plot:        {summary['plot']}")
     for w in summary["collapse_warnings"]:
         print(f"  WARNING step {w['step']}: {w['message']}")
-    print(f"Evaluate with: memrl eval {grpo.output_dir} --benchmarks arith --limit 50")
+    if summary.get("before_after"):
+        print(f"  before/after: {summary['before_after']['path']}\n")
+        print(summary["before_after"]["table"])
+    held_out = train.dataset if train.dataset in dataset_names("test") else "gsm8k"
+    print(f"Evaluate with: memrl eval {grpo.output_dir} --benchmarks {held_out} --limit 50")
     return 0
 
 

@@ -34,7 +34,7 @@ from memrl.tasks.math import dataset_names
 logger = logging.getLogger(__name__)
 
 PRESET_FAMILY = "grpo"
-DEFAULT_PRESET = "cpu-tiny"
+DEFAULT_PRESET = "quickstart"
 # where a run goes when its config names no output_dir (placeholders: see format_output_dir)
 DEFAULT_OUTPUT_DIR = "runs/{method}-{dataset}-s{seed}"
 SECTIONS = ("train", "grpo", "memory", "exploration")
@@ -86,6 +86,10 @@ class TrainConfig:
                                                 "reward) go to completions.jsonl, so a stall can be read.",
                                         "nargs": "*"})
     plot: bool = field(default=True, metadata={"help": "Write training_curves.png at the end."})
+    before_after_problems: int = field(
+        default=0, metadata={"help": "Held-out test problems on which the base and the trained model are compared "
+                                     "after training (greedy, in the training prompt format); writes "
+                                     "before_after.md beside the run. 0: no comparison."})
     attn_implementation: str | None = field(
         default=None, metadata={"help": "Attention kernel of the policy (default: the model's own, SDPA for "
                                         "SmolLM2); bench/step_cost_bench.py measures the choice.",
@@ -104,6 +108,11 @@ class TrainConfig:
             raise ValueError(f"random_reward_std must be > 0, got {self.random_reward_std}")
         if any(step < 1 for step in self.save_completions_steps):
             raise ValueError(f"save_completions_steps are optimizer steps (>= 1), got {self.save_completions_steps}")
+        if self.before_after_problems < 0:
+            raise ValueError(f"before_after_problems must be >= 0 (0: no comparison), got {self.before_after_problems}")
+        if self.before_after_problems and self.dataset not in dataset_names("test"):
+            raise ValueError(f"before_after_problems needs a dataset with a held-out test split "
+                             f"({', '.join(dataset_names('test'))}); {self.dataset!r} has none (set it to 0)")
         if self.dataset_limit is not None and self.dataset_limit < 1:
             raise ValueError(f"dataset_limit must be >= 1 (or null for all rows), got {self.dataset_limit}")
 

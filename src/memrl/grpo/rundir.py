@@ -13,6 +13,11 @@ Training writes it, evaluation expands it into models, the report and the bench 
       final/                 the final model
       eval/summary.json      what ``memrl eval <run>`` measured
       training_curves.png
+      before_after.md        base vs trained model on held-out problems (``before_after_problems``)
+      before_after/          the per-problem records of those two evaluations
+      runs/<date>_<host>/    TensorBoard event files (``--report-to tensorboard``; transformers names
+                             the folder, and ``--overwrite`` leaves it: a folder named runs/ may hold
+                             other runs when ``output_dir`` is ``.``)
 """
 
 from __future__ import annotations
@@ -40,11 +45,14 @@ REWARD_STATE_NAMES = {"MemoryRPlus": MEMORY_DIRNAME, "OutcomeUCBReward": OUTCOME
 FINAL_DIRNAME = "final"
 EVAL_DIRNAME = "eval"
 CURVES_FILE = "training_curves.png"
+BEFORE_AFTER_FILE = "before_after.md"
+BEFORE_AFTER_DIRNAME = "before_after"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 # What a finished or interrupted run leaves in its folder; a new run there would mix with it.
 RUN_ARTIFACTS = ("checkpoint-*", FINAL_DIRNAME, METRICS_FILE, COMPLETIONS_FILE, MEMORY_DIRNAME, OUTCOME_COUNTS_FILE,
-                 SUMMARY_FILE, EVAL_DIRNAME, CURVES_FILE, RESOLVED_YAML, RESOLVED_JSON, OPTIONS_FILE)
+                 SUMMARY_FILE, EVAL_DIRNAME, CURVES_FILE, BEFORE_AFTER_FILE, BEFORE_AFTER_DIRNAME, RESOLVED_YAML,
+                 RESOLVED_JSON, OPTIONS_FILE)
 
 
 def run_names(method: str, model: str | os.PathLike, dataset: str | os.PathLike) -> dict[str, str]:
@@ -127,6 +135,14 @@ class RunDir:
     @property
     def curves_file(self) -> Path:
         return self.path / CURVES_FILE
+
+    @property
+    def before_after_file(self) -> Path:
+        return self.path / BEFORE_AFTER_FILE
+
+    @property
+    def before_after_dir(self) -> Path:
+        return self.path / BEFORE_AFTER_DIRNAME
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.path / f"checkpoint-{step}"

@@ -104,7 +104,13 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
     from datasets import Dataset
 
     from memrl.distributed import rank
-    from memrl.grpo.callbacks import CollapseMonitor, MetricsJsonlCallback, RewardStateCallback
+    from memrl.grpo.callbacks import (
+        CollapseMonitor,
+        MetricsJsonlCallback,
+        RewardStateCallback,
+        lines_above_progress_bars,
+        use_progress_bar,
+    )
     from memrl.grpo.trainer import MemrlGRPOTrainer
     from memrl.lm.loading import load_model
     from memrl.runtime import set_seed
@@ -170,9 +176,11 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
         trainer.add_callback(RewardStateCallback(reward_state))
     for cb in callbacks:
         trainer.add_callback(cb)
+    use_progress_bar(trainer)  # one bar with the key numbers instead of TRL's printed log dicts
 
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with lines_above_progress_bars():
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_s = time.perf_counter() - t0
     trainer.save_model(str(run.final_dir))
 
@@ -203,6 +211,11 @@ def run_training(train: TrainConfig, grpo: Any, memory_cfg: MemoryRewardConfig, 
             except Exception as exc:  # a plot must never lose a finished run
                 logger.warning("could not plot training curves: %s", exc)
         atomic_write_json(run.summary_file, summary)
+        if train.before_after_problems:  # after the summary is safe: an evaluation that fails loses no run
+            from memrl.grpo.report import evaluate_before_after
+
+            summary["before_after"] = evaluate_before_after(run, train, grpo, trainer.model, tokenizer)
+            atomic_write_json(run.summary_file, summary)
     summary["_memory_object"] = reward_state
     return summary
 

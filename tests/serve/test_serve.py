@@ -424,6 +424,21 @@ class Server:
         self.proc.kill()  # SIGKILL: no shutdown handler runs
         self.proc.wait(timeout=30)
 
+    def children(self) -> list[int]:
+        """Processes the server forked (its snapshot writers), from /proc (Linux)."""
+        pids = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
 
 def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_continues(tmp_path, tokenizer, encoder):
     from memrl.grpo.config import read_yaml_config
@@ -437,6 +452,7 @@ def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_
     try:
         for s in samples[:4]:
             send(first.client, s)
+        assert first.client.snapshot()["snapshot"].endswith("snapshot-00000001")  # answered once on disk
         after_one = first.client.stats()
         assert after_one["commits"] == 1 and (tmp_path / "snapshot-00000001" / "service.json").is_file()
         before_kill = [send(first.client, s) for s in samples[4:7]]
@@ -446,9 +462,15 @@ def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_
         while not list(tmp_path.glob(".snapshot-00000002*")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(tmp_path.glob(".snapshot-00000002*")), "the second snapshot never started"
+        writers = first.children()  # the forked process writing snapshot 2
+        assert writers
     finally:
         first.kill9()
     assert not (tmp_path / "snapshot-00000002").exists()
+    deadline = time.monotonic() + 10  # the writer died with the service (it would finish the write otherwise)
+    while any(_alive(pid) for pid in writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in writers)
     # 2. a restart resumes from the previous snapshot and answers the interrupted step as before
     second = Server(tmp_path)
     try:
@@ -458,16 +480,18 @@ def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_
         assert not list(tmp_path.glob(".snapshot-*"))  # the interrupted write was cleaned up
         again = [send(second.client, s) for s in samples[4:7]]
         assert again == before_kill
-        send(second.client, samples[7])  # commit 2, snapshot 2 written (no pause now)
+        send(second.client, samples[7])  # commit 2, its snapshot written (no pause now)
+        # numbers are never reused: 2 was the interrupted write's, so this one is 3
+        assert second.client.snapshot()["snapshot"].endswith("snapshot-00000003")
         after_two = second.client.stats()
-        assert after_two["commits"] == 2 and after_two["last_snapshot"].endswith("snapshot-00000002")
+        assert after_two["commits"] == 2 and after_two["last_snapshot"].endswith("snapshot-00000003")
     finally:
         second.kill9()  # 3. kill -9 after the snapshot: it is complete and loads
     values = {**read_yaml_config(preset_path("cpu-tiny", "grpo")), "method": "memory-r+",
               "memory_explore_warmup_steps": 0}
     spec = build_reward_spec(values, encoder=encoder)
     meta = SnapshotStore(tmp_path).load_latest(spec.state, spec.options)
-    assert meta["commits"] == 2 and meta["step"] == 2 and meta["path"].endswith("snapshot-00000002")
+    assert meta["commits"] == 2 and meta["step"] == 2 and meta["path"].endswith("snapshot-00000003")
     memory = spec.memory
     assert {"success_keys": len(memory.success_memory), "failure_values": memory.failure_memory.num_values} == {
         "success_keys": after_two["state"]["success_keys"], "failure_values": after_two["state"]["failure_values"]}

@@ -28,6 +28,13 @@ is ``extra_info["question"]`` (verl's GSM8K preprocessing stores the raw questio
 ``extra_info["prompt"]``; a sample with neither is refused. ``ground_truth`` is the gold answer.
 The return value is a dict: ``score`` (the total reward) and each reward by name, which verl logs
 as ``reward_extra_info``.
+
+Validation samples: verl calls the same function with the same keywords for its validation set,
+so a sample is taken for evaluation when its ``extra_info["split"]`` is one of
+:data:`EVAL_SPLITS` (verl's preprocessing scripts write ``"test"`` there for the validation file),
+or when ``extra_info["memrl_eval"]`` says so (True or False, overriding the split). Those are sent
+to ``/get_reward_eval``: scored against the committed memory and never written to it, and their
+``score`` is the outcome reward (correctness), so that verl's validation metrics read accuracy.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any
 from memrl.serve.client import RewardClient
 
 URL_ENV = "MEMRL_REWARD_URL"
+EVAL_SPLITS = ("test", "val", "validation", "eval", "dev")
 _clients: dict[tuple[str, str | None], RewardClient] = {}
 _clients_lock = threading.Lock()
 
@@ -76,6 +84,15 @@ def _question(extra_info: Any, index: int) -> str:
                      "question to extra_info when preparing the data (verl's gsm8k preprocessing does)")
 
 
+def is_evaluation(extra_info: Any) -> bool:
+    """Whether a sample is a validation sample (see the module docstring)."""
+    info = extra_info if isinstance(extra_info, dict) else {}
+    flag = info.get("memrl_eval")
+    if flag is not None:
+        return bool(flag)
+    return str(info.get("split", "")).lower() in EVAL_SPLITS
+
+
 def _results(answer: dict[str, Any], n: int) -> list[dict[str, float]]:
     logs = answer.get("extra_logs") or {}
     return [{"score": float(answer["rewards"][i]), **{k: float(v[i]) for k, v in logs.items()}} for i in range(n)]
@@ -84,15 +101,26 @@ def _results(answer: dict[str, Any], n: int) -> list[dict[str, float]]:
 def compute_score_batch(data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
                         extra_infos: Sequence[Any] | None = None, *, memrl_url: str | None = None,
                         memrl_token: str | None = None, **kwargs: Any) -> list[dict[str, float]]:
-    """verl's batch reward function: every sample of the call in one ``/get_reward`` request."""
+    """verl's batch reward function: the training samples of the call in one ``/get_reward``
+    request, its validation samples (if any) in one ``/get_reward_eval`` request."""
     n = len(solution_strs)
     infos = list(extra_infos) if extra_infos is not None else [{}] * n
     first = infos[0] if infos and isinstance(infos[0], dict) else {}
     client = _client(memrl_url or first.get("memrl_url"), memrl_token)
     questions = [_question(info, i) for i, info in enumerate(infos)]
-    answer = client.get_reward(prompts=questions, responses=[str(s) for s in solution_strs],
-                               labels=[_plain(g) for g in ground_truths], questions=questions)
-    return _results(answer, n)
+    evaluation = [is_evaluation(info) for info in infos]
+    results: list[dict[str, float]] = [{}] * n
+    for wanted in (False, True):
+        index = [i for i in range(n) if evaluation[i] == wanted]
+        if not index:
+            continue
+        answer = client.get_reward(prompts=[questions[i] for i in index],
+                                   responses=[str(solution_strs[i]) for i in index],
+                                   labels=[_plain(ground_truths[i]) for i in index],
+                                   questions=[questions[i] for i in index], evaluation=wanted)
+        for i, result in zip(index, _results(answer, len(index))):
+            results[i] = result
+    return results
 
 
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, *,

@@ -598,11 +598,13 @@ class RewardEngine:
             self._snapshot_waiters = waiting
             return
         self.count("snapshots_failed")
+        repeated = result.error == self._snapshot_error
         self._snapshot_error = result.error
         self._failing_since = self._failing_since or time.time()
         self._retry_at = time.monotonic() + self.config.snapshot_retry_s
         reason = self._degraded_reason()
-        logger.error("%s", reason)
+        # the first failure (and a new reason) as an error; the same failure again as info
+        logger.log(logging.INFO if repeated else logging.ERROR, "%s", reason)
         for future, _ in self._snapshot_waiters:
             self._settle(future, RequestError(503, "state_dir", reason))
         self._snapshot_waiters = []

@@ -9,7 +9,7 @@ size of every file in the folder) and the reward state as its own ``save`` write
 stateless methods).
 
 Numbers are never reused: each snapshot takes one more than the highest number found in the
-folder at start or used since (complete, quarantined, or a leftover of an interrupted write), so a
+folder at start or since (complete, quarantined, or a leftover of an interrupted write), so a
 name always means one state. (Numbering by commit count, as before, let a restart that fell back
 from a corrupt ``snapshot-10`` to 9 name its next snapshot 10 again, and that write was skipped
 as "already there".)
@@ -164,7 +164,7 @@ class SnapshotStore:
         except OSError as exc:
             raise StateDirError(f"--state-dir {self.root} cannot be written ({describe_error(exc)}); give a folder "
                                 "this process can create files in") from None
-        self._number = self.highest_number()
+        self._floor = self.highest_number()  # numbers on disk at start, leftovers included, are never reused
         self.quarantined: list[str] = []
 
     # ------------------------------------------------------------------ names
@@ -179,9 +179,10 @@ class SnapshotStore:
         return max(numbers, default=0)
 
     def next_number(self) -> int:
-        """A number no snapshot of this folder has had: one more than any seen or used."""
-        self._number = max(self._number, self.highest_number()) + 1
-        return self._number
+        """A number no snapshot of this folder has had: one more than any on disk now or at start
+        (complete, quarantined, or a leftover). A write that failed and left nothing behind
+        (its temporary folder removed) did not use its number; the next try takes it again."""
+        return max(self._floor, self.highest_number()) + 1
 
     def path_of(self, number: int) -> Path:
         return self.root / f"snapshot-{number:08d}"

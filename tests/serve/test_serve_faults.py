@@ -118,13 +118,15 @@ def test_a_full_disk_never_stops_the_service_and_the_commits_reach_the_disk_once
     options = ({"respond": "commit", "commit_every": 4} if boundary == "commit_every"
                else {"commit_idle_s": 0.3})
     with service(encoder, state_dir=str(state_dir), snapshot_every=1, snapshot_retry_s=0.2, snapshot_write=write,
-                 **options) as (engine, client):
+                 max_unsaved_commits=3, **options) as (engine, client):
         filler = fill(small_disk)
         steps = [samples_of(0, tokenizer)[:4], samples_of(1, tokenizer)[:4]]
         for n, step in enumerate(steps, start=1):
             answers = send_step(client, step) if boundary == "commit_every" else [send(client, s) for s in step]
             assert all(len(a["rewards"]) == 1 for a in answers)
             wait_for(lambda n=n: engine.commits == n, what=f"commit {n}")
+        # a forked writer reports its failure when it ends: wait for it
+        wait_for(lambda: get(client, "/health")[1]["status"] == "degraded", what="/health degraded")
         status, health = get(client, "/health")
         assert status == 200 and health["status"] == "degraded"
         assert "No space left on device" in health["reason"] and str(state_dir) in health["reason"]
@@ -138,6 +140,13 @@ def test_a_full_disk_never_stops_the_service_and_the_commits_reach_the_disk_once
         answers = send_step(client, samples_of(2, tokenizer)[:4]) if boundary == "commit_every" \
             else [send(client, s) for s in samples_of(2, tokenizer)[:4]]
         wait_for(lambda: engine.commits == 3, what="commit 3")
+        # 3 commits in memory only (--max-unsaved-commits 3): training samples are refused, evaluation served
+        extra = samples_of(2, tokenizer)[5]
+        body = {"query": [extra["query"]], "prompts": [extra["prompt"]], "labels": [extra["answer"]]}
+        status, refused, _ = post(client, body)
+        assert status == 503 and "--max-unsaved-commits 3" in refused["error"] and "No space left" in refused["error"]
+        assert post(client, body, "/get_reward_eval")[0] == 200
+        assert client.stats()["buffered"] == 0
         filler.unlink()  # space again: the next retry writes every commit
         wait_for(lambda: get(client, "/health")[1]["status"] == "ok", what="/health ok after the disk was freed")
         assert client.snapshot()["commits"] == 3

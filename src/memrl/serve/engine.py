@@ -307,6 +307,8 @@ class RewardEngine:
                     self.step = job.step
                 self._settle(job.future, {"committed": committed, "step": self.step, "commits": self.commits})
             elif job.kind == "snapshot":
+                if self.store is None:
+                    raise RequestError(400, "state_dir", "this server was started without --state-dir")
                 if self._last_snapshot is not None and self._saved_commits >= self.commits:
                     self._settle(job.future, {"snapshot": self._last_snapshot, "commits": self._saved_commits})
                 else:

@@ -47,8 +47,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 # the user turn of common chat templates, as a decoded prompt string shows them
 CHAT_TEMPLATES = (
     re.compile(r"<\|im_start\|>user\s*\n(.*?)<\|im_end\|>", re.S),  # ChatML (Qwen, SmolLM)
@@ -151,6 +149,8 @@ def nesting_depth(body: bytes) -> int:
     opens = body.count(b"[") + body.count(b"{")
     if opens <= MAX_NESTING:  # no deeper than the number of brackets, strings included
         return opens
+    import numpy as np  # here: memrl.serve.client (standard library only) imports this module's config
+
     chars = np.frombuffer(_JSON_STRING.sub(b"", body), np.uint8)
     steps = (chars == ord("[")).astype(np.int32) + (chars == ord("{")) - (chars == ord("]")) - (chars == ord("}"))
     return int(np.cumsum(steps).max(initial=0))

@@ -42,6 +42,7 @@ Snapshots hold the *committed* state only: samples of a step not yet committed a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -395,6 +396,8 @@ def _write_in_child(store: SnapshotStore, state: Any, meta: dict[str, Any], numb
         os.close(read_fd)
         logging.disable(logging.CRITICAL)
         gc.disable()  # no finalizer of the parent's objects (sockets, event loop) runs here
+        with contextlib.suppress(OSError):
+            os.nice(10)  # background work: the service's own threads come first for the CPU
         if _LIBC is not None:  # die with the service: a kill -9 must not leave a writer behind
             _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the service died before prctl took effect

@@ -145,7 +145,8 @@ def _type_name(value: Any) -> str:
 
 def nesting_depth(body: bytes) -> int:
     """How deeply arrays and objects nest in the JSON text ``body`` (brackets inside strings are
-    skipped). A bound only is exact when it is small: few brackets in all mean few levels."""
+    skipped), or, for a body with at most :data:`MAX_NESTING` brackets in all, that count (it
+    cannot nest deeper, and counting is all the common case costs)."""
     opens = body.count(b"[") + body.count(b"{")
     if opens <= MAX_NESTING:  # no deeper than the number of brackets, strings included
         return opens
@@ -311,7 +312,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
 def _step(data: dict[str, Any]) -> int | None:
     step = data.get("step")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
-        raise _fail("step", f"must be an integer >= 0, got {_type_name(step) if isinstance(step, LongInteger) else repr(step):.80}")
+        got = _type_name(step) if isinstance(step, LongInteger) else repr(step)
+        raise _fail("step", f"must be an integer >= 0, got {got:.80}")
     return step
 
 

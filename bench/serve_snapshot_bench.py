@@ -34,6 +34,7 @@ Run: ``python bench/serve_snapshot_bench.py`` (full size: ~2.3 GB of vectors, se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -83,6 +84,10 @@ def fill_memory(memory, fraction: float, seed: int) -> dict:
 
 
 def serve(args) -> None:
+    # the machine is shared: if memory runs out, the kernel's OOM killer takes this server (and its
+    # snapshot writer, which inherits this) before anyone else's work
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("1000")
     from memrl.grpo.config import read_yaml_config
     from memrl.options import preset_path
     from memrl.serve.app import ServiceThread, build_service

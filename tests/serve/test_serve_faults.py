@@ -163,7 +163,7 @@ def test_a_full_disk_never_stops_the_service_and_the_commits_reach_the_disk_once
 # --------------------------------------------------------------------------- a file-size limit (any user)
 def test_a_file_size_limit_degrades_then_recovers_and_a_kill_9_loses_exactly_the_unsaved_commits(tmp_path, tokenizer):
     """A subprocess server may write no file over 1 KiB: its snapshots fail (EFBIG), it serves on,
-    degraded; with the limit lifted the retry writes them. Then one more commit (below
+    degraded (POST /commit applies and answers 200); with the limit lifted the retry writes them. Then one more commit (below
     --snapshot-every) is in memory only, as /stats says, and a kill -9 loses exactly that one.
     A restart under the limit serves, and SIGTERM makes the final snapshot fail: exit status 1,
     the reason on stderr, the earlier snapshot intact."""
@@ -178,22 +178,23 @@ def test_a_file_size_limit_degrades_then_recovers_and_a_kill_9_loses_exactly_the
         with pytest.raises(RewardServiceError) as refused:
             first.client.snapshot()
         assert refused.value.status == 503 and "File too large" in refused.value.body["error"]
-        send(first.client, samples[8])  # still serving
+        send(first.client, samples[8])  # still serving, and an explicit commit applies and answers 200
+        assert first.client.commit() == {"committed": 1, "step": 3, "commits": 3}
         first.lift_file_size_limit()
         wait_for(lambda: first.client.health()["status"] == "ok", what="/health ok after the limit was lifted")
         assert first.client.stats()["snapshots"]["unsaved_commits"] == 0
-        for s in samples[9:12]:
-            send(first.client, s)  # commit 3: one short of the next snapshot
+        for s in samples[9:13]:
+            send(first.client, s)  # commit 4: one short of the next snapshot
         stats = first.client.stats()
-        assert stats["commits"] == 3 and stats["snapshots"]["unsaved_commits"] == 1
+        assert stats["commits"] == 4 and stats["snapshots"]["unsaved_commits"] == 1
     finally:
         first.kill9()
     second = Server(tmp_path, extra=extra, file_size_limit=1024)
     try:
-        assert second.client.health() == {"status": "ok", "step": 2, "commits": 2}  # lost: the 1 unsaved commit
-        for s in samples[12:16]:
+        assert second.client.health() == {"status": "ok", "step": 3, "commits": 3}  # lost: the 1 unsaved commit
+        for s in samples[13:16]:
             send(second.client, s)
-        wait_for(lambda: second.client.stats()["commits"] == 3, what="commit 3 again")
+        assert second.client.commit()["commits"] == 4
         second.proc.send_signal(signal.SIGTERM)
         assert second.proc.wait(timeout=60) == 1
         time.sleep(0.2)  # the reader thread drains the last lines
@@ -202,9 +203,9 @@ def test_a_file_size_limit_degrades_then_recovers_and_a_kill_9_loses_exactly_the
     finally:
         if second.proc.poll() is None:
             second.kill9()
-    store = SnapshotStore(tmp_path)  # failed tries left nothing; the snapshot of the 2 commits is intact
+    store = SnapshotStore(tmp_path)  # failed tries left nothing; the snapshot of the 3 commits is intact
     assert [p.name for p in store.snapshots()] == ["snapshot-00000001"]
-    assert store.verify(store.snapshots()[-1])["commits"] == 2
+    assert store.verify(store.snapshots()[-1])["commits"] == 3
 
 
 # --------------------------------------------------------------------------- a state dir that cannot be written

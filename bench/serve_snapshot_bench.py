@@ -196,13 +196,13 @@ def measure(mode: str, args, work: list[dict]) -> dict:
         snap_start = time.perf_counter()
         snapshot = client.snapshot()
         snap_end = time.perf_counter()
+        stats = client.stats()
         # a control window as long as the snapshot took (at most --after-max-s): the same load, no snapshot
         time.sleep(min(snap_end - snap_start, args.after_max_s))
         after_end = time.perf_counter()
         stop.set()
         for t in threads + [sampler]:
             t.join(timeout=600)
-        stats = client.stats()
     finally:
         proc.kill()
         proc.wait(timeout=60)

@@ -28,7 +28,7 @@ reward options is not corrupt: the start is refused, naming the options that dif
 
 Off the request path (:class:`BackgroundWrite`): ``os.fork()`` gives a child process a
 copy-on-write view of the whole state at the instant of the fork, which costs a copy of the page
-tables (0.3 s for a 2.9 GB service, ``bench/serve_snapshot_bench.py``) instead of a copy of the
+tables (0.17 s for a 3 GB service, ``bench/serve_snapshot_bench.py``) instead of a copy of the
 state; the child writes and checks the snapshot
 with the state's own ``save`` and exits, while the parent keeps serving and writing its memory
 (the kernel copies only the pages the parent changes meanwhile). Redis writes its snapshots the

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -122,23 +121,26 @@ def test_concurrent_per_sample_calls_make_one_step_of_the_service(encoder):
         assert engine.commits == 3 and len({round(r["memory_exploit_reward"], 6) for r in third}) > 2
 
 
-def test_validation_samples_go_to_the_validation_service(encoder, caplog):
-    train_engine, train_app = build_service(dict(VALUES), ServeConfig(port=0, commit_every=8), encoder=encoder)
-    eval_engine, eval_app = build_service(dict(VALUES), ServeConfig(port=0), encoder=encoder)
-    with ServiceThread(train_app) as train, ServiceThread(eval_app) as val:
-        kwargs = {"memrl_url": train.url, "memrl_eval_url": val.url}
-        asyncio.run(reward_loop_batch(verl.compute_score, rows("test")[:3], kwargs))
-        assert RewardClient(train.url).stats()["samples"] == 0 and RewardClient(val.url).stats()["samples"] == 3
+def test_validation_samples_are_scored_read_only(encoder):
+    """verl scores its validation set through the same function: those samples (extra_info split
+    test) go to /get_reward_eval and are never written to the memory nor counted toward a step."""
+    engine, app = build_service(dict(VALUES), ServeConfig(port=0, commit_every=8), encoder=encoder)
+    with ServiceThread(app) as server:
+        kwargs = {"memrl_url": server.url}
+        results = asyncio.run(reward_loop_batch(verl.compute_score, rows("test")[:3], kwargs))
+        stats = RewardClient(server.url).stats()
+        assert stats["samples"] == 0 and stats["eval_samples"] == 3 and engine.commits == 0
+        assert all(set(r) >= {"score"} for r in results)
         mixed = rows("train")[:2] + rows("test")[2:4]
         verl.compute_score_batch([r["data_source"] for r in mixed], [r["response"] for r in mixed],
                                  [r["reward_model"]["ground_truth"] for r in mixed],
                                  [r["extra_info"] for r in mixed], **kwargs)
-        assert RewardClient(train.url).stats()["samples"] == 2 and RewardClient(val.url).stats()["samples"] == 5
-        # no validation service: the training service gets them, with a warning naming the fix
-        verl._warned_eval = False
-        with caplog.at_level(logging.WARNING, logger="memrl.integrations.verl"):
-            naive_manager_call(verl.compute_score, rows("test")[0], {"memrl_url": train.url})
-        assert "memrl_eval_url" in caplog.text and RewardClient(train.url).stats()["samples"] == 3
+        stats = RewardClient(server.url).stats()
+        assert stats["samples"] == 2 and stats["eval_samples"] == 5
+        # memrl_eval overrides the split either way
+        assert verl.is_evaluation({"split": "train", "memrl_eval": True})
+        assert not verl.is_evaluation({"split": "test", "memrl_eval": False})
+        assert len(engine.spec.memory.success_memory) + len(engine.spec.memory.failure_memory) == 0
 
 
 def test_verl_reward_loop_calls_compute_score(encoder, tiny_model_path):

@@ -11,15 +11,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import os
-import queue
 import random
-import re
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -28,88 +22,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from memrl.serve.app import ServiceThread, build_service  # noqa: E402
+from helpers.serving import VALUES, Q, Server, alive, samples_of, service  # noqa: E402
+from memrl.serve.app import build_service  # noqa: E402
 from memrl.serve.client import RewardClient, RewardServiceError  # noqa: E402
 from memrl.serve.config import ServeConfig, build_reward_spec  # noqa: E402
-from memrl.tasks.math import system_prompt  # noqa: E402
 
-Q = {
-    "clips": ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips to her "
-              "friends in May. How many clips did Natalia sell altogether in April and May?", "72"),
-    "weng": ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much "
-             "did she earn?", "10"),
-    "betty": ("Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. "
-              "Her parents decided to give her $15 for that purpose, and her grandparents twice as much as her "
-              "parents. How much more money does Betty need to buy the wallet?", "5"),
-}
-# three GRPO steps of 2 questions x 4 completions, written like a small model's outputs
-STEPS = [
-    [("clips", "<think>\nIn May she sold 48 / 2 = 24 clips.\nAltogether 48 + 24 = 72.\n</think>\n<answer>\n72\n</answer>"),
-     ("clips", "<think>\nHalf of 48 is 24. 48 + 24 = 82\n</think>\n<answer>\n82\n</answer>"),
-     ("clips", "She sold 48 and then 24, so 72 clips."),
-     ("clips", "<think>\n48 * 2 = 96\n</think>\n<answer>\n96\n</answer>"),
-     ("weng", "<think>\n$12 per hour is $0.2 per minute. 50 * 0.2 = 10\n</think>\n<answer>\n10\n</answer>"),
-     ("weng", "<think>\n12 * 50 = 600\n</think>\n<answer>\n600\n</answer>"),
-     ("weng", ""),
-     ("weng", "<think>\n50 minutes is 5/6 of an hour, 12 * 5/6 = 10\n</think>\n<answer>\n10\n</answer>")],
-    [("clips", "<think>\nApril 48, May half of that: 24. Total 72.\n</think>\n<answer>\n72\n</answer>"),
-     ("clips", "<think>\n48 + 48 / 2 = 48 + 24 = 72\n</think>\n<answer>\n72\n</answer>"),
-     ("clips", "<think>\n48 - 24 = 24\n</think>\n<answer>\n24\n</answer>"),
-     ("clips", "<answer>\n70\n</answer>"),
-     ("weng", "<think>\n12 / 60 = 0.2 dollars a minute, times 50 is 10 dollars.\n</think>\n<answer>\n10\n</answer>"),
-     ("weng", "<think>\n12 + 50 = 62\n</think>\n<answer>\n62\n</answer>"),
-     ("weng", "<think>\n60 - 50 = 10 minutes short, so 12 - 2 = 10\n</think>\n<answer>\n10\n</answer>"),
-     ("weng", "I think she earned 12 dollars.")],
-    [("betty", "<think>\nShe has 50. Parents 15, grandparents 30. 50 + 15 + 30 = 95. 100 - 95 = 5\n</think>\n<answer>\n5\n</answer>"),
-     ("betty", "<think>\n100 / 2 = 50, 50 + 15 = 65, 100 - 65 = 35\n</think>\n<answer>\n35\n</answer>"),
-     ("betty", "<think>\n50 + 15 + 15 = 80, so 20 more\n</think>\n<answer>\n20\n</answer>"),
-     ("betty", "<think>\nHalf is 50; 15 and 2 * 15 = 30 make 45; 50 - 45 = 5\n</think>\n<answer>\n5\n</answer>"),
-     ("clips", "<think>\n48 / 2 = 24 in May; 48 + 24 = 72 in all\n</think>\n<answer>\n72\n</answer>"),
-     ("clips", "<think>\n48 + 2 = 50\n</think>\n<answer>\n50\n</answer>"),
-     ("weng", "<think>\n50 / 60 * 12 = 10\n</think>\n<answer>\n10\n</answer>"),
-     ("weng", "<think>\n12 * 60 / 50 = 14.4\n</think>\n<answer>\n14.4\n</answer>")],
-]
-# memory-r+ with explore on from step 1 (warm-up 1 step) and a small N: every reward is live by step 2
-VALUES = {"method": "memory-r+", "memory_explore_warmup_steps": 1, "memory_max_keys": 64}
 TOL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_path)
-
-
-def chat_prompt(tokenizer, question: str) -> str:
-    messages = [{"role": "system", "content": system_prompt("think")}, {"role": "user", "content": question}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def openrlhf_query(tokenizer, prompt: str, response: str) -> str:
-    """What OpenRLHF's SingleTurnAgentExecutor posts as ``query``: the prompt's tokens, the
-    generated tokens (ending in EOS) decoded together with ``skip_special_tokens=False``."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    ids += tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return tokenizer.decode(ids, skip_special_tokens=False)
-
-
-def samples_of(step: int, tokenizer, steps=STEPS) -> list[dict]:
-    out = []
-    for qid, response in steps[step]:
-        question, gold = Q[qid]
-        prompt = chat_prompt(tokenizer, question)
-        out.append({"question": question, "prompt": prompt, "response": response, "answer": gold,
-                    "query": openrlhf_query(tokenizer, prompt, response)})
-    return out
-
-
-@contextlib.contextmanager
-def service(encoder, values=None, **options):
-    config = ServeConfig(port=0, **options)
-    engine, app = build_service(dict(values or VALUES), config, encoder=encoder)
-    with ServiceThread(app) as server:
-        yield engine, RewardClient(server.url, token=config.token)
 
 
 class Reference:
@@ -432,42 +350,6 @@ def test_bad_requests_are_refused_by_field_and_change_nothing(encoder, tokenizer
 
 
 # --------------------------------------------------------------------------- kill -9 and resume
-class Server:
-    """``memrl serve`` in a subprocess (the CLI, the tests' cpu-tiny preset plus the flags below)."""
-
-    ARGS = ["--config", "cpu-tiny", "--method", "memory-r+", "--set", "memory_explore_warmup_steps=0", "--commit-every", "4",
-            "--snapshot-every", "1", "--port", "0"]
-
-    def __init__(self, state_dir: Path, env: dict[str, str] | None = None, extra: tuple | list = ()) -> None:
-        cmd = [sys.executable, "-m", "memrl.cli", "serve", *self.ARGS, "--state-dir", str(state_dir), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                self.proc.kill()
-                raise AssertionError("server did not start:\n" + "".join(self.output)) from None
-            found = re.search(r"listening on (http://\S+)", line)
-            if found:
-                self.url = found.group(1)
-                break
-        self.client = RewardClient(self.url, retries=0)
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line)
-            self.lines.put(line)
-
-    def kill9(self) -> None:
-        self.proc.kill()  # SIGKILL: no shutdown handler runs
-        self.proc.wait(timeout=30)
-
-
 def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_continues(tmp_path, tokenizer, encoder):
     from memrl.grpo.config import read_yaml_config
     from memrl.options import preset_path
@@ -480,6 +362,7 @@ def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_
     try:
         for s in samples[:4]:
             send(first.client, s)
+        assert first.client.snapshot()["snapshot"].endswith("snapshot-00000001")  # answered once on disk
         after_one = first.client.stats()
         assert after_one["commits"] == 1 and (tmp_path / "snapshot-00000001" / "service.json").is_file()
         before_kill = [send(first.client, s) for s in samples[4:7]]
@@ -489,9 +372,15 @@ def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_
         while not list(tmp_path.glob(".snapshot-00000002*")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(tmp_path.glob(".snapshot-00000002*")), "the second snapshot never started"
+        writers = first.children()  # the forked process writing snapshot 2
+        assert writers
     finally:
         first.kill9()
     assert not (tmp_path / "snapshot-00000002").exists()
+    deadline = time.monotonic() + 10  # the writer died with the service (it would finish the write otherwise)
+    while any(alive(pid) for pid in writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in writers)
     # 2. a restart resumes from the previous snapshot and answers the interrupted step as before
     second = Server(tmp_path)
     try:
@@ -501,16 +390,18 @@ def test_kill_9_during_and_after_a_snapshot_leaves_a_loadable_one_and_a_restart_
         assert not list(tmp_path.glob(".snapshot-*"))  # the interrupted write was cleaned up
         again = [send(second.client, s) for s in samples[4:7]]
         assert again == before_kill
-        send(second.client, samples[7])  # commit 2, snapshot 2 written (no pause now)
+        send(second.client, samples[7])  # commit 2, its snapshot written (no pause now)
+        # numbers are never reused: 2 was the interrupted write's, so this one is 3
+        assert second.client.snapshot()["snapshot"].endswith("snapshot-00000003")
         after_two = second.client.stats()
-        assert after_two["commits"] == 2 and after_two["last_snapshot"].endswith("snapshot-00000002")
+        assert after_two["commits"] == 2 and after_two["last_snapshot"].endswith("snapshot-00000003")
     finally:
         second.kill9()  # 3. kill -9 after the snapshot: it is complete and loads
     values = {**read_yaml_config(preset_path("cpu-tiny", "grpo")), "method": "memory-r+",
               "memory_explore_warmup_steps": 0}
     spec = build_reward_spec(values, encoder=encoder)
     meta = SnapshotStore(tmp_path).load_latest(spec.state, spec.options)
-    assert meta["commits"] == 2 and meta["step"] == 2 and meta["path"].endswith("snapshot-00000002")
+    assert meta["commits"] == 2 and meta["step"] == 2 and meta["path"].endswith("snapshot-00000003")
     memory = spec.memory
     assert {"success_keys": len(memory.success_memory), "failure_values": memory.failure_memory.num_values} == {
         "success_keys": after_two["state"]["success_keys"], "failure_values": after_two["state"]["failure_values"]}

@@ -30,11 +30,13 @@ The service URL comes from the ``memrl_url`` keyword (verl merges
 ``extra_info["memrl_url"]``, else the environment variable ``MEMRL_REWARD_URL`` (set it in the
 Ray runtime env of the workers); the token from ``memrl_token`` or ``$MEMRL_SERVE_TOKEN``.
 
-Validation: verl's ``_validate`` scores the validation set through the same function. A sample
-whose ``extra_info["split"]`` is ``test``, ``val`` or ``validation`` (verl's GSM8K preprocessing
-writes ``split``) goes to ``memrl_eval_url`` (or ``$MEMRL_EVAL_REWARD_URL``): a second service,
-started without ``--state-dir``, so validation neither writes the training memory nor counts
-toward ``--commit-every``. Without one it goes to the training service, with a warning (once).
+Validation: verl's ``_validate`` scores the validation set through the same function, with the
+same keywords, so a sample is taken for evaluation when its ``extra_info["split"]`` is one of
+:data:`EVAL_SPLITS` (verl's preprocessing scripts write ``"test"`` there for the validation file),
+or when ``extra_info["memrl_eval"]`` says so (True or False, overriding the split). Those are sent
+to the service's ``/get_reward_eval``: scored against the committed memory and never written to
+it, not counted toward ``--commit-every``, and their ``score`` is the outcome reward
+(correctness), so that verl's validation metrics read accuracy.
 
 verl passes the decoded response (special tokens skipped) but not the prompt, so the memory key
 is ``extra_info["question"]`` (verl's GSM8K preprocessing stores the raw question there), else
@@ -45,7 +47,6 @@ as ``reward_extra_info``.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -53,12 +54,8 @@ from typing import Any
 
 from memrl.serve.client import RewardClient
 
-logger = logging.getLogger(__name__)
-
 URL_ENV = "MEMRL_REWARD_URL"
-EVAL_URL_ENV = "MEMRL_EVAL_REWARD_URL"
-EVAL_SPLITS = ("test", "val", "validation")  # extra_info["split"] values of validation samples
-_warned_eval = False
+EVAL_SPLITS = ("test", "val", "validation", "eval", "dev")  # extra_info["split"] of validation samples
 _clients: dict[tuple[str, str | None], RewardClient] = {}
 _clients_lock = threading.Lock()
 
@@ -100,58 +97,43 @@ def _results(answer: dict[str, Any], n: int) -> list[dict[str, float]]:
     return [{"score": float(answer["rewards"][i]), **{k: float(v[i]) for k, v in logs.items()}} for i in range(n)]
 
 
-def _is_eval(info: Any) -> bool:
-    return isinstance(info, dict) and str(info.get("split", "")).lower() in EVAL_SPLITS
-
-
-def _eval_client(url: str | None, token: str | None) -> RewardClient | None:
-    """The service for validation samples, or None (then they go to the training service)."""
-    global _warned_eval
-    url = url or os.environ.get(EVAL_URL_ENV)
-    if url:
-        return _client(url, token)
-    if not _warned_eval:
-        _warned_eval = True
-        logger.warning("memrl reward: validation samples (extra_info['split'] in %s) are sent to the training "
-                       "service, which writes them to the memory and counts them toward --commit-every; start a "
-                       "second memrl serve without --state-dir and pass its URL as memrl_eval_url (or $%s)",
-                       EVAL_SPLITS, EVAL_URL_ENV)
-    return None
+def is_evaluation(extra_info: Any) -> bool:
+    """Whether a sample is a validation sample (see the module docstring)."""
+    info = extra_info if isinstance(extra_info, dict) else {}
+    flag = info.get("memrl_eval")
+    if flag is not None:
+        return bool(flag)
+    return str(info.get("split", "")).lower() in EVAL_SPLITS
 
 
 def compute_score_batch(data_sources: Sequence[Any], solution_strs: Sequence[str], ground_truths: Sequence[Any],
                         extra_infos: Sequence[Any] | None = None, *, memrl_url: str | None = None,
-                        memrl_token: str | None = None, memrl_eval_url: str | None = None,
-                        **kwargs: Any) -> list[dict[str, float]]:
-    """verl's batch reward function: the batch's training samples in one ``/get_reward`` request
-    (and its validation samples in one request to the validation service, when there is one)."""
+                        memrl_token: str | None = None, **kwargs: Any) -> list[dict[str, float]]:
+    """verl's batch reward function: the training samples of the call in one ``/get_reward``
+    request, its validation samples (if any) in one ``/get_reward_eval`` request."""
     n = len(solution_strs)
     infos = list(extra_infos) if extra_infos is not None else [{}] * n
     first = infos[0] if infos and isinstance(infos[0], dict) else {}
     client = _client(memrl_url or first.get("memrl_url"), memrl_token)
     questions = [_question(info, i) for i, info in enumerate(infos)]
-    targets: dict[int, tuple[RewardClient, list[int]]] = {}
-    evals = {i for i in range(n) if _is_eval(infos[i])}
-    eval_client = _eval_client(memrl_eval_url or first.get("memrl_eval_url"), memrl_token) if evals else None
-    for i in range(n):
-        target = eval_client if eval_client is not None and i in evals else client
-        targets.setdefault(id(target), (target, []))[1].append(i)
-    out: list[dict[str, float]] = [{} for _ in range(n)]
-    for target, index in targets.values():
-        answer = target.get_reward(prompts=[questions[i] for i in index],
+    evaluation = [is_evaluation(info) for info in infos]
+    results: list[dict[str, float]] = [{}] * n
+    for wanted in (False, True):
+        index = [i for i in range(n) if evaluation[i] == wanted]
+        if not index:
+            continue
+        answer = client.get_reward(prompts=[questions[i] for i in index],
                                    responses=[str(solution_strs[i]) for i in index],
                                    labels=[_plain(ground_truths[i]) for i in index],
-                                   questions=[questions[i] for i in index])
+                                   questions=[questions[i] for i in index], evaluation=wanted)
         for i, result in zip(index, _results(answer, len(index))):
-            out[i] = result
-    return out
+            results[i] = result
+    return results
 
 
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, *,
-                  memrl_url: str | None = None, memrl_token: str | None = None, memrl_eval_url: str | None = None,
-                  **kwargs: Any) -> dict[str, float]:
+                  memrl_url: str | None = None, memrl_token: str | None = None, **kwargs: Any) -> dict[str, float]:
     """verl's per-sample reward function (see the module docstring)."""
     info = extra_info if isinstance(extra_info, dict) else {}
     return compute_score_batch([data_source], [solution_str], [ground_truth], [info],
-                               memrl_url=memrl_url or info.get("memrl_url"), memrl_token=memrl_token,
-                               memrl_eval_url=memrl_eval_url or info.get("memrl_eval_url"))[0]
+                               memrl_url=memrl_url or info.get("memrl_url"), memrl_token=memrl_token)[0]

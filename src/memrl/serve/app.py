@@ -8,11 +8,14 @@ which is where the final snapshot is written. Requests are read as raw bytes and
 :mod:`memrl.serve.protocol` (not by pydantic models) so that every refusal names its field the
 same way.
 
-Routes: ``POST /get_reward`` (OpenRLHF's protocol), ``POST /commit``, ``POST /snapshot``,
-``GET /stats`` and ``GET /health`` (the only one without the bearer token). Limits: the body size
+Routes: ``POST /get_reward`` (OpenRLHF's protocol), ``POST /get_reward_eval`` (the same, read-only:
+evaluation samples), ``POST /commit``, ``POST /snapshot``, ``GET /stats`` and ``GET /health`` (the
+only one without the bearer token; 200 ``ok`` or ``degraded``, 503 ``failed``). Limits: the body size
 (413, checked on ``Content-Length`` before reading and while reading), the samples per request
-(413), a token when configured (401, compared in constant time): ``Authorization: Bearer <token>``,
-or ``?token=<token>`` in the URL for clients that send no headers (OpenRLHF's ``--reward.remote_url``).
+(413), the length of each text (413), a token when configured (401, compared in constant time):
+``Authorization: Bearer <token>``, or ``?token=<token>`` in the URL for clients that send no headers
+(OpenRLHF's ``--reward.remote_url``). Every answer, errors included, is JSON; an error is
+``{"error", "field"}`` and is counted in ``/stats`` by status, a bug's 500 too.
 
 :class:`ServiceThread` runs the app on a uvicorn server in a background thread (tests, benches,
 notebooks); ``memrl serve`` runs it in the main thread (:mod:`memrl.serve.cli`).
@@ -31,7 +34,7 @@ from typing import Any
 from memrl.serve.config import ServeConfig, build_reward_spec
 from memrl.serve.engine import RewardEngine
 from memrl.serve.protocol import ProtocolOptions, RequestError, parse_commit_request, parse_reward_request
-from memrl.serve.snapshots import SnapshotStore
+from memrl.serve.snapshots import SnapshotStore, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ def create_app(engine: RewardEngine, config: ServeConfig) -> Any:
         raise ImportError(f"memrl serve needs FastAPI and uvicorn ({exc}): pip install 'memrl[serve]'") from exc
 
     options = ProtocolOptions(max_samples=config.max_samples, strip=list(config.strip),
-                              question_regex=config.question_regex, id_columns=engine.spec.id_columns)
+                              question_regex=config.question_regex, id_columns=engine.spec.id_columns,
+                              max_text_chars=config.max_text_chars)
     token = config.token.encode() if config.token else None
     limit = config.max_body_bytes
 
@@ -63,8 +67,18 @@ def create_app(engine: RewardEngine, config: ServeConfig) -> Any:
 
     def refuse(exc: RequestError) -> JSONResponse:
         engine.count(f"error_{exc.status}")
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif exc.status == 503:
+            headers = {"Retry-After": str(max(1, round(config.snapshot_retry_s)))}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    def internal_error(exc: Exception) -> JSONResponse:
+        """A bug: a JSON answer like every other error, counted, the service stays up."""
+        logger.error("request failed", exc_info=exc)
+        engine.count("error_500")
+        return JSONResponse({"error": f"internal error: {describe_error(exc)}", "field": ""}, status_code=500)
 
     def check_token(request: Request) -> None:
         if token is None:
@@ -97,24 +111,32 @@ def create_app(engine: RewardEngine, config: ServeConfig) -> Any:
         except RequestError as exc:
             return refuse(exc)
         except Exception as exc:  # a bug: report it, the service stays up
-            logger.exception("request failed")
-            engine.count("error_500")
-            return JSONResponse({"error": f"internal error: {exc}", "field": ""}, status_code=500)
+            return internal_error(exc)
 
-    @app.post("/get_reward")
-    async def get_reward(request: Request):
+    async def reward(request: Request, eval_route: bool) -> JSONResponse:
         try:
             check_token(request)
             body = await read_body(request)
             if len(body) > _THREADPOOL_BYTES:
-                parsed = await run_in_threadpool(parse_reward_request, body, options)
+                parsed = await run_in_threadpool(parse_reward_request, body, options, eval_route=eval_route)
             else:
-                parsed = parse_reward_request(body, options)
+                parsed = parse_reward_request(body, options, eval_route=eval_route)
         except RequestError as exc:
             return refuse(exc)
-        engine.count("requests")
-        engine.count("samples", len(parsed.samples))
+        except Exception as exc:
+            return internal_error(exc)
+        if not parsed.eval:
+            engine.count("requests")
+            engine.count("samples", len(parsed.samples))
         return await answer(engine.submit(parsed))
+
+    @app.post("/get_reward")
+    async def get_reward(request: Request):
+        return await reward(request, eval_route=False)
+
+    @app.post("/get_reward_eval")
+    async def get_reward_eval(request: Request):
+        return await reward(request, eval_route=True)
 
     @app.post("/commit")
     async def commit(request: Request):
@@ -123,6 +145,8 @@ def create_app(engine: RewardEngine, config: ServeConfig) -> Any:
             step = parse_commit_request(await read_body(request))
         except RequestError as exc:
             return refuse(exc)
+        except Exception as exc:
+            return internal_error(exc)
         return await answer(engine.commit(step))
 
     @app.post("/snapshot")
@@ -145,13 +169,16 @@ def create_app(engine: RewardEngine, config: ServeConfig) -> Any:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "step": engine.step, "commits": engine.commits}
+        status, body = engine.health()
+        return JSONResponse(body, status_code=status)
 
     return app
 
 
 def build_service(values: dict[str, Any], config: ServeConfig, *, encoder: Any = None) -> tuple[RewardEngine, Any]:
     """``(engine, app)`` for the flat reward options ``values`` (as ``memrl train`` reads them)."""
+    # the state dir first: a folder that cannot be written is refused before minutes of model loading
+    store = SnapshotStore(config.state_dir, keep=config.keep_snapshots) if config.state_dir else None
     tokenizer = None
     if config.tokenizer:
         from transformers import AutoTokenizer
@@ -159,7 +186,6 @@ def build_service(values: dict[str, Any], config: ServeConfig, *, encoder: Any =
         tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
     spec = build_reward_spec(values, encoder=encoder, encoder_device=config.encoder_device,
                              encoder_batch_size=config.encoder_batch_size, tokenizer=tokenizer)
-    store = SnapshotStore(config.state_dir, keep=config.keep_snapshots) if config.state_dir else None
     engine = RewardEngine(spec, config, store)
     if spec.memory is not None:
         spec.memory.encoder.encode(["memrl serve warm-up"])  # load the model before the first request

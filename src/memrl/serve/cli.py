@@ -101,6 +101,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         engine.stop()
+    if engine.final_error:  # the commits since the last snapshot are lost: say so, and exit non-zero
+        print(f"memrl serve: error: stopped at step {engine.step} after {engine.commits} commits; "
+              f"{engine.final_error}", file=sys.stderr, flush=True)
+        return 1
     print(f"memrl serve: stopped at step {engine.step} after {engine.commits} commits"
           + (f"; snapshot {engine.stats()['last_snapshot']}" if engine.store is not None else ""), flush=True)
     return 0

@@ -97,14 +97,16 @@ class RewardClient:
 
     def get_reward(self, *, prompts: list[Any], labels: list[Any], query: list[str] | None = None,
                    responses: list[str] | None = None, questions: list[str] | None = None,
-                   step: int | None = None, completion_ids: list[list[int]] | None = None) -> dict[str, Any]:
-        """``POST /get_reward`` (see :mod:`memrl.serve.protocol` for the fields)."""
+                   step: int | None = None, completion_ids: list[list[int]] | None = None,
+                   evaluation: bool = False) -> dict[str, Any]:
+        """``POST /get_reward`` (see :mod:`memrl.serve.protocol` for the fields); with
+        ``evaluation``, ``POST /get_reward_eval``: scored read-only, nothing joins a step."""
         payload: dict[str, Any] = {"prompts": prompts, "labels": labels}
         for name, value in (("query", query), ("responses", responses), ("questions", questions), ("step", step),
                             ("completion_ids", completion_ids)):
             if value is not None:
                 payload[name] = value
-        return self.request("POST", "/get_reward", payload)
+        return self.request("POST", "/get_reward_eval" if evaluation else "/get_reward", payload)
 
     def commit(self, step: int | None = None) -> dict[str, Any]:
         return self.request("POST", "/commit", {} if step is None else {"step": step})

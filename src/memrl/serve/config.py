@@ -28,10 +28,12 @@ from typing import Any
 from memrl.names import MEMORY_METHODS, check_choice
 from memrl.options import check_field_types
 from memrl.runtime import check_device
+from memrl.serve.protocol import DEFAULT_MAX_TEXT_CHARS
 
 logger = logging.getLogger(__name__)
 
 RESPOND_MODES = ("immediate", "commit")
+SNAPSHOT_WRITES = ("fork", "inline")
 TOKEN_ENV = "MEMRL_SERVE_TOKEN"
 # end-of-text markers OpenRLHF leaves in a decoded query (it decodes with skip_special_tokens=False)
 DEFAULT_STRIP = ["<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>",
@@ -84,6 +86,21 @@ class ServeConfig:
     encoder_device: str | None = field(default=None, metadata={"help": "Old name of --memory-encoder-device (default "
                                                                        "auto: CUDA when present, else the CPU)."})
     encoder_batch_size: int | None = field(default=None, metadata={"help": "Old name of --memory-encoder-batch-size."})
+    # fault tolerance (docs/serve.md, "Faults"); appended here, after the options above
+    max_text_chars: int = field(default=DEFAULT_MAX_TEXT_CHARS, metadata={
+        "help": "Longest text (a query, prompt, response, label) in characters; longer: HTTP 413. The encoder "
+                "reads 256 word pieces; the default allows 256 characters per piece."})
+    max_step_jump: int = field(default=1000, metadata={"help": "Most steps a request's or commit's 'step' may move "
+                                                              "past the open step (larger: HTTP 400); 0: no bound."})
+    snapshot_write: str = field(default="fork", metadata={
+        "help": "'fork': a forked process writes each snapshot from a copy-on-write view of the state, the "
+                "service pauses only for the fork; 'inline': the worker writes it and requests wait.",
+        "choices": SNAPSHOT_WRITES})
+    snapshot_retry_s: float = field(default=30.0, metadata={"help": "After a failed snapshot (disk full), try again "
+                                                                   "after this many seconds."})
+    max_unsaved_commits: int = field(default=0, metadata={
+        "help": "While snapshots fail, refuse training samples (HTTP 503) once this many commits are in memory "
+                "only; 0: keep serving."})
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -115,6 +132,12 @@ class ServeConfig:
                 re.compile(self.question_regex)
             except re.error as exc:
                 raise ValueError(f"question_regex {self.question_regex!r} is not a valid regex: {exc}") from None
+        check_choice("snapshot_write", self.snapshot_write, SNAPSHOT_WRITES)
+        for name in ("max_text_chars", "max_step_jump", "max_unsaved_commits"):
+            if getattr(self, name) < (1 if name == "max_text_chars" else 0):
+                raise ValueError(f"{name} must be >= {1 if name == 'max_text_chars' else 0}, got {getattr(self, name)}")
+        if not math.isfinite(self.snapshot_retry_s) or self.snapshot_retry_s < 0:
+            raise ValueError(f"snapshot_retry_s must be a finite number >= 0, got {self.snapshot_retry_s}")
 
     @property
     def max_body_bytes(self) -> int:

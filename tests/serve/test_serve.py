@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from helpers.serving import VALUES, Q, Server, alive, samples_of, service  # noqa: E402
+from helpers.serving import STEPS, VALUES, Q, Server, alive, samples_of, service  # noqa: E402
 from memrl.serve.app import build_service  # noqa: E402
 from memrl.serve.client import RewardClient, RewardServiceError  # noqa: E402
 from memrl.serve.config import ServeConfig, build_reward_spec  # noqa: E402

@@ -73,9 +73,9 @@ def openrlhf_query(tokenizer, prompt: str, response: str) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False)
 
 
-def samples_of(step: int, tokenizer) -> list[dict]:
+def samples_of(step: int, tokenizer, steps=STEPS) -> list[dict]:
     out = []
-    for qid, response in STEPS[step]:
+    for qid, response in steps[step]:
         question, gold = Q[qid]
         prompt = chat_prompt(tokenizer, question)
         out.append({"question": question, "prompt": prompt, "response": response, "answer": gold,

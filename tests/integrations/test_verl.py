@@ -29,17 +29,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from helpers.serving import Q  # noqa: E402  the GSM8K questions the serve tests use
 from memrl.integrations import verl  # noqa: E402
 from memrl.serve.app import ServiceThread, build_service  # noqa: E402
 from memrl.serve.client import RewardClient  # noqa: E402
 from memrl.serve.config import ServeConfig, build_reward_spec  # noqa: E402
 
-Q = {
-    "clips": ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips to her "
-              "friends in May. How many clips did Natalia sell altogether in April and May?", "72"),
-    "weng": ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much "
-             "did she earn?", "10"),
-}
 RESPONSES = {
     "clips": ["<think>\nIn May she sold 48 / 2 = 24 clips.\nAltogether 48 + 24 = 72.\n</think>\n<answer>\n72\n</answer>",
               "<think>\nHalf of 48 is 24. 48 + 24 = 82\n</think>\n<answer>\n82\n</answer>",

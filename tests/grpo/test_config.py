@@ -142,7 +142,7 @@ def test_reward_weights_by_name():
             self.__name__ = name
 
     funcs = [R("correctness_reward"), R("xmlcount_reward")]
-    assert reward_weight_list(funcs, {"correctness_reward": 2.0}) == [2.0, 1.0]
+    assert reward_weight_list(funcs, {"correctness_reward": 2.0}) == pytest.approx([2.0, 1.0], abs=1e-12)
     with pytest.raises(ValueError, match="unknown reward"):
         reward_weight_list(funcs, {"nope": 1.0})
 

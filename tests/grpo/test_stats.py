@@ -59,7 +59,7 @@ def test_mcnemar_exact_p_by_enumeration():
         expected = sum(abs(k - n / 2) >= extremity for k in splits) / len(splits)
         assert mcnemar_exact_p(a, n - a) == pytest.approx(expected)
         assert mcnemar_exact_p(a, n - a) == mcnemar_exact_p(n - a, a)
-    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(0, 0) == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError):
         mcnemar_exact_p(-1, 2)
 
@@ -71,12 +71,12 @@ def test_item_sign_test_counts_each_item_once_over_runs():
     # three runs grade the same items: item 0 counted once, however many runs favour A on it
     repeated = [(0, True, False)] * 3 + [(1, False, True), (1, True, False), (2, False, True), (2, False, True)]
     r = item_sign_test(repeated)
-    assert (r["items"], r["better"], r["worse"]) == (3, 1, 1) and r["p"] == 1.0
+    assert (r["items"], r["better"], r["worse"]) == (3, 1, 1) and r["p"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_pooled_accuracy_sums_counts_before_the_interval():
     pooled = pooled_accuracy([(56, 100), (65, 100), (0, 0)])  # a run without problems adds nothing
-    assert pooled["correct"] == 121 and pooled["n"] == 200 and pooled["accuracy"] == 0.605
+    assert pooled["correct"] == 121 and pooled["n"] == 200 and pooled["accuracy"] == pytest.approx(0.605, abs=1e-12)
     assert pooled["ci95"] == list(wilson_interval(121, 200))
     assert pooled_accuracy([]) is None and pooled_accuracy([(0, 0)]) is None
 
@@ -96,9 +96,9 @@ def test_step_timing_covers_every_logged_step_of_a_resumed_run():
 
 def test_mean_std_and_first_last_means():
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
-    assert mean_std([5.0]) == (5.0, 0.0)
+    assert mean_std([5.0]) == pytest.approx((5.0, 0.0), abs=1e-12)
     values = list(range(20))
-    assert first_last_means(values) == (4.5, 14.5)
+    assert first_last_means(values) == pytest.approx((4.5, 14.5), abs=1e-12)
     assert first_last_means(values[:19]) is None
 
 

@@ -20,7 +20,7 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:], dev=[])  # 6 fit inputs x 2 orders
     arrays: dict = {}
     res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
-                        random_draws=2, min_probes=4, progress=False, arrays=arrays)
+                        min_probes=4, progress=False, arrays=arrays)
     assert set(res["methods"]) == set(METHODS) and res["n_test"] == 6
     # the test items by id (so seeds pool by item), not by text
     assert res["items"] == [q.item_id for q in subsample(task.test, 6)]
@@ -28,10 +28,13 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     poem = res["methods"]["poem"]
     assert poem["lm_calls_fit"] == res["poem_fit"]["lm_calls"] == 12
     assert poem["lm_calls_select"] == 0 and res["select_ms_per_query"] < 50
-    assert res["methods"]["random"]["lm_calls_eval"] == 12 and len(res["methods"]["random"]["draws"]) == 2
+    # the random order as its exact expectation over the 2 candidate orders (no draw, no predictions)
+    rnd = res["methods"]["random"]
+    assert rnd["lm_calls_eval"] == 12 and rnd["candidate_orders"] == 2 and "predictions" not in rnd
     assert res["methods"]["globale"]["lm_calls_select"] == 2 * res["methods"]["globale"]["probes"]
-    for r in res["methods"].values():
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy"] * 6 == pytest.approx(round(r["accuracy"] * 6))
+    for name, r in res["methods"].items():
+        counts = 6 * (2 if name == "random" else 1)  # the random row: a mean over 2 orders
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy"] * counts == pytest.approx(round(r["accuracy"] * counts))
     # evaluation as a matrix: every query under both orders of the 2 demonstrations
     orc, best = res["methods"]["oracle"], res["methods"]["best_fixed"]
     assert orc["orders"] == 2 and orc["lm_calls_eval"] == 12
@@ -43,10 +46,12 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     guard = res["methods"]["poem_guarded"]["guard"]
     assert guard["kept"] == (guard["nested_accuracy"] > guard["global_accuracy"])
     assert orc["lm_calls_made"] <= 12 and orc["fixed_mean"] == pytest.approx(np.mean(list(orc["per_order_accuracy"].values())))
+    assert rnd["accuracy"] == pytest.approx(orc["fixed_mean"], abs=1e-12)  # mean over orders of their accuracy
     # GlobalE/LocalE: probes sampled under every candidate order, the count and ties recorded
     ge = res["methods"]["globale"]
-    # (2 samples per order, then topped up while fewer than 4 distinct texts: at most 4 more rounds of 2)
-    assert ge["candidate_orders"] == 2 and 4 <= ge["probes"] <= 12 and ge["probe_source"].startswith("sampled")
+    # (2 samples per order, then topped up while fewer than 4 distinct texts), every probe distinct
+    assert ge["candidate_orders"] == 2 and 4 <= ge["probes"] <= ge["probes_drawn"] and ge["min_probes"] == 4
+    assert ge["probes_drawn"] % 2 == 0 and ge["probe_source"].startswith("sampled")
     assert 1 <= ge["ties"] <= 2 and ge["lm_calls_made"] == ge["lm_calls_select"]
     # the paper's read rule on the same fit; POEM on per-query kNN demonstrations with its own fit
     paper = res["methods"]["poem_paper"]
@@ -64,6 +69,7 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     assert arrays["test_vecs"].shape == (6, encoder.dim) and list(arrays["test_gold"]) == gold
     assert arrays["demo_vecs"].shape == (2, encoder.dim) and len(arrays["demo_labels"]) == 2
     correct = arrays["test_scores"].argmax(axis=2) == np.array(gold)[:, None]
+    assert rnd["expected_correct"] == pytest.approx(correct.mean(axis=1).tolist(), abs=1e-12)  # per item
     for perm, acc in zip(arrays["test_orders"], correct.mean(axis=0)):
         assert orc["per_order_accuracy"][",".join(map(str, perm))] == pytest.approx(acc)
     col = [tuple(o) for o in arrays["test_orders"]].index(tuple(best["order"]))
@@ -217,13 +223,13 @@ def test_entropy_baselines_on_a_multiple_choice_task_use_unlabelled_inputs(score
     piqa = load_task("piqa", 13)
     task = replace(piqa, train=piqa.train[:8], dev=[])
     res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, select="fixed"), max_test=4,
-                        methods=["oracle", "globale", "locale", "random"], random_draws=2, min_probes=3,
+                        methods=["oracle", "globale", "locale", "random"], min_probes=3,
                         progress=False)
     ge, le = res["methods"]["globale"], res["methods"]["locale"]
     assert ge["probe_source"].startswith("unlabelled") and ge["probes"] == 3 and ge["candidate_orders"] == 2
     assert ge["lm_calls_select"] == ge["lm_calls_made"] == 2 * 3  # every candidate order on every probe
     assert le["lm_calls_made"] == ge["lm_calls_made"]  # one probe computation serves both rows
-    assert res["methods"]["random"]["lm_calls_made"] == 0  # draws among the oracle's orders
+    assert res["methods"]["random"]["lm_calls_made"] == 0  # the oracle's scores of every candidate order
     assert {tuple(o) for o in (ge["order"], le["order"])} <= {(0, 1), (1, 0)}
 
 
@@ -260,6 +266,30 @@ def test_paired_test_counts_an_item_once_over_the_seeds_that_score_it():
     runs[1]["items"] = ["x2", "y2", "z2"]
     r2 = paired_comparison(runs, "a", "b")
     assert (r2["better"], r2["worse"]) == (3, 3) and r2["p"] == pytest.approx(mcnemar_exact_p(3, 3))
+
+
+def test_paired_comparison_with_the_random_orders_expected_correctness():
+    from memrl.poem.report import paired_comparison
+    from memrl.stats import paired_permutation_test
+
+    # the random row holds each item's expected correctness (the share of the candidate orders
+    # right on it), no predictions; seeds share items x, y, z
+    gold = [1, 1, 1]
+    runs = [{"gold": gold, "items": ["x", "y", "z"],
+             "methods": {"poem": {"predictions": [1, 1, 0]}, "random": {"expected_correct": [0.25, 1.0, 0.5]}}},
+            {"gold": gold, "items": ["x", "y", "z"],
+             "methods": {"poem": {"predictions": [1, 0, 0]}, "random": {"expected_correct": [0.5, 0.75, 0.25]}}}]
+    r = paired_comparison(runs, "poem", "random")
+    # per trial a - b: x +0.75, +0.5; y 0, -0.75; z -0.5, -0.25
+    assert r["fractional"] and (r["n"], r["seeds"], r["items"]) == (6, 2, 3)
+    assert r["only_a"] == pytest.approx(1.25, abs=1e-12) and r["only_b"] == pytest.approx(1.5, abs=1e-12)
+    assert r["diff"] == pytest.approx((3 - 3.25) / 6, abs=1e-12)  # poem 3 of 6 right, random 3.25 expected
+    # per item: x +1.25 (better), y -0.75, z -0.75 (worse)
+    assert (r["better"], r["worse"]) == (1, 2)
+    assert r["p"] == pytest.approx(paired_permutation_test([("x", 1.0, 0.25), ("x", 1.0, 0.5), ("y", 1.0, 1.0),
+                                                            ("y", 0.0, 0.75), ("z", 0.0, 0.5), ("z", 0.0, 0.25)])["p"],
+                                   abs=1e-12)
+    assert paired_comparison(runs, "random", "poem")["p"] == pytest.approx(r["p"], abs=1e-12)
 
 
 def test_item_ids_are_the_same_under_every_data_seed_and_differ_between_items():

@@ -89,7 +89,6 @@ def add_poem_subparser(subparsers: Any) -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=_csv(int), default=[13], help="comma-separated data seeds")
     ev.add_argument("--max-test", type=int, default=500, help="seeded test subsample per task (0 = full test set)")
     ev.add_argument("--methods", type=_csv(str), default=None, help="comma-separated subset of methods")
-    ev.add_argument("--random-draws", type=int, default=5, help="draws of the random-order baseline")
     ev.add_argument("--min-probes", type=int, default=48, help="GlobalE/LocalE probe set: samples drawn under "
                     "every candidate order until at least this many distinct probe texts")
     ev.add_argument("--load", default=None, help="use this fitted optimiser (one task and seed) instead of fitting")
@@ -179,9 +178,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    for flag in ("random_draws", "min_probes"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.min_probes < 1:
+        raise ValueError(f"--min-probes must be >= 1, got {args.min_probes}")
     # every task's data is read and checked before the model loads (minutes for nothing otherwise)
     tasks = [_task(args, name, seed) for name in args.tasks for seed in args.seeds]
     scorer, encoder = _components(args)
@@ -191,8 +189,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         opt = PoemOptimizer.load(args.load, task, scorer, encoder) if args.load else None
         # a loaded optimiser brings its own settings; the fit flags apply to a fresh fit only
         runs.append(evaluate_task(task, scorer, encoder, None if opt else config, methods=methods,
-                                  max_test=args.max_test or None, random_draws=args.random_draws,
-                                  min_probes=args.min_probes, progress=not args.no_progress, optimizer=opt))
+                                  max_test=args.max_test or None, min_probes=args.min_probes,
+                                  progress=not args.no_progress, optimizer=opt))
     paths = write_report(args.out, runs, {"wall_s": time.perf_counter() - t0})
     table = aggregate(runs)
     print(text_table(table))

@@ -65,9 +65,7 @@ def evaluate_task(
     *,
     methods: Sequence[str] = METHODS,
     max_test: int | None = 500,
-    random_draws: int = 5,
     min_probes: int = 48,
-    legacy_probes: bool = False,
     progress: bool = True,
     optimizer: PoemOptimizer | None = None,
     arrays: dict[str, np.ndarray] | None = None,
@@ -78,13 +76,8 @@ def evaluate_task(
         task, scorer, encoder, config: as for :class:`PoemOptimizer`.
         methods: subset of :data:`METHODS`.
         max_test: test subsample size (seeded, fixed), ``None`` for the full test set.
-        random_draws: draws of the random-order baseline (mean and std reported).
         min_probes: GlobalE/LocalE probe set size to reach: samples are drawn from every
-            candidate order until at least this many.
-        legacy_probes: sample the probe set as memrl's second POEM study did (its pre-registered
-            instrument): ``min_probes`` counts the samples drawn, empty and repeated texts
-            included, and a sample starting with a line break is empty. Default: blank first
-            lines are skipped and samples are drawn until ``min_probes`` distinct texts.
+            candidate order until at least this many distinct probe texts.
         optimizer: an already fitted optimiser (then its fit cost is reported, not re-run, and its
             config is used: ``config`` must then be None or equal to it).
         arrays: if given, filled with :func:`replay_arrays` after the last method (for saving
@@ -135,9 +128,7 @@ def evaluate_task(
     cands = [optimizer.candidates(v)[0] for v in vecs] if config.examples == "knn" else None
     ctx = EvalContext(task=task, scorer=scorer, config=config, optimizer=optimizer, fit_record=record,
                       queries=queries, book=book, vecs=vecs, cands=cands, fit_wall=fit_wall, methods=methods,
-                      progress=progress, random_draws=random_draws, min_probes=min_probes,
-                      legacy_probes=legacy_probes,
-                      out=out["methods"])
+                      progress=progress, min_probes=min_probes, out=out["methods"])
     for method in wanted:
         calls0 = scorer.calls
         out.update(method.run(ctx) or {})

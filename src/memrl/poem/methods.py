@@ -18,18 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from memrl.poem.baselines import (
-    entropy_orders,
-    kate_perms,
-    probes_per_order,
-    random_perms,
-    sample_probes,
-    unlabelled_probes,
-)
+from memrl.poem.baselines import entropy_orders, kate_perms, probes_per_order, sample_probes, unlabelled_probes
 from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import FitTrials, PoemOptimizer
 from memrl.poem.orders import Order
-from memrl.poem.scorebook import ScoreBook, oracle_and_spread, order_matrix
+from memrl.poem.scorebook import ScoreBook, correctness_matrix, oracle_and_spread, order_matrix
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
@@ -56,9 +49,7 @@ class EvalContext:
     fit_wall: float
     methods: Sequence[str]
     progress: bool
-    random_draws: int
     min_probes: int
-    legacy_probes: bool = False
     out: dict[str, Any] = field(default_factory=dict)
     last_predictions: list[int] | None = None
 
@@ -81,7 +72,7 @@ class EvalContext:
         self.out[name] = {"accuracy": acc, "accuracy_std": std, "lm_calls_fit": fit_calls,
                           "lm_calls_select": select_calls, "lm_calls_eval": len(self.queries) * draws,
                           "wall_s": time.perf_counter() - start, **(extra or {})}
-        if self.last_predictions is not None:  # of the last accuracy() call (random: its last draw)
+        if self.last_predictions is not None:  # of the last accuracy() call
             self.out[name]["predictions"] = self.last_predictions
             self.last_predictions = None
         logger.info("%s seed %s %-12s acc %.4f", self.task.name, self.task.seed, name, acc)
@@ -239,34 +230,35 @@ def kate_retrieved(ctx: EvalContext) -> None:
 
 
 def random_order(ctx: EvalContext) -> None:
-    """A fresh uniform order per query; mean and std over ``random_draws`` draws. With fixed
-    demonstrations the order is drawn from the candidate orders (:meth:`EvalContext.fixed_orders`:
-    all ``n!`` of them when they fit the budget, else a uniform sample, so the expectation is
-    unchanged), and every draw is a look-up in the oracle row's scores."""
+    """A uniformly random candidate order per query, as its exact expectation: every query is scored
+    under every candidate order (:meth:`EvalContext.fixed_orders`: all ``n!`` when they fit the
+    budget, else the fit's uniform sample, so the expectation is unchanged; with kNN demonstrations
+    the same orders of each query's own candidates), and the row's accuracy is the mean over orders
+    of their accuracy. No draw: each query's ``expected_correct`` (the fraction of the orders that
+    get it right) is kept instead of predictions, and paired tests use it
+    (:func:`memrl.stats.paired_permutation_test`). With fixed demonstrations these are the oracle
+    row's scores (look-ups); with kNN ones it costs queries x orders LM calls."""
     start = time.perf_counter()
-    rng = np.random.default_rng(1000 + (ctx.task.seed or 0))
+    orders = ctx.fixed_orders()
     m = len(ctx.queries)
-    if ctx.cands is None:
-        orders = ctx.fixed_orders()
-        draw = lambda: [orders[int(j)] for j in rng.integers(len(orders), size=m)]  # noqa: E731
-    else:
-        draw = lambda: random_perms(ctx.optimizer.n, m, rng)  # noqa: E731
-    accs = [ctx.accuracy(ctx.prefixes_of(draw())) for _ in range(ctx.random_draws)]
-    ctx.record("random", float(np.mean(accs)), start, draws=ctx.random_draws, std=float(np.std(accs)),
-               extra={"draws": accs})
+    correct = correctness_matrix(ctx.book, [ctx.prefixes_of([perm] * m) for perm in orders], ctx.progress)
+    expected = correct.mean(axis=1)
+    ctx.last_predictions = None
+    ctx.record("random", float(expected.mean()), start, draws=len(orders),
+               extra={"expected_correct": expected.tolist(), "candidate_orders": len(orders), "exact": True})
 
 
 def entropy_methods(ctx: EvalContext) -> None:
     """GlobalE / LocalE (Lu et al. 2022) over the candidate orders of the fixed demonstrations.
 
     The probe set is sampled from the LM under *every* candidate order (as Lu et al.), enough
-    samples per order for at least ``min_probes`` texts; empty and repeated texts are dropped and
-    one more sample per order is drawn while fewer than ``min_probes`` are left (at most 4 times;
-    ``legacy_probes``: neither the top-up nor skipping a blank first line); the count is recorded
-    (``probes``), with how many orders tied before the tie-break
-    (:func:`memrl.poem.baselines.pick_entropy_orders`). Multiple-choice tasks, where a sampled
-    question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead and the
-    entropies of the predicted choice index."""
+    samples per order for ``min_probes`` texts; empty and repeated texts are dropped and one more
+    sample per order is drawn while fewer than ``min_probes`` distinct texts are left
+    (:func:`memrl.poem.baselines.sample_probes`). The row records the distinct probe count
+    (``probes``), the samples drawn for them (``probes_drawn``) and how many orders tied before
+    the tie-break (:func:`memrl.poem.baselines.pick_entropy_orders`). Multiple-choice tasks, where a
+    sampled question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead
+    and the entropies of the predicted choice index."""
     config, task, scorer, opt = ctx.config, ctx.task, ctx.scorer, ctx.optimizer
     if config.examples != "fixed":
         logger.info("GlobalE/LocalE skipped: they rank orders of fixed demonstrations")
@@ -279,14 +271,15 @@ def entropy_methods(ctx: EvalContext) -> None:
     perms = ctx.fixed_orders()
     if task.verbalizer is not None:
         per_order = probes_per_order(len(perms), ctx.min_probes)
-        legacy = ctx.legacy_probes
-        probes = sample_probes(task, scorer, opt.demos, perms, samples_per_order=per_order, seed=config.seed,
-                               min_distinct=0 if legacy else ctx.min_probes, skip_blank_start=not legacy)
-        source = f"sampled from the LM, {per_order} per candidate order" + (
-            "" if legacy else ", topped up to the minimum distinct")
+        sampled = sample_probes(task, scorer, opt.demos, perms, samples_per_order=per_order, seed=config.seed,
+                                min_distinct=ctx.min_probes)
+        probes, drawn = sampled.probes, sampled.drawn
+        source = f"sampled from the LM, {per_order} per candidate order, topped up to {ctx.min_probes} distinct"
     else:
         probes = unlabelled_probes(opt.default_inputs(), ctx.min_probes, seed=config.seed)
+        drawn = len(probes)
         source = "unlabelled fit inputs (multiple choice)"
+    distinct = len({(p.text, p.text_b, p.choices) for p in probes})
     g, loc, _, ties = entropy_orders(task, scorer, opt.demos, perms, probes)
     select_calls = scorer.calls - calls0
     shared = time.perf_counter() - start
@@ -295,7 +288,8 @@ def entropy_methods(ctx: EvalContext) -> None:
             s2 = time.perf_counter()
             ctx.record(name, ctx.accuracy(ctx.prefixes_of([perm] * len(ctx.queries))), s2 - shared,
                        select_calls=select_calls,
-                       extra={"order": list(perm), "probes": len(probes), "probe_source": source,
+                       extra={"order": list(perm), "probes": distinct, "probes_drawn": drawn,
+                              "min_probes": ctx.min_probes, "probe_source": source,
                               "candidate_orders": len(perms), "ties": ties[f"{name}_ties"]})
 
 

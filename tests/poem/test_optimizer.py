@@ -72,14 +72,23 @@ def test_drop_in_selector_builds_prompt(fitted, sst2):
 
 
 def test_knn_examples_and_sampled_orders(sst2, scorer, encoder):
-    # n = 4 with a budget of 3: a uniform sample of 3 distinct orders per input
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=4, budget=3, examples="knn", k=2))
+    from memrl.poem.demonstrations import knn_orders
+
+    # n = 4 with a kNN budget of 3: KATE's order and 2 sampled ones, the same on every input
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=4, knn_budget=3, examples="knn", k=2))
     inputs = sst2.train[:2]
     report = opt.fit(inputs, progress=False)
+    orders = knn_orders(4, 3, 1)
+    assert (3, 2, 1, 0) in orders and opt.matrix.order_tuples == orders and opt.matrix.tried.all()  # dense
     assert report.lm_calls == 6 and all(len(t) == 3 for t in opt.tables.values())
-    # the plan (no LM call) lists exactly the trials the fit scored, one prompt per (input, order)
+    cost = report.costs["knn"]
+    assert (cost.source, cost.lm_calls, cost.trials, cost.orders_per_input, cost.prompts) == ("knn", 6, 6, 3, 6)
+    assert cost.forward_tokens > 0 and cost.ms_per_call == pytest.approx(1000 * cost.wall_s / 6)
+    # the plan (no LM call) lists exactly the trials the fit scored, one prompt per (input, order),
+    # each input's orders in sorted order (shared starts are scored one after another)
     plan = opt.fit_plan(inputs)
-    assert plan.trials == report.trials and len(plan.prompts) == 6
+    assert plan.trials == report.trials and len(plan.prompts) == 6 and plan.source == "knn"
+    assert [perm for jobs in plan.prompts.values() for _, perm in jobs] == orders * 2
     scored = {(i, tuple(perm)) for i, perm, _, _ in report.record.trials}
     assert {(i, tuple(perm)) for jobs in plan.prompts.values() for i, perm in jobs} == scored
     for text, jobs in plan.prompts.items():

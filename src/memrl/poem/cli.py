@@ -159,7 +159,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     path = opt.save(args.out)
     print(f"fitted POEM on {task.name} (seed {task.seed}): {report.inputs} inputs, {report.trials} trials, "
           f"{report.lm_calls} LM calls, {report.wall_s:.1f} s, mean reward {report.mean_reward:.3f}")
-    if report.loo is not None:
+    for cost in report.costs.values():
+        tokens = "" if cost.forward_tokens is None else f", {cost.forward_tokens} tokens run"
+        print(f"  {cost.source} demonstrations: {cost.orders_per_input} orders per input, {cost.lm_calls} LM calls "
+              f"({cost.prompts} distinct prompts{tokens}), {cost.wall_s:.1f} s, {cost.ms_per_call:.0f} ms per call")
+    if report.selection is not None:
+        sel = report.selection
+        print(f"the one-SE rule chose {sel.candidate}: {sel.estimate:.3f} on fit inputs it was not chosen on "
+              f"(nested {sel.folds}-fold cross-validation; its own leave-one-out {sel.loo_accuracy:.3f}, the best "
+              f"of {sel.candidates_scored} candidates {sel.loo_best:.3f}; 0 LM calls)")
+    elif report.loo is not None:
         print(f"leave-one-out chose {report.setting} (accuracy {report.loo.accuracy:.3f} over "
               f"{report.loo.n_inputs} inputs, {len(report.loo.table)} settings scored, 0 LM calls)")
     else:

@@ -80,26 +80,39 @@ class EvalContext:
     def wanted(self, name: str) -> bool:
         return name in self.methods
 
+    @property
+    def fixed_set(self) -> bool:
+        """The baselines run on the fixed demonstrations (``examples="fixed"`` or ``"choose"``)."""
+        return self.cands is None
+
     def fixed_orders(self) -> list[Order]:
         """The candidate orders of the fixed demonstrations: those the fit tried (all ``n!`` when
         ``n! <= budget``), else a seeded sample of ``budget``. Every fixed-order method picks
-        among these, so the oracle row's matrix holds every order they can choose."""
-        opt = self.optimizer
-        return opt.matrix.order_tuples if opt.matrix is not None else opt.shared_orders()
+        among these, so the oracle row's matrix holds every order they can choose. (With kNN
+        demonstrations: the same orders of each query's own candidates.)"""
+        fixed = self.optimizer.matrices.get("fixed")
+        return fixed.order_tuples if fixed is not None else self.optimizer.shared_orders()
 
 
-def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float) -> float:
-    """Select for every query with ``opt``, score, record (its fit's LM calls, its wall time from
-    ``start``); returns select() ms per query."""
+def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float, *, fit_calls: int | None = None,
+                 estimate: float | None = None) -> float:
+    """Select for every query with ``opt``, score, record (its fit's LM calls unless ``fit_calls``
+    says which of them it needed, its wall time from ``start``, the selection's honest ``estimate``
+    when it is not ``opt``'s own); returns select() ms per query."""
     t_sel = time.perf_counter()
     sels = [opt.select_vec(v) for v in ctx.vecs]
     sel_ms = 1000 * (time.perf_counter() - t_sel) / len(ctx.queries)
     acc = ctx.accuracy([ctx.task.prefix(s.examples) for s in sels])
-    extra = {"fallback_rate": float(np.mean([s.fallback for s in sels])),
+    extra = {"fallback_rate": float(np.mean([s.fallback for s in sels])), "source": opt.source,
              "setting": opt.setting.to_dict() if opt.setting is not None else None}
     if opt.loo_summary is not None:
         extra["loo_accuracy"] = opt.loo_summary["accuracy"]
-    ctx.record(name, acc, start, fit_calls=opt.lm_calls_fit, extra=extra)
+    if opt.selection_summary is not None:  # the honest estimate beside the optimistic in-sample score
+        extra["selection_estimate"] = opt.selection_summary["estimate"]
+        extra["loo_accuracy"] = opt.selection_summary["loo_accuracy"]
+    if estimate is not None:
+        extra["selection_estimate"] = estimate
+    ctx.record(name, acc, start, fit_calls=opt.lm_calls_fit if fit_calls is None else fit_calls, extra=extra)
     return sel_ms
 
 
@@ -109,40 +122,79 @@ def poem(ctx: EvalContext) -> dict[str, Any]:
     return {"select_ms_per_query": _record_poem(ctx, "poem", ctx.optimizer, start)}
 
 
+def _fixed_source(opt: PoemOptimizer) -> str | None:
+    """The source the fixed-set ablations read: the fixed demonstrations when fitted, else the
+    source in use (None without a trial matrix)."""
+    return "fixed" if "fixed" in opt.matrices else (opt.source if opt.matrices else None)
+
+
 def poem_paper(ctx: EvalContext) -> None:
     """The paper's read rule (the ``paper`` preset: rank encoding, summed gold-label rewards of the
-    k = 8 nearest inputs, no shrinkage) on this fit's memory: zero extra LM calls. The
-    demonstrations and fit inputs are the main POEM row's (the preset alone would also drop the
-    dev inputs)."""
-    if ctx.optimizer.matrix is None:
+    k = 8 nearest inputs, no shrinkage) on this fit's memory of the fixed demonstrations (or of the
+    kNN ones without them): zero extra LM calls. The fit inputs are the main POEM row's (the preset
+    alone would also drop the dev inputs)."""
+    source = _fixed_source(ctx.optimizer)
+    if source is None:
         logger.info("poem_paper skipped: needs a trial matrix")
         return
     start = time.perf_counter()
-    _record_poem(ctx, "poem_paper", ctx.optimizer.with_setting(PoemConfig.from_preset("paper").read_setting()), start)
+    paper = ctx.optimizer.with_setting(PoemConfig.from_preset("paper").read_setting(), source=source)
+    _record_poem(ctx, "poem_paper", paper, start, fit_calls=_source_calls(ctx.optimizer, source))
+
+
+def _source_calls(opt: PoemOptimizer, source: str) -> int:
+    """LM calls the fit spent on ``source``'s demonstrations (all of them for a loaded optimiser)."""
+    cost = opt.fit_costs.get(source)
+    return cost.lm_calls if cost is not None else opt.lm_calls_fit
 
 
 def poem_guarded(ctx: EvalContext) -> None:
-    """The guarded choice of read setting (``select="loo_guarded"``) on this fit: the
-    leave-one-out best setting if choosing among settings holds out on inputs it was not chosen
-    on, else the global best order. Zero extra LM calls (with fixed demonstrations its orders are
-    among the oracle's); the guard's figures are recorded."""
+    """The guarded choice of read setting (``select="loo_guarded"``) on this fit's fixed
+    demonstrations: the leave-one-out best setting if choosing among settings holds out on inputs
+    it was not chosen on, else the global best order. Zero extra LM calls (with fixed
+    demonstrations its orders are among the oracle's); the guard's figures are recorded."""
     opt = ctx.optimizer
-    if opt.matrix is None or len(set(opt.matrix.keys)) < 2:
+    source = _fixed_source(opt)
+    if source is None or len(set(opt.matrices[source].keys)) < 2:
         logger.info("poem_guarded skipped: needs a trial matrix of >= 2 distinct inputs")
         return
     start = time.perf_counter()
-    res = opt.leave_one_out(guard=True)
-    guarded = opt.with_setting(res.setting)
+    res = opt.leave_one_out(guard=True, source=source)
+    guarded = opt.with_setting(res.setting, source=source)
     guarded.loo_summary = res.summary()
-    _record_poem(ctx, "poem_guarded", guarded, start)
+    _record_poem(ctx, "poem_guarded", guarded, start, fit_calls=_source_calls(opt, source))
     ctx.out["poem_guarded"]["guard"] = res.guard
 
 
+def poem_one_source(ctx: EvalContext, source: str) -> None:
+    """The main selection restricted to one demonstration source (``examples="choose"`` only): what
+    choosing the source adds over that source alone. Zero extra LM calls; the row's fit calls are
+    that source's."""
+    opt, sel = ctx.optimizer, ctx.optimizer.selection
+    row = f"poem_{source}"
+    if sel is None or source not in sel.source_choices:
+        logger.info("%s skipped: needs the selection over both demonstration sources (examples='choose')", row)
+        return
+    start = time.perf_counter()
+    one = opt.with_setting(sel.source_choices[source].setting, source=source)
+    _record_poem(ctx, row, one, start, fit_calls=_source_calls(opt, source), estimate=sel.source_estimates[source])
+
+
+def poem_fixed(ctx: EvalContext) -> None:
+    """The default selection restricted to the fixed demonstrations (see :func:`poem_one_source`)."""
+    poem_one_source(ctx, "fixed")
+
+
 def poem_knn(ctx: EvalContext) -> None:
-    """POEM on per-query kNN demonstrations (``examples="knn"``): each query gets KATE's ``n`` most
-    similar training examples, ordered by POEM; there a similarity-rank code is the natural action
-    (compare with ``kate_knn``, the same demonstrations in KATE's order). Its own fit, whose LM
-    calls and time this row reports; the read setting again by leave-one-out."""
+    """POEM on per-query kNN demonstrations: each query gets KATE's ``n`` most similar training
+    examples, ordered by POEM; there a similarity-rank code is the natural action (compare with
+    ``kate_knn``, the same demonstrations in KATE's order). With ``examples="choose"`` it is the
+    main selection restricted to the kNN source (no extra LM call); with ``examples="fixed"`` it
+    is a fit of its own (``examples="knn"``), whose LM calls and time this row reports, the read
+    setting chosen by the config's ``select``."""
+    if ctx.config.examples == "choose":
+        poem_one_source(ctx, "knn")
+        return
     if ctx.config.examples != "fixed":
         logger.info("poem_knn skipped: the main POEM row already uses kNN demonstrations")
         return
@@ -155,14 +207,16 @@ def poem_knn(ctx: EvalContext) -> None:
 
 
 def poem_identity(ctx: EvalContext) -> None:
-    """Ablation of the rank encoding: the same fit's trials stored as concrete orders."""
-    config, opt = ctx.config, ctx.optimizer
-    if config.examples != "fixed" or opt.setting is None or opt.setting.encoding == "identity" or opt.matrix is None:
-        logger.info("poem_identity skipped: needs fixed demonstrations, another encoding as the "
-                    "main POEM row and a trial matrix")
+    """Ablation of the rank encoding: the same fit's trials of the fixed demonstrations stored as
+    concrete orders (the main setting with ``encoding="identity"``)."""
+    opt = ctx.optimizer
+    if "fixed" not in opt.matrices or opt.setting is None or (opt.source == "fixed" and opt.setting.encoding == "identity"):
+        logger.info("poem_identity skipped: needs a trial matrix of fixed demonstrations and another encoding "
+                    "as the main POEM row")
         return
     start = time.perf_counter()
-    _record_poem(ctx, "poem_identity", opt.with_encoding("identity"), start)
+    ident = opt.with_setting(dataclasses.replace(opt.setting, encoding="identity"), source="fixed")
+    _record_poem(ctx, "poem_identity", ident, start, fit_calls=_source_calls(opt, "fixed"))
 
 
 def oracle(ctx: EvalContext) -> None:
@@ -171,7 +225,7 @@ def oracle(ctx: EvalContext) -> None:
     fixed orders' test accuracies (min / median / max): how much ordering can matter for this LM.
     Later fixed-order methods (best fixed, GlobalE/LocalE, POEM's identity picks) read these
     scores from the ScoreBook's memo."""
-    if ctx.config.examples != "fixed":
+    if not ctx.fixed_set:
         logger.info("oracle skipped: needs fixed demonstrations")
         return
     start = time.perf_counter()
@@ -186,12 +240,12 @@ def oracle(ctx: EvalContext) -> None:
 
 def best_fixed(ctx: EvalContext) -> None:
     """The one concrete order with the best training accuracy, for every query."""
-    if ctx.config.examples != "fixed":
+    if not ctx.fixed_set or not ctx.optimizer.order_stats:
         return
     start = time.perf_counter()
     best = ctx.optimizer.best_fixed_order()
     ctx.record("best_fixed", ctx.accuracy(ctx.prefixes_of([best] * len(ctx.queries))), start,
-               fit_calls=ctx.optimizer.lm_calls_fit, extra={"order": list(best)})
+               fit_calls=_source_calls(ctx.optimizer, "fixed"), extra={"order": list(best)})
 
 
 def kate(ctx: EvalContext) -> None:
@@ -260,7 +314,7 @@ def entropy_methods(ctx: EvalContext) -> None:
     sampled question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead
     and the entropies of the predicted choice index."""
     config, task, scorer, opt = ctx.config, ctx.task, ctx.scorer, ctx.optimizer
-    if config.examples != "fixed":
+    if not ctx.fixed_set:
         logger.info("GlobalE/LocalE skipped: they rank orders of fixed demonstrations")
         return
     if task.verbalizer is not None and not hasattr(scorer, "model"):
@@ -312,6 +366,7 @@ class Method:
 # order of the fixed demonstrations, so the fixed-order rows after it are look-ups.
 REGISTRY: tuple[Method, ...] = (
     Method(("poem",), poem, needs_fit=True),
+    Method(("poem_fixed",), poem_fixed, needs_fit=True),
     Method(("oracle",), oracle),
     Method(("poem_identity",), poem_identity, needs_fit=True),
     Method(("poem_paper",), poem_paper, needs_fit=True),

@@ -19,7 +19,8 @@ from memrl.poem.settings import Setting
 def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:], dev=[])  # 6 fit inputs x 2 orders
     arrays: dict = {}
-    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
+    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed", examples="fixed"),
+                        max_test=6,
                         min_probes=4, progress=False, arrays=arrays)
     # every row but poem_fixed (the choice restricted to one source: examples="choose" only)
     assert set(res["methods"]) == set(METHODS) - {"poem_fixed"} and res["n_test"] == 6
@@ -110,18 +111,29 @@ def test_cli_fit_then_eval(local_files, tmp_path, capsys):
     train, test = local_files
     common = ["--task", "local", "--train-file", str(train), "--test-file", str(test), "--n-examples", "2",
               "--no-progress"]
+    # the default: fixed and kNN demonstrations both fitted on the 4 inputs, 2 orders each
     assert main(["poem", "fit", *common, "--seed", "13", "--out", str(tmp_path / "fit")]) == 0
-    assert "4 inputs, 8 trials, 8 LM calls" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 inputs, 16 trials, 16 LM calls" in printed and "the one-SE rule chose source=" in printed
+    assert "fixed demonstrations: 2 orders per input, 8 LM calls" in printed
+    assert "knn demonstrations: 2 orders per input, 8 LM calls" in printed
     out = tmp_path / "eval"
     # no --n-examples here: the loaded optimiser's settings (n = 2) must drive every method
     code = main(["poem", "eval", "--tasks", "local", "--train-file", str(train), "--test-file", str(test),
-                 "--no-progress", "--methods", "poem,kate,random,zero_shot,best_fixed",
+                 "--no-progress", "--methods", "poem,poem_fixed,poem_knn,kate,random,zero_shot,best_fixed",
                  "--load", str(tmp_path / "fit"), "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "poem" in printed and "kate" in printed and "LM calls fit" in printed
     data = json.loads((out / "results.json").read_text())
-    assert data["runs"][0]["methods"]["poem"]["lm_calls_fit"] == 8  # from the loaded memory
-    assert data["runs"][0]["config"]["n_examples"] == 2
+    rows = data["runs"][0]["methods"]
+    assert rows["poem"]["lm_calls_fit"] == 16  # from the loaded memory
+    assert data["runs"][0]["config"]["n_examples"] == 2 and data["runs"][0]["config"]["examples"] == "choose"
+    saved = json.loads((tmp_path / "fit" / "poem.json").read_text())
+    assert rows["poem"]["source"] == saved["source"] and rows["poem"]["setting"] == saved["setting"]
+    assert rows["poem"]["selection_estimate"] == saved["selection"]["estimate"]
+    # the loaded choice, restricted to each source, with that source's fit calls (no refit)
+    assert rows["poem_fixed"]["lm_calls_fit"] == rows["poem_knn"]["lm_calls_fit"] == 8
+    assert rows["best_fixed"]["lm_calls_fit"] == 8 and rows["random"]["candidate_orders"] == 2
     assert (out / "results.md").read_text().startswith("| task |")
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -223,7 +235,7 @@ def test_entropy_baselines_on_a_multiple_choice_task_use_unlabelled_inputs(score
 
     piqa = load_task("piqa", 13)
     task = replace(piqa, train=piqa.train[:8], dev=[])
-    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, select="fixed"), max_test=4,
+    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, select="fixed", examples="fixed"), max_test=4,
                         methods=["oracle", "globale", "locale", "random"], min_probes=3,
                         progress=False)
     ge, le = res["methods"]["globale"], res["methods"]["locale"]

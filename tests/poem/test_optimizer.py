@@ -13,7 +13,7 @@ N = 3  # 3! = 6 orders per input keeps the real-LM fit to a few seconds
 
 @pytest.fixture(scope="module")
 def fitted(sst2, scorer, encoder):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, select="fixed"))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, select="fixed", examples="fixed"))
     inputs = sst2.train[:2] + sst2.train[-2:]  # both labels
     report = opt.fit(inputs, progress=False)
     return opt, report, inputs
@@ -122,7 +122,7 @@ def test_knn_with_duplicate_training_texts(sst2, scorer, encoder):
 
 
 def test_guarded_selection_on_a_real_fit_is_reported_and_saved(sst2, scorer, encoder, tmp_path):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=3, select="loo_guarded"))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=3, select="loo_guarded", examples="fixed"))
     report = opt.fit(sst2.train[:4] + sst2.train[-4:], progress=False)
     g = opt.loo.guard
     assert set(g) >= {"nested_accuracy", "global_accuracy", "kept", "best_setting"}
@@ -159,7 +159,7 @@ def test_bad_inputs(sst2, scorer, encoder):
 def test_multiple_choice_task_fits_with_per_query_choices(scorer, encoder):
     # choices differ per query and span several tokens: length-normalised scoring path
     task = load_task("piqa", 13)
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=2, k=2))
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=2, k=2, examples="fixed"))
     report = opt.fit(task.train[2:4], progress=False)
     assert report.lm_calls == 4 and 0.0 <= report.mean_reward <= 1.0
     sel = opt.select(task.test[0])
@@ -169,7 +169,8 @@ def test_multiple_choice_task_fits_with_per_query_choices(scorer, encoder):
 
 def test_identity_encoding_with_all_neighbours_picks_the_best_total_reward_order(sst2, scorer, encoder):
     inputs = sst2.train[:2] + sst2.train[-2:]
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=len(inputs), encoding="identity", select="fixed"))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=len(inputs), encoding="identity", select="fixed",
+                                                          examples="fixed"))
     opt.fit(inputs, progress=False)
     # identity codes are the concrete orders themselves
     assert all(set(t) == set(opt.order_stats) for t in opt.tables.values())
@@ -187,7 +188,8 @@ def test_with_encoding_rebuilds_the_same_memory_as_a_fit_under_that_encoding(fit
     ident = opt.with_encoding("identity", report.record)
     assert scorer.calls == calls  # re-encoding scores nothing
     assert opt.config.encoding == "rank" and ident.config.encoding == "identity"
-    direct = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, encoding="identity", select="fixed"))
+    direct = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, encoding="identity", select="fixed",
+                                                             examples="fixed"))
     direct.fit(inputs, progress=False)
     assert ident.tables.keys() == direct.tables.keys()
     for key in direct.tables:

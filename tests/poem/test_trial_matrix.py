@@ -17,7 +17,8 @@ N = 3
 
 @pytest.fixture(scope="module")
 def loo_fit(sst2, scorer, encoder):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N))  # select="loo" (the default)
+    # the second study's default: leave-one-out's best setting over the fixed demonstrations
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, select="loo", examples="fixed"))
     inputs = sst2.train[:3] + sst2.train[-3:]
     report = opt.fit(inputs, progress=False)
     return opt, report, inputs
@@ -97,7 +98,7 @@ def test_matrix_round_trip_through_save_and_load(loo_fit, sst2, scorer, encoder,
 
 def test_one_se_selection_reports_an_honest_estimate_and_round_trips(loo_fit, sst2, scorer, encoder, tmp_path):
     plain, _, inputs = loo_fit
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, select="one_se"))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, select="one_se", examples="fixed"))
     report = opt.fit(inputs, progress=False)
     assert np.array_equal(opt.matrix.scores, plain.matrix.scores, equal_nan=True)  # the same trials
     sel = report.selection
@@ -115,7 +116,8 @@ def test_one_se_selection_reports_an_honest_estimate_and_round_trips(loo_fit, ss
 
 
 def test_a_format_v1_save_still_loads_and_says_what_it_cannot_do(sst2, scorer, encoder, tmp_path):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=2, k=2, select="fixed", use_dev=False))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=2, k=2, select="fixed", examples="fixed",
+                                                          use_dev=False))
     opt.fit(sst2.train[:2] + sst2.train[-2:], progress=False)
     opt.save(tmp_path / "v1")
     # rewrite as the v1 writer did: no matrix, no setting, a config without the new fields
@@ -184,7 +186,8 @@ def test_sampled_orders_are_shared_by_every_input_with_fixed_demonstrations(sst2
     from dataclasses import replace
 
     task = replace(sst2, dev=[])
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=4, budget=3, k="all"))
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=4, budget=3, k="all", select="loo",
+                                                          examples="fixed"))
     report = opt.fit(sst2.train[:2] + sst2.train[-1:], progress=False)
     assert opt.matrix.scores.shape[:2] == (3, 3) and opt.matrix.tried.all()  # dense: the same 3 orders
     assert report.lm_calls == 9
@@ -201,9 +204,11 @@ def test_shipped_presets_build_and_paper_is_the_papers_fixed_setting():
                for name in preset_names("poem")}
     assert {"default", "paper", "knn-mean"} <= set(configs)
     assert configs["default"] == PoemConfig()
+    # the default: the one-SE choice of demonstration source and read setting, with its honest estimate
+    assert (PoemConfig().select, PoemConfig().examples, PoemConfig().knn_budget) == ("one_se", "choose", 8)
     paper = configs["paper"]
-    assert (paper.select, paper.encoding, paper.read, paper.k, paper.shrink, paper.n_examples, paper.use_dev) == \
-        ("fixed", "rank", "sum", 8, 0.0, 4, False)
+    assert (paper.select, paper.encoding, paper.read, paper.k, paper.shrink, paper.n_examples, paper.use_dev,
+            paper.examples) == ("fixed", "rank", "sum", 8, 0.0, 4, False, "fixed")
     import argparse
 
     parser = argparse.ArgumentParser()

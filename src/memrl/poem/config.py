@@ -41,8 +41,9 @@ class PoemConfig:
                   "balanced draw shows every class whenever n >= the number of classes"},
     )
     select: str = field(
-        default="loo",
-        metadata={"help": "'one_se': after the fit, choose encoding, reward, k, read and shrink by the "
+        default="one_se",
+        metadata={"help": "'one_se': after the fit, choose the demonstration source (examples='choose') and "
+                  "encoding, reward, k, read and shrink by the "
                   "one-standard-error rule on their leave-one-out accuracies over the training inputs "
                   "(the simplest setting within one standard error of the best), with an honest estimate "
                   "of that choice by nested cross-validation (zero LM calls; the fields below are then "
@@ -50,7 +51,8 @@ class PoemConfig:
                   "own score is optimistic); 'loo_guarded': the same, but keep the global best "
                   "order unless choosing among settings wins on inputs it was not chosen on (nested "
                   "cross-validation, zero LM calls); 'fixed': use the fields below as given (the "
-                  "paper's setting is the 'paper' preset)"},
+                  "paper's setting is the 'paper' preset). Only 'one_se' chooses the demonstration "
+                  "source too: the others need examples='fixed' or 'knn'"},
     )
     reward: str = field(
         default="gold_prob",
@@ -82,7 +84,7 @@ class PoemConfig:
                   "budget, else a seeded uniform sample of `budget` distinct orders, shared by every input"},
     )
     examples: str = field(
-        default="fixed",
+        default="choose",
         metadata={"help": "'fixed': one seeded set of n demonstrations from the training split; "
                   "'knn': the n training examples most similar to each query (KATE), then ordered; "
                   "'choose': fit both on the same inputs and let the selection (select='one_se') choose "

@@ -23,6 +23,7 @@ from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import FitTrials, PoemOptimizer
 from memrl.poem.orders import Order
 from memrl.poem.scorebook import ScoreBook, correctness_matrix, oracle_and_spread, order_matrix
+from memrl.poem.settings import Setting
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
@@ -170,14 +171,16 @@ def poem_one_source(ctx: EvalContext, source: str) -> None:
     """The main selection restricted to one demonstration source (``examples="choose"`` only): what
     choosing the source adds over that source alone. Zero extra LM calls; the row's fit calls are
     that source's."""
-    opt, sel = ctx.optimizer, ctx.optimizer.selection
+    opt, summary = ctx.optimizer, ctx.optimizer.selection_summary or {}
     row = f"poem_{source}"
-    if sel is None or source not in sel.source_choices:
+    choice = summary.get("source_choices", {}).get(source)
+    if choice is None or source not in opt.matrices:
         logger.info("%s skipped: needs the selection over both demonstration sources (examples='choose')", row)
         return
     start = time.perf_counter()
-    one = opt.with_setting(sel.source_choices[source].setting, source=source)
-    _record_poem(ctx, row, one, start, fit_calls=_source_calls(opt, source), estimate=sel.source_estimates[source])
+    one = opt.with_setting(Setting(**{k: v for k, v in choice.items() if k != "source"}), source=source)
+    _record_poem(ctx, row, one, start, fit_calls=_source_calls(opt, source),
+                 estimate=summary["source_estimates"][source])
 
 
 def poem_fixed(ctx: EvalContext) -> None:

@@ -598,6 +598,8 @@ class PoemOptimizer:
             opt.loo_summary = state.get("loo")
             opt.selection_summary = state.get("selection")
             opt.source = state.get("source", opt.sources[0])
+            opt.fit_costs = {s: SourceFit(**{k: v for k, v in c.items() if k != "ms_per_call"})
+                             for s, c in state.get("fit_costs", {}).items()}
             # v2 kept one matrix, of its only source, as trials.npz
             files = ({s: f"trials-{s}.npz" for s in state.get("sources", [])} if version >= 3
                      else {opt.source: "trials.npz"} if state.get("has_matrix") else {})

@@ -1,7 +1,8 @@
 """Statistics of evaluations: pure functions over counts, shared by the GRPO and POEM studies.
 
 Accuracy intervals (Wilson), the exact McNemar test for two methods graded on the same items
-(and its item-level form over several runs), Fisher's exact test for two rates of an event over
+(and its item-level form over several runs), a paired permutation test for fractional (expected)
+correctness, Fisher's exact test for two rates of an event over
 runs, Holm's correction over a family of tests, pass@k, mean ± std over seeds and pooled accuracy
 over seeds.
 """
@@ -11,7 +12,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Hashable, Iterable, Sequence
+from fractions import Fraction
 from typing import Any
+
+import numpy as np
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -86,6 +90,63 @@ def item_sign_test(trials: Iterable[tuple[Hashable, bool, bool]]) -> dict[str, A
     better = sum(d > 0 for d in per_item.values())
     worse = sum(d < 0 for d in per_item.values())
     return {"items": len(per_item), "better": better, "worse": worse, "p": mcnemar_exact_p(better, worse)}
+
+
+# the sign-flip distribution is computed exactly on a grid; past this many (items x grid steps) the
+# differences are too finely spread for it (finer than 1/10,000 over hundreds of items)
+MAX_SIGN_FLIP_WORK = 200_000_000
+
+
+def paired_permutation_test(trials: Iterable[tuple[Hashable, float, float]], *,
+                            max_denominator: int = 10_000) -> dict[str, Any]:
+    """Paired permutation (sign-flip) test for two methods on the same items, correctness in [0, 1].
+
+    ``trials``: ``(item, a, b)`` per item and run, with ``a`` / ``b`` each method's correctness on
+    the item: 0 or 1, or a fraction — e.g. a random order's *expected* correctness, the fraction of
+    the candidate orders that get the item right. Per item (summed over its runs, as
+    :func:`item_sign_test`), ``d`` = a − b; ``better`` / ``worse`` = items with ``d`` > 0 / < 0.
+    ``p`` is the exact two-sided p-value of ``sum(d)`` under the sign-flip null (each nonzero
+    ``d`` equally likely to be ``+|d|`` or ``-|d|``): the share of the ``2^items`` sign patterns
+    whose ``|sum|`` is at least the observed one, computed exactly by convolution after putting the
+    differences on a common grid (each value read as a fraction with denominator at most
+    ``max_denominator``: ``k / P`` for ``P`` candidate orders is exact). With 0/1 correctness every
+    ``|d|`` is 1 and this is :func:`item_sign_test`'s sign test (McNemar's with one run). With a
+    fractional ``b``, ``d`` is not symmetric under "a is no better than b", but its mean is 0 and
+    the flip distribution's variance, ``sum(d^2)``, is the null's expected variance: the test is a
+    randomisation form of the paired t-test, valid as the items grow.
+
+    >>> r = paired_permutation_test([("x", 1, 0.25), ("y", 1, 0.75), ("z", 1, 1.0)])
+    >>> r["better"], r["worse"], r["p"]   # d = 3/4 and 1/4: |sum| >= 1 under 2 of the 4 flips
+    (2, 0, 0.5)
+    """
+    per_item: dict[Hashable, Fraction] = {}
+    for item, a, b in trials:
+        for v in (a, b):
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"correctness must lie in [0, 1], got {v!r} for item {item!r}")
+        d = Fraction(float(a)).limit_denominator(max_denominator) - Fraction(float(b)).limit_denominator(max_denominator)
+        per_item[item] = per_item.get(item, Fraction(0)) + d
+    diffs = [d for d in per_item.values() if d != 0]
+    out = {"items": len(per_item), "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs),
+           "mean_diff": float(sum(per_item.values(), Fraction(0)) / len(per_item)) if per_item else 0.0}
+    if not diffs:
+        return {**out, "p": 1.0}
+    scale = math.lcm(*(d.denominator for d in diffs))
+    steps = [int(abs(d) * scale) for d in diffs]  # exact integers on the common grid
+    total = sum(steps)
+    if len(steps) * total > MAX_SIGN_FLIP_WORK:
+        raise ValueError(f"paired_permutation_test: {len(steps)} items on a grid of 1/{scale} is too fine to "
+                         "enumerate exactly; lower max_denominator")
+    dist = np.zeros(2 * total + 1)  # P(sum = x - total)
+    dist[total] = 1.0
+    for s in steps:
+        flipped = np.zeros_like(dist)
+        flipped[s:] += 0.5 * dist[:-s]
+        flipped[:-s] += 0.5 * dist[s:]
+        dist = flipped
+    observed = abs(int(sum(d * scale for d in diffs)))
+    values = np.abs(np.arange(-total, total + 1))
+    return {**out, "p": min(1.0, float(dist[values >= observed].sum()))}
 
 
 def fisher_exact_p(a_events: int, a_n: int, b_events: int, b_n: int) -> float:

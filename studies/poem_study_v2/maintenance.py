@@ -34,14 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def refit_recorded(scorer: Any, encoder: Any, run: dict[str, Any]) -> tuple[Any, Any]:
     """Refit the default POEM of a finished pair (the fit is deterministic) and check that it chose
     the recorded setting; a different instrument is refused. Returns ``(task, optimiser)``."""
-    from memrl.poem import PoemConfig, PoemOptimizer
+    from memrl.poem import PoemOptimizer
     from memrl.runtime import set_seed
     from memrl.tasks.classification import load_task
 
     name, seed = run["task"], run["seed"]
     set_seed(seed)
     task = load_task(name, seed)
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig())
+    opt = PoemOptimizer(task, scorer, encoder, study.study_config())
     opt.fit(progress=False)
     if opt.setting.to_dict() != run["poem_fit"]["setting"]:
         raise SystemExit(f"{name}/{seed}: the refit chose {opt.setting}, the study recorded "

@@ -82,6 +82,14 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------- design
+def study_config() -> Any:
+    """The study's POEM: memrl's ``PoemConfig()`` when it ran (leave-one-out's best read setting over
+    fixed demonstrations), pinned since issue 28 changed the default."""
+    from memrl.poem import PoemConfig
+
+    return PoemConfig(select="loo", examples="fixed")
+
+
 def chosen_understanding(data: dict[str, Any]) -> list[str]:
     """The understanding tasks the probe found above chance (all of them, in candidate order)."""
     probe = data.get("probe", {})
@@ -116,7 +124,6 @@ def run_probe(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_T
     """Zero-shot and random-order few-shot accuracy of each understanding candidate (seed 13, the
     study's test items), chance = the majority-label rate of those items (>= 1 / choices). A task
     is above chance when the Wilson 95% lower bound of its better setting exceeds chance."""
-    from memrl.poem import PoemConfig
     from memrl.poem.evaluate import evaluate_task
     from memrl.stats import wilson_interval
     from memrl.tasks.classification import load_task
@@ -127,8 +134,8 @@ def run_probe(scorer, encoder, data: dict[str, Any], save, max_test: int = MAX_T
             continue
         t0 = time.perf_counter()
         task = load_task(name, 13)
-        res = evaluate_task(task, scorer, encoder, PoemConfig(), methods=["zero_shot", "random"],
-                            max_test=max_test, random_draws=1, progress=False)
+        res = evaluate_task(task, scorer, encoder, study_config(), methods=["zero_shot", "random"],
+                            max_test=max_test, progress=False)
         n = res["n_test"]
         chance = majority_rate(res["gold"])
         rows = {m: res["methods"][m]["accuracy"] for m in ("zero_shot", "random")}
@@ -351,7 +358,6 @@ def instrument(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, Any
     """The study's scorer and encoder, recorded in ``data["meta"]``."""
     from memrl.encoders import Encoder
     from memrl.lm import HFScorer
-    from memrl.poem import PoemConfig
 
     # every prefix computed in full, as at b654896 where the study began (partial reuse changes
     # scores by float rounding only, but one instrument runs throughout)
@@ -359,7 +365,7 @@ def instrument(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Any, Any
     encoder = Encoder()
     data["meta"] = {"lm": scorer.identity, "encoder": encoder.name, "max_test": args.max_test,
                     "random_draws": RANDOM_DRAWS, "min_probes": MIN_PROBES, "legacy_probes": LEGACY_PROBES,
-                    "config": PoemConfig().to_dict()}
+                    "config": study_config().to_dict()}
     return scorer, encoder
 
 
@@ -380,8 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs_only:
         write_docs(data, args.docs)
         return 0
+    # issue 28 replaced two of this study's registered instruments in memrl (the random order is now
+    # its exact expectation, GlobalE/LocalE's probes are topped up to 48 distinct): a resumed pair
+    # would not be comparable with the pairs it ran, so the study stays as it ended
+    raise SystemExit("the second POEM study is closed (issue 28 changed its random-order and GlobalE/LocalE "
+                     "instruments in memrl); --docs-only still regenerates its page")
 
-    from memrl.poem import PoemConfig
     from memrl.poem.evaluate import evaluate_task
     from memrl.runtime import set_seed
     from memrl.tasks.classification import load_task
@@ -411,9 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         set_seed(seed)
         t0 = time.perf_counter()
         arrays: dict[str, np.ndarray] = {}
-        run = evaluate_task(load_task(name, seed), scorer, encoder, PoemConfig(), methods=methods_for(name),
-                            max_test=args.max_test, random_draws=RANDOM_DRAWS, min_probes=MIN_PROBES,
-                            legacy_probes=LEGACY_PROBES, progress=False, arrays=arrays)
+        run = evaluate_task(load_task(name, seed), scorer, encoder, study_config(), methods=methods_for(name),
+                            max_test=args.max_test, min_probes=MIN_PROBES, progress=False, arrays=arrays)
         run["wall_s"] = time.perf_counter() - t0
         if arrays:  # beside the results file: a new read rule is then replayed, not refitted
             run["arrays"] = save_arrays(args.out, name, seed, arrays)

@@ -13,6 +13,7 @@ from memrl.stats import (
     item_sign_test,
     mcnemar_exact_p,
     mean_std,
+    paired_permutation_test,
     pass_at_k,
     pooled_accuracy,
     wilson_interval,
@@ -72,6 +73,37 @@ def test_item_sign_test_counts_each_item_once_over_runs():
     repeated = [(0, True, False)] * 3 + [(1, False, True), (1, True, False), (2, False, True), (2, False, True)]
     r = item_sign_test(repeated)
     assert (r["items"], r["better"], r["worse"]) == (3, 1, 1) and r["p"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_paired_permutation_test_by_enumerating_every_sign_pattern():
+    from itertools import product
+
+    # a random order's expected correctness (k of 24 orders right) against 0/1 correctness
+    a = [1, 0, 1, 1, 0, 1, 1, 0, 1]
+    b = [5 / 24, 13 / 24, 1 / 24, 23 / 24, 0.0, 12 / 24, 1.0, 7 / 24, 18 / 24]
+    d = [x - y for x, y in zip(a, b)]
+    nonzero = [x for x in d if abs(x) > 1e-12]  # items 4 and 6 tie (both never / always right)
+    observed = abs(sum(nonzero))
+    sums = [abs(sum(s * x for s, x in zip(signs, nonzero))) for signs in product((1, -1), repeat=len(nonzero))]
+    expected = sum(v >= observed - 1e-12 for v in sums) / len(sums)
+    r = paired_permutation_test(list(zip(range(9), a, b)))
+    assert r["p"] == pytest.approx(expected, abs=1e-12)
+    assert (r["items"], r["better"], r["worse"]) == (9, 5, 2)
+    assert r["mean_diff"] == pytest.approx(sum(d) / 9, abs=1e-12)
+
+
+def test_paired_permutation_test_is_the_sign_test_for_0_1_correctness_and_pools_items():
+    once = [(i, float(i < 7), float(i >= 7)) for i in range(9)] + [(9, 1.0, 1.0), (10, 0.0, 0.0)]
+    r = paired_permutation_test(once)
+    assert (r["items"], r["better"], r["worse"]) == (11, 7, 2)
+    assert r["p"] == pytest.approx(mcnemar_exact_p(7, 2), abs=1e-12)
+    # several runs of one item add up before the test, as item_sign_test does
+    repeated = [(0, 1, 0)] * 3 + [(1, 0, 1), (1, 1, 0), (2, 0, 1), (2, 0, 1)]
+    r = paired_permutation_test(repeated)
+    assert (r["items"], r["better"], r["worse"]) == (3, 1, 1) and r["p"] == pytest.approx(1.0, abs=1e-12)
+    assert paired_permutation_test([(0, 0.5, 0.5)])["p"] == pytest.approx(1.0, abs=1e-12)  # no difference
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        paired_permutation_test([(0, 1.5, 0.0)])
 
 
 def test_pooled_accuracy_sums_counts_before_the_interval():

@@ -44,8 +44,12 @@ def test_compile_fits_poem_and_returns_a_new_program(compiled, student, trainset
     assert compiled.predictor_names == ["self"]
     opt = compiled.optimizer
     assert opt.task.label_names == WORDS and opt.task.verbalizer == WORDS
-    # 2 fixed demonstrations, the other 6 examples are fitted on, 2! orders each = 12 LM calls
-    assert compiled.fit_report.inputs == 6 and compiled.fit_report.lm_calls == 12 == opt.lm_calls_fit
+    # the default POEM: 2 fixed demonstrations, the other 6 examples are fitted on, 2! orders each, under
+    # the fixed and under their own kNN demonstrations = 12 + 12 LM calls; the selection chose one
+    report = compiled.fit_report
+    assert report.inputs == 6 and report.lm_calls == 24 == opt.lm_calls_fit
+    assert report.costs["fixed"].lm_calls == report.costs["knn"].lm_calls == 12
+    assert opt.config.examples == "choose" and report.source == opt.source and report.selection is not None
     calls = scorer.calls
     for query in sst2.test[:5]:
         demos = compiled.select(review=query.text)

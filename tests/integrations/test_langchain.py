@@ -7,26 +7,27 @@ pytest.importorskip("langchain_core")
 from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate  # noqa: E402
 
 from memrl.integrations.langchain import PoemLangChainSelector  # noqa: E402
-from memrl.poem import PoemConfig, PoemExampleSelector, PoemOptimizer  # noqa: E402
+from memrl.poem import PoemConfig, PoemExampleSelector, PoemOptimizer, Setting  # noqa: E402
 
 N = 3  # 3! = 6 orders per training input: a few seconds of real-LM fit
 
 
 @pytest.fixture(scope="module")
 def fitted(sst2, scorer, encoder):
+    # the default POEM (fixed and kNN demonstrations, the one-SE choice), unchanged but for the size
     opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3))
-    opt.fit(sst2.train[:2] + sst2.train[-2:], progress=False)  # both labels, 24 LM calls
+    opt.fit(sst2.train[:2] + sst2.train[-2:], progress=False)  # both labels, 4 x 6 orders x 2 sources = 48 LM calls
     return opt
 
 
 def two_queries_with_different_orders(opt, queries):
-    """Two queries whose POEM orders (permutations of the demonstrations) differ."""
+    """Two queries whose POEM demonstrations (in order) differ."""
     sels = opt.select_many(queries)
     first = sels[0]
     for q, sel in zip(queries[1:], sels[1:]):
-        if sel.perm != first.perm:
+        if sel.examples != first.examples:
             return [(queries[0], first), (q, sel)]
-    raise AssertionError(f"all {len(queries)} queries got the order {first.perm}")
+    raise AssertionError(f"all {len(queries)} queries got the demonstrations {first.examples}")
 
 
 def sst2_prompt(selector):
@@ -63,12 +64,24 @@ def test_select_examples_returns_template_dicts(fitted, sst2):
         selector.select_examples({"input": query.text})
 
 
-def test_add_example_needs_a_refit_in_fixed_mode(fitted):
+def test_the_default_selector_reads_the_chosen_demonstrations(fitted, sst2, scorer):
+    assert fitted.config.examples == "choose" and fitted.config.select == "one_se"
+    assert fitted.source in ("fixed", "knn") and set(fitted.matrices) == {"fixed", "knn"}
     selector = PoemLangChainSelector(fitted)
-    pool = list(fitted.demos)
+    calls = scorer.calls
+    for query in sst2.test[:3]:
+        dicts = selector.select_examples({"input": query.text})
+        assert [d["input"] for d in dicts] == [ex.text for ex in fitted.select(query).examples] and len(dicts) == N
+    assert scorer.calls == calls
+
+
+def test_add_example_needs_a_refit_with_fixed_demonstrations(fitted):
+    fixed = fitted.with_setting(Setting("identity", "correct", 1, "sum", 1.0), source="fixed")
+    selector = PoemLangChainSelector(fixed)
+    pool = list(fixed.demos)
     with pytest.raises(ValueError, match="cannot take new demonstrations without a refit"):
         selector.add_example({"input": "a brand-new review", "output": "great"})
-    assert fitted.demos == pool
+    assert fixed.demos == pool
 
 
 def test_add_example_grows_the_knn_pool_without_refit(sst2, scorer, encoder):

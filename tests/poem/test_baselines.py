@@ -58,19 +58,19 @@ def test_multiple_choice_probes_are_fit_inputs_without_labels():
 def test_sampled_probes_skip_a_blank_first_line_and_are_topped_up_to_the_minimum(sst2, scorer):
     from memrl.poem.baselines import _read_probe, _template_regex, sample_probes
 
-    # SmolLM2-135M often starts its sample with a line break: the legacy reading (the second POEM
-    # study's) cuts there and keeps nothing; the default reads the first non-blank line
-    regex, generated = _template_regex(sst2.template.input), "\n a fine film\nSentiment: great"
-    assert _read_probe(sst2, regex, "Review: ", generated, skip_blank_start=False) is None
-    assert _read_probe(sst2, regex, "Review: ", generated, skip_blank_start=True).text == "a fine film"
+    # SmolLM2-135M often starts its sample with a line break: the probe is the first non-blank line
+    regex = _template_regex(sst2.template.input)
+    assert _read_probe(sst2, regex, "Review: ", "\n a fine film\nSentiment: great").text == "a fine film"
+    assert _read_probe(sst2, regex, "Review: ", "\n \n") is None
 
     demos, perms = [sst2.train[0], sst2.train[-1]], [(0, 1), (1, 0)]
     plain = sample_probes(sst2, scorer, demos, perms, samples_per_order=1, seed=5)
-    assert 1 <= len(plain) <= 2  # one sample per order; no top-up without a minimum
+    assert 1 <= len(plain) <= 2 and plain.drawn == 2 and plain.rounds == 1  # no top-up without a minimum
     topped = sample_probes(sst2, scorer, demos, perms, samples_per_order=1, min_distinct=5, seed=5)
     # the first round is the same draw; then one more sample per order while short of 5 distinct
-    assert [p.text for p in topped[:len(plain)]] == [p.text for p in plain]
-    assert 5 <= len(topped) <= 6 and len({p.text for p in topped}) == len(topped)
-    assert all(p.text and p.label == 0 and "\n" not in p.text for p in topped)
+    assert [p.text for p in topped.probes[:len(plain)]] == [p.text for p in plain.probes]
+    assert 5 <= len(topped) <= 6 and len({p.text for p in topped.probes}) == len(topped)
+    assert topped.drawn == 2 * topped.rounds and len(topped) <= topped.drawn
+    assert all(p.text and p.label == 0 and "\n" not in p.text for p in topped.probes)
     capped = sample_probes(sst2, scorer, demos, perms, samples_per_order=1, min_distinct=100, max_top_ups=2, seed=5)
-    assert len(capped) <= 6  # the top-ups are bounded: 1 + 2 rounds of 2 samples
+    assert len(capped) <= 6 and capped.rounds == 3  # the top-ups are bounded: 1 + 2 rounds of 2 samples

@@ -19,19 +19,24 @@ from memrl.poem.settings import Setting
 def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     task = replace(sst2, train=sst2.train[:4] + sst2.train[-4:], dev=[])  # 6 fit inputs x 2 orders
     arrays: dict = {}
-    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed"), max_test=6,
-                        random_draws=2, min_probes=4, progress=False, arrays=arrays)
-    assert set(res["methods"]) == set(METHODS) and res["n_test"] == 6
+    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, k=3, select="fixed", examples="fixed"),
+                        max_test=6,
+                        min_probes=4, progress=False, arrays=arrays)
+    # every row but poem_fixed (the choice restricted to one source: examples="choose" only)
+    assert set(res["methods"]) == set(METHODS) - {"poem_fixed"} and res["n_test"] == 6
     # the test items by id (so seeds pool by item), not by text
     assert res["items"] == [q.item_id for q in subsample(task.test, 6)]
     assert not any(q.text in json.dumps(res) for q in subsample(task.test, 6))
     poem = res["methods"]["poem"]
     assert poem["lm_calls_fit"] == res["poem_fit"]["lm_calls"] == 12
     assert poem["lm_calls_select"] == 0 and res["select_ms_per_query"] < 50
-    assert res["methods"]["random"]["lm_calls_eval"] == 12 and len(res["methods"]["random"]["draws"]) == 2
+    # the random order as its exact expectation over the 2 candidate orders (no draw, no predictions)
+    rnd = res["methods"]["random"]
+    assert rnd["lm_calls_eval"] == 12 and rnd["candidate_orders"] == 2 and "predictions" not in rnd
     assert res["methods"]["globale"]["lm_calls_select"] == 2 * res["methods"]["globale"]["probes"]
-    for r in res["methods"].values():
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy"] * 6 == pytest.approx(round(r["accuracy"] * 6))
+    for name, r in res["methods"].items():
+        counts = 6 * (2 if name == "random" else 1)  # the random row: a mean over 2 orders
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy"] * counts == pytest.approx(round(r["accuracy"] * counts))
     # evaluation as a matrix: every query under both orders of the 2 demonstrations
     orc, best = res["methods"]["oracle"], res["methods"]["best_fixed"]
     assert orc["orders"] == 2 and orc["lm_calls_eval"] == 12
@@ -43,10 +48,12 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     guard = res["methods"]["poem_guarded"]["guard"]
     assert guard["kept"] == (guard["nested_accuracy"] > guard["global_accuracy"])
     assert orc["lm_calls_made"] <= 12 and orc["fixed_mean"] == pytest.approx(np.mean(list(orc["per_order_accuracy"].values())))
+    assert rnd["accuracy"] == pytest.approx(orc["fixed_mean"], abs=1e-12)  # mean over orders of their accuracy
     # GlobalE/LocalE: probes sampled under every candidate order, the count and ties recorded
     ge = res["methods"]["globale"]
-    # (2 samples per order, then topped up while fewer than 4 distinct texts: at most 4 more rounds of 2)
-    assert ge["candidate_orders"] == 2 and 4 <= ge["probes"] <= 12 and ge["probe_source"].startswith("sampled")
+    # (2 samples per order, then topped up while fewer than 4 distinct texts), every probe distinct
+    assert ge["candidate_orders"] == 2 and 4 <= ge["probes"] <= ge["probes_drawn"] and ge["min_probes"] == 4
+    assert ge["probes_drawn"] % 2 == 0 and ge["probe_source"].startswith("sampled")
     assert 1 <= ge["ties"] <= 2 and ge["lm_calls_made"] == ge["lm_calls_select"]
     # the paper's read rule on the same fit; POEM on per-query kNN demonstrations with its own fit
     paper = res["methods"]["poem_paper"]
@@ -64,6 +71,7 @@ def test_evaluate_task_all_methods(sst2, scorer, encoder, tmp_path):
     assert arrays["test_vecs"].shape == (6, encoder.dim) and list(arrays["test_gold"]) == gold
     assert arrays["demo_vecs"].shape == (2, encoder.dim) and len(arrays["demo_labels"]) == 2
     correct = arrays["test_scores"].argmax(axis=2) == np.array(gold)[:, None]
+    assert rnd["expected_correct"] == pytest.approx(correct.mean(axis=1).tolist(), abs=1e-12)  # per item
     for perm, acc in zip(arrays["test_orders"], correct.mean(axis=0)):
         assert orc["per_order_accuracy"][",".join(map(str, perm))] == pytest.approx(acc)
     col = [tuple(o) for o in arrays["test_orders"]].index(tuple(best["order"]))
@@ -103,18 +111,29 @@ def test_cli_fit_then_eval(local_files, tmp_path, capsys):
     train, test = local_files
     common = ["--task", "local", "--train-file", str(train), "--test-file", str(test), "--n-examples", "2",
               "--no-progress"]
+    # the default: fixed and kNN demonstrations both fitted on the 4 inputs, 2 orders each
     assert main(["poem", "fit", *common, "--seed", "13", "--out", str(tmp_path / "fit")]) == 0
-    assert "4 inputs, 8 trials, 8 LM calls" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 inputs, 16 trials, 16 LM calls" in printed and "the one-SE rule chose source=" in printed
+    assert "fixed demonstrations: 2 orders per input, 8 LM calls" in printed
+    assert "knn demonstrations: 2 orders per input, 8 LM calls" in printed
     out = tmp_path / "eval"
     # no --n-examples here: the loaded optimiser's settings (n = 2) must drive every method
     code = main(["poem", "eval", "--tasks", "local", "--train-file", str(train), "--test-file", str(test),
-                 "--no-progress", "--methods", "poem,kate,random,zero_shot,best_fixed",
+                 "--no-progress", "--methods", "poem,poem_fixed,poem_knn,kate,random,zero_shot,best_fixed",
                  "--load", str(tmp_path / "fit"), "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "poem" in printed and "kate" in printed and "LM calls fit" in printed
     data = json.loads((out / "results.json").read_text())
-    assert data["runs"][0]["methods"]["poem"]["lm_calls_fit"] == 8  # from the loaded memory
-    assert data["runs"][0]["config"]["n_examples"] == 2
+    rows = data["runs"][0]["methods"]
+    assert rows["poem"]["lm_calls_fit"] == 16  # from the loaded memory
+    assert data["runs"][0]["config"]["n_examples"] == 2 and data["runs"][0]["config"]["examples"] == "choose"
+    saved = json.loads((tmp_path / "fit" / "poem.json").read_text())
+    assert rows["poem"]["source"] == saved["source"] and rows["poem"]["setting"] == saved["setting"]
+    assert rows["poem"]["selection_estimate"] == saved["selection"]["estimate"]
+    # the loaded choice, restricted to each source, with that source's fit calls (no refit)
+    assert rows["poem_fixed"]["lm_calls_fit"] == rows["poem_knn"]["lm_calls_fit"] == 8
+    assert rows["best_fixed"]["lm_calls_fit"] == 8 and rows["random"]["candidate_orders"] == 2
     assert (out / "results.md").read_text().startswith("| task |")
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -216,14 +235,14 @@ def test_entropy_baselines_on_a_multiple_choice_task_use_unlabelled_inputs(score
 
     piqa = load_task("piqa", 13)
     task = replace(piqa, train=piqa.train[:8], dev=[])
-    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, select="fixed"), max_test=4,
-                        methods=["oracle", "globale", "locale", "random"], random_draws=2, min_probes=3,
+    res = evaluate_task(task, scorer, encoder, PoemConfig(n_examples=2, select="fixed", examples="fixed"), max_test=4,
+                        methods=["oracle", "globale", "locale", "random"], min_probes=3,
                         progress=False)
     ge, le = res["methods"]["globale"], res["methods"]["locale"]
     assert ge["probe_source"].startswith("unlabelled") and ge["probes"] == 3 and ge["candidate_orders"] == 2
     assert ge["lm_calls_select"] == ge["lm_calls_made"] == 2 * 3  # every candidate order on every probe
     assert le["lm_calls_made"] == ge["lm_calls_made"]  # one probe computation serves both rows
-    assert res["methods"]["random"]["lm_calls_made"] == 0  # draws among the oracle's orders
+    assert res["methods"]["random"]["lm_calls_made"] == 0  # the oracle's scores of every candidate order
     assert {tuple(o) for o in (ge["order"], le["order"])} <= {(0, 1), (1, 0)}
 
 
@@ -260,6 +279,30 @@ def test_paired_test_counts_an_item_once_over_the_seeds_that_score_it():
     runs[1]["items"] = ["x2", "y2", "z2"]
     r2 = paired_comparison(runs, "a", "b")
     assert (r2["better"], r2["worse"]) == (3, 3) and r2["p"] == pytest.approx(mcnemar_exact_p(3, 3))
+
+
+def test_paired_comparison_with_the_random_orders_expected_correctness():
+    from memrl.poem.report import paired_comparison
+    from memrl.stats import paired_permutation_test
+
+    # the random row holds each item's expected correctness (the share of the candidate orders
+    # right on it), no predictions; seeds share items x, y, z
+    gold = [1, 1, 1]
+    runs = [{"gold": gold, "items": ["x", "y", "z"],
+             "methods": {"poem": {"predictions": [1, 1, 0]}, "random": {"expected_correct": [0.25, 1.0, 0.5]}}},
+            {"gold": gold, "items": ["x", "y", "z"],
+             "methods": {"poem": {"predictions": [1, 0, 0]}, "random": {"expected_correct": [0.5, 0.75, 0.25]}}}]
+    r = paired_comparison(runs, "poem", "random")
+    # per trial a - b: x +0.75, +0.5; y 0, -0.75; z -0.5, -0.25
+    assert r["fractional"] and (r["n"], r["seeds"], r["items"]) == (6, 2, 3)
+    assert r["only_a"] == pytest.approx(1.25, abs=1e-12) and r["only_b"] == pytest.approx(1.5, abs=1e-12)
+    assert r["diff"] == pytest.approx((3 - 3.25) / 6, abs=1e-12)  # poem 3 of 6 right, random 3.25 expected
+    # per item: x +1.25 (better), y -0.75, z -0.75 (worse)
+    assert (r["better"], r["worse"]) == (1, 2)
+    assert r["p"] == pytest.approx(paired_permutation_test([("x", 1.0, 0.25), ("x", 1.0, 0.5), ("y", 1.0, 1.0),
+                                                            ("y", 0.0, 0.75), ("z", 0.0, 0.5), ("z", 0.0, 0.25)])["p"],
+                                   abs=1e-12)
+    assert paired_comparison(runs, "random", "poem")["p"] == pytest.approx(r["p"], abs=1e-12)
 
 
 def test_item_ids_are_the_same_under_every_data_seed_and_differ_between_items():

@@ -13,7 +13,7 @@ N = 3  # 3! = 6 orders per input keeps the real-LM fit to a few seconds
 
 @pytest.fixture(scope="module")
 def fitted(sst2, scorer, encoder):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, select="fixed"))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, select="fixed", examples="fixed"))
     inputs = sst2.train[:2] + sst2.train[-2:]  # both labels
     report = opt.fit(inputs, progress=False)
     return opt, report, inputs
@@ -72,14 +72,23 @@ def test_drop_in_selector_builds_prompt(fitted, sst2):
 
 
 def test_knn_examples_and_sampled_orders(sst2, scorer, encoder):
-    # n = 4 with a budget of 3: a uniform sample of 3 distinct orders per input
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=4, budget=3, examples="knn", k=2))
+    from memrl.poem.demonstrations import knn_orders
+
+    # n = 4 with a kNN budget of 3: KATE's order and 2 sampled ones, the same on every input
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=4, knn_budget=3, examples="knn", k=2))
     inputs = sst2.train[:2]
     report = opt.fit(inputs, progress=False)
+    orders = knn_orders(4, 3, 1)
+    assert (3, 2, 1, 0) in orders and opt.matrix.order_tuples == orders and opt.matrix.tried.all()  # dense
     assert report.lm_calls == 6 and all(len(t) == 3 for t in opt.tables.values())
-    # the plan (no LM call) lists exactly the trials the fit scored, one prompt per (input, order)
+    cost = report.costs["knn"]
+    assert (cost.source, cost.lm_calls, cost.trials, cost.orders_per_input, cost.prompts) == ("knn", 6, 6, 3, 6)
+    assert cost.forward_tokens > 0 and cost.ms_per_call == pytest.approx(1000 * cost.wall_s / 6)
+    # the plan (no LM call) lists exactly the trials the fit scored, one prompt per (input, order),
+    # each input's orders in sorted order (shared starts are scored one after another)
     plan = opt.fit_plan(inputs)
-    assert plan.trials == report.trials and len(plan.prompts) == 6
+    assert plan.trials == report.trials and len(plan.prompts) == 6 and plan.source == "knn"
+    assert [perm for jobs in plan.prompts.values() for _, perm in jobs] == orders * 2
     scored = {(i, tuple(perm)) for i, perm, _, _ in report.record.trials}
     assert {(i, tuple(perm)) for jobs in plan.prompts.values() for i, perm in jobs} == scored
     for text, jobs in plan.prompts.items():
@@ -113,7 +122,7 @@ def test_knn_with_duplicate_training_texts(sst2, scorer, encoder):
 
 
 def test_guarded_selection_on_a_real_fit_is_reported_and_saved(sst2, scorer, encoder, tmp_path):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=3, select="loo_guarded"))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=3, select="loo_guarded", examples="fixed"))
     report = opt.fit(sst2.train[:4] + sst2.train[-4:], progress=False)
     g = opt.loo.guard
     assert set(g) >= {"nested_accuracy", "global_accuracy", "kept", "best_setting"}
@@ -150,7 +159,7 @@ def test_bad_inputs(sst2, scorer, encoder):
 def test_multiple_choice_task_fits_with_per_query_choices(scorer, encoder):
     # choices differ per query and span several tokens: length-normalised scoring path
     task = load_task("piqa", 13)
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=2, k=2))
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=2, k=2, examples="fixed"))
     report = opt.fit(task.train[2:4], progress=False)
     assert report.lm_calls == 4 and 0.0 <= report.mean_reward <= 1.0
     sel = opt.select(task.test[0])
@@ -160,7 +169,8 @@ def test_multiple_choice_task_fits_with_per_query_choices(scorer, encoder):
 
 def test_identity_encoding_with_all_neighbours_picks_the_best_total_reward_order(sst2, scorer, encoder):
     inputs = sst2.train[:2] + sst2.train[-2:]
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=len(inputs), encoding="identity", select="fixed"))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=len(inputs), encoding="identity", select="fixed",
+                                                          examples="fixed"))
     opt.fit(inputs, progress=False)
     # identity codes are the concrete orders themselves
     assert all(set(t) == set(opt.order_stats) for t in opt.tables.values())
@@ -178,7 +188,8 @@ def test_with_encoding_rebuilds_the_same_memory_as_a_fit_under_that_encoding(fit
     ident = opt.with_encoding("identity", report.record)
     assert scorer.calls == calls  # re-encoding scores nothing
     assert opt.config.encoding == "rank" and ident.config.encoding == "identity"
-    direct = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, encoding="identity", select="fixed"))
+    direct = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, k=3, encoding="identity", select="fixed",
+                                                             examples="fixed"))
     direct.fit(inputs, progress=False)
     assert ident.tables.keys() == direct.tables.keys()
     for key in direct.tables:

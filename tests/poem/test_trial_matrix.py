@@ -17,7 +17,8 @@ N = 3
 
 @pytest.fixture(scope="module")
 def loo_fit(sst2, scorer, encoder):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N))  # select="loo" (the default)
+    # the second study's default: leave-one-out's best setting over the fixed demonstrations
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, select="loo", examples="fixed"))
     inputs = sst2.train[:3] + sst2.train[-3:]
     report = opt.fit(inputs, progress=False)
     return opt, report, inputs
@@ -64,7 +65,8 @@ def test_matrix_round_trip_through_save_and_load(loo_fit, sst2, scorer, encoder,
     opt, report, _ = loo_fit
     opt.save(tmp_path / "poem")
     meta = json.loads((tmp_path / "poem" / "poem.json").read_text())
-    assert meta["version"] == 2 and meta["setting"] == opt.setting.to_dict() and meta["has_matrix"]
+    assert meta["version"] == 3 and meta["setting"] == opt.setting.to_dict() and meta["has_matrix"]
+    assert meta["sources"] == ["fixed"] and (tmp_path / "poem" / "trials-fixed.npz").is_file()
     again = PoemOptimizer.load(tmp_path / "poem", sst2, scorer, encoder)
     a, b = opt.matrix, again.matrix
     for name in ("orders", "scores", "gold", "sims", "labels", "vecs"):
@@ -94,8 +96,28 @@ def test_matrix_round_trip_through_save_and_load(loo_fit, sst2, scorer, encoder,
     assert len(set(b.keys)) == len(set(a.keys))
 
 
+def test_one_se_selection_reports_an_honest_estimate_and_round_trips(loo_fit, sst2, scorer, encoder, tmp_path):
+    plain, _, inputs = loo_fit
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=N, select="one_se", examples="fixed"))
+    report = opt.fit(inputs, progress=False)
+    assert np.array_equal(opt.matrix.scores, plain.matrix.scores, equal_nan=True)  # the same trials
+    sel = report.selection
+    assert sel is not None and report.loo is None and opt.setting == sel.setting == report.setting
+    assert sel.rule == "one_se" and sel.source == "fixed" and sel.n_inputs == len(inputs)
+    # the in-sample score of the best of the grid is leave-one-out's own pick
+    assert sel.loo_best == pytest.approx(plain.loo.accuracy, abs=1e-12) and sel.loo_accuracy <= sel.loo_best
+    assert 0.0 <= sel.estimate <= 1.0 and len(sel.fold_choices) == sel.folds * sel.repeats == 15
+    calls = scorer.calls
+    assert all(sorted(s.perm) == [0, 1, 2] for s in opt.select_many(sst2.test[:4])) and scorer.calls == calls
+    opt.save(tmp_path / "poem")
+    again = PoemOptimizer.load(tmp_path / "poem", sst2, scorer, encoder)
+    assert again.setting == opt.setting and again.selection_summary == sel.summary()
+    assert [again.select(q).perm for q in sst2.test[:4]] == [opt.select(q).perm for q in sst2.test[:4]]
+
+
 def test_a_format_v1_save_still_loads_and_says_what_it_cannot_do(sst2, scorer, encoder, tmp_path):
-    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=2, k=2, select="fixed", use_dev=False))
+    opt = PoemOptimizer(sst2, scorer, encoder, PoemConfig(n_examples=2, k=2, select="fixed", examples="fixed",
+                                                          use_dev=False))
     opt.fit(sst2.train[:2] + sst2.train[-2:], progress=False)
     opt.save(tmp_path / "v1")
     # rewrite as the v1 writer did: no matrix, no setting, a config without the new fields
@@ -106,7 +128,7 @@ def test_a_format_v1_save_still_loads_and_says_what_it_cannot_do(sst2, scorer, e
         meta["config"].pop(key)
     meta["version"] = 1
     (tmp_path / "v1" / "poem.json").write_text(json.dumps(meta))
-    (tmp_path / "v1" / "trials.npz").unlink()
+    (tmp_path / "v1" / "trials-fixed.npz").unlink()
     old = PoemOptimizer.load(tmp_path / "v1", sst2, scorer, encoder)
     assert old.matrix is None and old.config.select == "fixed" and old.config.use_dev is False
     assert old.setting == opt.setting
@@ -115,8 +137,25 @@ def test_a_format_v1_save_still_loads_and_says_what_it_cannot_do(sst2, scorer, e
         old.with_encoding("identity")
     meta["version"] = 0
     (tmp_path / "v1" / "poem.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="expected 'memrl.poem' v1/v2"):
+    with pytest.raises(ValueError, match="expected 'memrl.poem' v1/v2/v3"):
         PoemOptimizer.load(tmp_path / "v1", sst2, scorer, encoder)
+
+
+def test_a_format_v2_save_still_loads_with_its_one_matrix(loo_fit, sst2, scorer, encoder, tmp_path):
+    opt, _, _ = loo_fit
+    opt.save(tmp_path / "v2")
+    # rewrite as the v2 writer did: trials.npz, no source / sources / costs, no knn_budget option
+    meta = json.loads((tmp_path / "v2" / "poem.json").read_text())
+    for key in ("source", "sources", "fit_costs", "selection"):
+        meta.pop(key)
+    meta["config"].pop("knn_budget")
+    meta["version"] = 2
+    (tmp_path / "v2" / "poem.json").write_text(json.dumps(meta))
+    (tmp_path / "v2" / "trials-fixed.npz").rename(tmp_path / "v2" / "trials.npz")
+    old = PoemOptimizer.load(tmp_path / "v2", sst2, scorer, encoder)
+    assert old.source == "fixed" and set(old.matrices) == {"fixed"} and old.setting == opt.setting
+    assert np.array_equal(old.matrix.scores, opt.matrix.scores, equal_nan=True)
+    assert [old.select(q).perm for q in sst2.test[:4]] == [opt.select(q).perm for q in sst2.test[:4]]
 
 
 def test_fit_inputs_include_the_dev_split_and_demos_cover_every_class(sst2, scorer, encoder):
@@ -147,7 +186,8 @@ def test_sampled_orders_are_shared_by_every_input_with_fixed_demonstrations(sst2
     from dataclasses import replace
 
     task = replace(sst2, dev=[])
-    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=4, budget=3, k="all"))
+    opt = PoemOptimizer(task, scorer, encoder, PoemConfig(n_examples=4, budget=3, k="all", select="loo",
+                                                          examples="fixed"))
     report = opt.fit(sst2.train[:2] + sst2.train[-1:], progress=False)
     assert opt.matrix.scores.shape[:2] == (3, 3) and opt.matrix.tried.all()  # dense: the same 3 orders
     assert report.lm_calls == 9
@@ -164,9 +204,11 @@ def test_shipped_presets_build_and_paper_is_the_papers_fixed_setting():
                for name in preset_names("poem")}
     assert {"default", "paper", "knn-mean"} <= set(configs)
     assert configs["default"] == PoemConfig()
+    # the default: the one-SE choice of demonstration source and read setting, with its honest estimate
+    assert (PoemConfig().select, PoemConfig().examples, PoemConfig().knn_budget) == ("one_se", "choose", 8)
     paper = configs["paper"]
-    assert (paper.select, paper.encoding, paper.read, paper.k, paper.shrink, paper.n_examples, paper.use_dev) == \
-        ("fixed", "rank", "sum", 8, 0.0, 4, False)
+    assert (paper.select, paper.encoding, paper.read, paper.k, paper.shrink, paper.n_examples, paper.use_dev,
+            paper.examples) == ("fixed", "rank", "sum", 8, 0.0, 4, False, "fixed")
     import argparse
 
     parser = argparse.ArgumentParser()

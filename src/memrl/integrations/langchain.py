@@ -54,11 +54,12 @@ class PoemLangChainSelector(BaseExampleSelector):
     :meth:`select_examples` returns dicts ``{input_key: text, output_key: answer}`` (plus
     ``text_b_key``), in the order POEM chose for that query.
 
-    :meth:`add_example` depends on the optimiser's example mode: with ``examples="knn"`` the
-    example joins the candidate pool at once (POEM's rank codes name no example, so no refit is
-    needed; see :meth:`PoemOptimizer.add_examples`; the addition is not saved by
-    ``PoemOptimizer.save``); with ``examples="fixed"`` it raises ``ValueError``: the memory's
-    rewards were earned by orders of the fixed set, so a new demonstration needs a refit.
+    :meth:`add_example` depends on the demonstrations the optimiser reads (``optimizer.source``):
+    kNN ones (``examples="knn"``, or ``"choose"`` when the selection chose them) take the example
+    into the candidate pool at once (POEM's rank codes name no example, so no refit is needed; see
+    :meth:`PoemOptimizer.add_examples`; the addition is not saved by ``PoemOptimizer.save``); fixed
+    ones raise ``ValueError``: the memory's rewards were earned by orders of the fixed set, so a
+    new demonstration needs a refit.
     """
 
     def __init__(
@@ -117,9 +118,9 @@ class PoemLangChainSelector(BaseExampleSelector):
     def add_example(self, example: dict[str, Any]) -> None:
         """Add a demonstration (``{input_key: text, output_key: answer}``) to the candidate pool.
 
-        Only with ``examples="knn"``, where it takes effect at once; ``examples="fixed"`` raises
-        ``ValueError`` (a refit is needed, see the class docstring). The answer must be one of the
-        label strings (``labels`` or the task's verbalizer).
+        Only when the optimiser reads kNN demonstrations, where it takes effect at once; with fixed
+        ones it raises ``ValueError`` (a refit is needed, see the class docstring). The answer must be
+        one of the label strings (``labels`` or the task's verbalizer).
         """
         task = self.optimizer.task
         if task.verbalizer is None:

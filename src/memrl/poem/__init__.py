@@ -7,15 +7,9 @@ See ``docs/poem.md``.
 """
 
 from memrl.poem.config import PoemConfig
+from memrl.poem.fitting import FitPlan, SourceFit
 from memrl.poem.matrix import LooResult, TrialMatrix, loo_select
-from memrl.poem.optimizer import (
-    FitPlan,
-    FitReport,
-    FitTrials,
-    PoemMismatchError,
-    PoemOptimizer,
-    Selection,
-)
+from memrl.poem.optimizer import FitReport, FitTrials, PoemMismatchError, PoemOptimizer, Selection
 from memrl.poem.orders import (
     decode_label_order,
     decode_order,
@@ -27,6 +21,7 @@ from memrl.poem.orders import (
     similarity_ranks,
 )
 from memrl.poem.reading import best_action
+from memrl.poem.selection import HeldOutChoice, select_candidate
 from memrl.poem.selector import PoemExampleSelector
 from memrl.poem.settings import Setting
 
@@ -34,5 +29,5 @@ __all__ = [
     "PoemConfig", "PoemOptimizer", "PoemExampleSelector", "PoemMismatchError", "Selection",
     "FitPlan", "FitReport", "FitTrials", "best_action", "encode_order", "decode_order", "similarity_ranks",
     "sample_orders", "kate_code", "encode_label_order", "decode_label_order", "label_ranks",
-    "TrialMatrix", "Setting", "LooResult", "loo_select",
+    "TrialMatrix", "Setting", "LooResult", "loo_select", "HeldOutChoice", "select_candidate", "SourceFit",
 ]

@@ -1,6 +1,6 @@
 """Heuristic orderings POEM is compared with (same LM, same demonstrations).
 
-* random order — a fresh uniform order per query, repeated over several draws;
+* random order — the exact expected accuracy of a uniformly random candidate order per query;
 * KATE (Liu et al. 2022) — by similarity to the query, most similar last (and the reverse);
 * GlobalE / LocalE (Lu et al. 2022, "Fantastically Ordered Prompts") — build a probe set by
   sampling from the LM under every candidate order, then pick the order whose predictions on it
@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,6 @@ from memrl.poem.rewards import label_probs
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
-
-
-def random_perms(n: int, m: int, rng: np.random.Generator) -> list[Order]:
-    """One uniform random order of ``n`` demonstrations for each of ``m`` queries."""
-    return [tuple(int(x) for x in rng.permutation(n)) for _ in range(m)]
 
 
 def kate_perms(sims: np.ndarray, most_similar_last: bool = True) -> list[Order]:
@@ -92,6 +88,19 @@ def probes_per_order(n_orders: int, min_probes: int) -> int:
     return max(1, -(-min_probes // n_orders))
 
 
+@dataclass
+class ProbeSet:
+    """GlobalE/LocalE's probe set: the distinct probe ``texts`` (as unlabelled examples), how many
+    samples were drawn to get them, and in how many rounds (the first, then the top-ups)."""
+
+    probes: list[Example]
+    drawn: int
+    rounds: int
+
+    def __len__(self) -> int:
+        return len(self.probes)
+
+
 def sample_probes(
     task: FewShotTask,
     scorer: Any,
@@ -100,22 +109,20 @@ def sample_probes(
     *,
     samples_per_order: int = 1,
     min_distinct: int = 0,
-    max_top_ups: int = 4,
-    skip_blank_start: bool = True,
+    max_top_ups: int = 16,
     max_new_tokens: int = 32,
     seed: int = 0,
-) -> list[Example]:
+) -> ProbeSet:
     """Lu et al.'s probe set: for each candidate order, let the LM continue the prompt with a new input.
 
     The prompt is the ordered demonstrations followed by the template's text before ``{text}``
-    (e.g. ``"Review: "``); the sample is cut where the template continues (``"\\nSentiment:"``) or
-    at a line break. The 135M LM often starts its sample with a line break; ``skip_blank_start``
-    skips those (else the text is empty and dropped, as in memrl's second POEM study). Each order is sampled ``samples_per_order`` times (temperature 1); a text
-    already in the set is dropped, so the set may be smaller than ``len(perms) * samples_per_order``.
-    While it has fewer than ``min_distinct`` texts, one more sample per order is drawn (a new seed
-    each time), at most ``max_top_ups`` times: a small LM repeats itself, and duplicates would
-    otherwise leave fewer probes than asked for. Needs a backend that generates
-    (:class:`memrl.lm.HFScorer`).
+    (e.g. ``"Review: "``); the probe is the first non-blank line of the sample (the 135M LM often
+    starts with a line break), cut where the template continues (``"\\nSentiment:"``). Each order
+    is sampled ``samples_per_order`` times (temperature 1); empty texts and texts already in the set
+    are dropped. While fewer than ``min_distinct`` distinct texts are left, one more sample per
+    order is drawn (a new seed each time), at most ``max_top_ups`` times: a small LM repeats itself,
+    and the duplicates would otherwise leave fewer probes than asked for (a warning says so if the
+    top-ups run out first). Needs a backend that generates (:class:`memrl.lm.HFScorer`).
     """
     from memrl.lm.loading import generate
 
@@ -127,31 +134,35 @@ def sample_probes(
     probes: list[Example] = []
     seen: set[tuple[str, str | None]] = set()
     prompts = [task.prefix([demos[p] for p in perm]) + lead for perm in perms]
+    drawn = rounds = 0
     for round_ in range(max_top_ups + 1):
         if round_ and len(probes) >= min_distinct:
             break
         repeats = samples_per_order if round_ == 0 else 1
         outs = generate(scorer.model, scorer.tokenizer, [q for q in prompts for _ in range(repeats)],
                         max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + round_, batch_size=16)
+        drawn += len(outs)
+        rounds += 1
         for out in outs:
-            probe = _read_probe(task, regex, lead, out["text"], skip_blank_start)
+            probe = _read_probe(task, regex, lead, out["text"])
             if probe is not None and (probe.text, probe.text_b) not in seen:
                 seen.add((probe.text, probe.text_b))
                 probes.append(probe)
     if not probes:
         raise RuntimeError("the LM produced no usable probe text for GlobalE/LocalE")
-    return probes
+    if len(probes) < min_distinct:
+        logger.warning("GlobalE/LocalE: %d distinct probes after %d samples in %d rounds, fewer than the %d asked "
+                       "for", len(probes), drawn, rounds, min_distinct)
+    return ProbeSet(probes, drawn, rounds)
 
 
-def _read_probe(
-    task: FewShotTask, regex: re.Pattern[str], lead: str, generated: str, skip_blank_start: bool
-) -> Example | None:
+def _read_probe(task: FewShotTask, regex: re.Pattern[str], lead: str, generated: str) -> Example | None:
     """The input the LM wrote after ``lead`` (the template's text before ``{text}``): its first
-    line (the first non-blank one with ``skip_blank_start``), or None if that is empty."""
+    non-blank line, or None if there is none."""
     raw = lead + generated
     m = regex.match(raw)
     text = m.group("text") if m else raw[len(lead):]
-    text = (text.lstrip() if skip_blank_start else text).split("\n")[0].strip()
+    text = text.lstrip().split("\n")[0].strip()
     if not text:
         return None
     text_b = None

@@ -89,7 +89,6 @@ def add_poem_subparser(subparsers: Any) -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=_csv(int), default=[13], help="comma-separated data seeds")
     ev.add_argument("--max-test", type=int, default=500, help="seeded test subsample per task (0 = full test set)")
     ev.add_argument("--methods", type=_csv(str), default=None, help="comma-separated subset of methods")
-    ev.add_argument("--random-draws", type=int, default=5, help="draws of the random-order baseline")
     ev.add_argument("--min-probes", type=int, default=48, help="GlobalE/LocalE probe set: samples drawn under "
                     "every candidate order until at least this many distinct probe texts")
     ev.add_argument("--load", default=None, help="use this fitted optimiser (one task and seed) instead of fitting")
@@ -160,7 +159,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     path = opt.save(args.out)
     print(f"fitted POEM on {task.name} (seed {task.seed}): {report.inputs} inputs, {report.trials} trials, "
           f"{report.lm_calls} LM calls, {report.wall_s:.1f} s, mean reward {report.mean_reward:.3f}")
-    if report.loo is not None:
+    for cost in report.costs.values():
+        tokens = "" if cost.forward_tokens is None else f", {cost.forward_tokens} tokens run"
+        print(f"  {cost.source} demonstrations: {cost.orders_per_input} orders per input, {cost.lm_calls} LM calls "
+              f"({cost.prompts} distinct prompts{tokens}), {cost.wall_s:.1f} s, {cost.ms_per_call:.0f} ms per call")
+    if report.selection is not None:
+        sel = report.selection
+        print(f"the one-SE rule chose {sel.candidate}: {sel.estimate:.3f} on fit inputs it was not chosen on "
+              f"(nested {sel.folds}-fold cross-validation; its own leave-one-out {sel.loo_accuracy:.3f}, the best "
+              f"of {sel.candidates_scored} candidates {sel.loo_best:.3f}; 0 LM calls)")
+    elif report.loo is not None:
         print(f"leave-one-out chose {report.setting} (accuracy {report.loo.accuracy:.3f} over "
               f"{report.loo.n_inputs} inputs, {len(report.loo.table)} settings scored, 0 LM calls)")
     else:
@@ -179,9 +187,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    for flag in ("random_draws", "min_probes"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.min_probes < 1:
+        raise ValueError(f"--min-probes must be >= 1, got {args.min_probes}")
     # every task's data is read and checked before the model loads (minutes for nothing otherwise)
     tasks = [_task(args, name, seed) for name in args.tasks for seed in args.seeds]
     scorer, encoder = _components(args)
@@ -191,8 +198,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         opt = PoemOptimizer.load(args.load, task, scorer, encoder) if args.load else None
         # a loaded optimiser brings its own settings; the fit flags apply to a fresh fit only
         runs.append(evaluate_task(task, scorer, encoder, None if opt else config, methods=methods,
-                                  max_test=args.max_test or None, random_draws=args.random_draws,
-                                  min_probes=args.min_probes, progress=not args.no_progress, optimizer=opt))
+                                  max_test=args.max_test or None, min_probes=args.min_probes,
+                                  progress=not args.no_progress, optimizer=opt))
     paths = write_report(args.out, runs, {"wall_s": time.perf_counter() - t0})
     table = aggregate(runs)
     print(text_table(table))

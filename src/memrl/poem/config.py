@@ -9,11 +9,22 @@ from typing import Any
 from memrl.options import build_config, check_field_types
 from memrl.poem.settings import Setting, check_choice, check_count, check_setting_fields
 
-EXAMPLE_MODES = ("fixed", "knn")
+EXAMPLE_MODES = ("fixed", "knn", "choose")
 FALLBACKS = ("kate", "kate_reverse")
-SELECTS = ("loo", "loo_guarded", "fixed")
+SELECTS = ("one_se", "loo", "loo_guarded", "fixed")
 N_EXAMPLES_WORDS = ("auto", "classes")
 PRESET_FAMILY = "poem"  # presets live in memrl/configs/poem/
+
+
+def sources_of(examples: str) -> tuple[str, ...]:
+    """The demonstration sources an ``examples`` mode fits: ``choose`` fits both and lets the
+    selection pick one (:mod:`memrl.poem.selection`).
+
+    >>> sources_of("fixed"), sources_of("choose")
+    (('fixed',), ('fixed', 'knn'))
+    """
+    check_choice("PoemConfig", "examples", examples, EXAMPLE_MODES)
+    return ("fixed", "knn") if examples == "choose" else (examples,)
 
 
 @dataclass
@@ -30,13 +41,18 @@ class PoemConfig:
                   "balanced draw shows every class whenever n >= the number of classes"},
     )
     select: str = field(
-        default="loo",
-        metadata={"help": "'loo': after the fit, choose encoding, reward, k, read and shrink by "
-                  "leave-one-out accuracy over the training inputs (zero LM calls; the fields below "
-                  "are then ignored at read time); 'loo_guarded': the same, but keep the global best "
+        default="one_se",
+        metadata={"help": "'one_se': after the fit, choose the demonstration source (examples='choose') and "
+                  "encoding, reward, k, read and shrink by the "
+                  "one-standard-error rule on their leave-one-out accuracies over the training inputs "
+                  "(the simplest setting within one standard error of the best), with an honest estimate "
+                  "of that choice by nested cross-validation (zero LM calls; the fields below are then "
+                  "ignored at read time); 'loo': the setting with the best leave-one-out accuracy (its "
+                  "own score is optimistic); 'loo_guarded': the same, but keep the global best "
                   "order unless choosing among settings wins on inputs it was not chosen on (nested "
                   "cross-validation, zero LM calls); 'fixed': use the fields below as given (the "
-                  "paper's setting is the 'paper' preset)"},
+                  "paper's setting is the 'paper' preset). Only 'one_se' chooses the demonstration "
+                  "source too: the others need examples='fixed' or 'knn'"},
     )
     reward: str = field(
         default="gold_prob",
@@ -64,13 +80,21 @@ class PoemConfig:
     )
     budget: int = field(
         default=24,
-        metadata={"help": "orders tried per training input: all n! when n! <= budget, else a "
-                  "uniform sample of `budget` distinct orders"},
+        metadata={"help": "orders tried per training input with fixed demonstrations: all n! when n! <= "
+                  "budget, else a seeded uniform sample of `budget` distinct orders, shared by every input"},
     )
     examples: str = field(
-        default="fixed",
+        default="choose",
         metadata={"help": "'fixed': one seeded set of n demonstrations from the training split; "
-                  "'knn': the n training examples most similar to each query (KATE), then ordered"},
+                  "'knn': the n training examples most similar to each query (KATE), then ordered; "
+                  "'choose': fit both on the same inputs and let the selection (select='one_se') choose "
+                  "the source with the read setting"},
+    )
+    knn_budget: int = field(
+        default=8,
+        metadata={"help": "orders tried per fit input with kNN demonstrations: all n! when n! <= knn_budget, "
+                  "else KATE's order and a seeded sample of the others, the same orders of each input's own "
+                  "candidates (each costs a prompt of its own, so fewer than budget)"},
     )
     fallback: str = field(
         default="kate",
@@ -97,8 +121,13 @@ class PoemConfig:
         if self.encoding == "identity" and self.examples != "fixed":
             raise ValueError("PoemConfig.encoding='identity' needs examples='fixed': with per-query "
                              "(knn) demonstrations a concrete order does not carry over between queries")
+        if self.examples == "choose" and self.select != "one_se":
+            raise ValueError(f"PoemConfig.examples='choose' needs select='one_se' (got {self.select!r}): only that "
+                             "selection compares the fixed and the kNN demonstrations; use examples='fixed' or "
+                             "'knn' with another select")
         check_count("PoemConfig", "n_examples", self.n_examples, N_EXAMPLES_WORDS)
         check_count("PoemConfig", "budget", self.budget)
+        check_count("PoemConfig", "knn_budget", self.knn_budget)
         self.shrink = float(self.shrink)
 
     def to_dict(self) -> dict[str, Any]:

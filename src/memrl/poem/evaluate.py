@@ -28,19 +28,24 @@ logger = logging.getLogger(__name__)
 
 def replay_arrays(ctx: EvalContext) -> dict[str, np.ndarray]:
     """The numbers of one evaluation from which any read rule over the fixed demonstrations can
-    be replayed with no LM call: the fit's trial matrix (``fit_*``), the test queries' embeddings
-    and their scores under every candidate order (``test_scores``, ``(m, P, C)``, present when the
-    oracle row scored them). Input texts are not kept (they are the dataset's): ``fit_key_hash``
-    keeps which inputs share a key. Empty without a trial matrix."""
-    mx = ctx.optimizer.matrix
+    be replayed with no LM call: the fit's trial matrix of the fixed demonstrations (``fit_*``), the
+    test queries' embeddings and their scores under every candidate order (``test_scores``,
+    ``(m, P, C)``, present when the oracle row scored them); with kNN demonstrations fitted too,
+    their trial matrix (``knn_fit_*``: the selection and its estimate replay; their test prompts are
+    not scored). Input texts are not kept (they are the dataset's): ``*_key_hash`` keeps which
+    inputs share a key. Empty without a trial matrix."""
+    opt = ctx.optimizer
+    mx = opt.matrices.get("fixed")
     if mx is None:
         return {}
     out: dict[str, np.ndarray] = {**mx.to_arrays("fit_", hash_keys=True), "test_vecs": np.asarray(ctx.vecs),
                                   "test_gold": np.array([q.label for q in ctx.queries])}
+    if "knn" in opt.matrices:
+        out.update(opt.matrices["knn"].to_arrays("knn_fit_", hash_keys=True))
     if ctx.cands is None:
-        demos = ctx.optimizer.demos
+        demos = opt.demos
         out["demo_labels"] = np.array([d.label for d in demos])
-        out["demo_vecs"] = np.asarray(ctx.optimizer.demo_vecs)  # query-to-demo sims decode rank codes
+        out["demo_vecs"] = np.asarray(opt.demo_vecs)  # query-to-demo sims decode rank codes
         orders = ctx.fixed_orders()
         cols = [ctx.book.memoised(ctx.task.prefix([demos[p] for p in perm])) for perm in orders]
         if all(c is not None for c in cols):  # same queries in every column, so the same padded width
@@ -65,9 +70,7 @@ def evaluate_task(
     *,
     methods: Sequence[str] = METHODS,
     max_test: int | None = 500,
-    random_draws: int = 5,
     min_probes: int = 48,
-    legacy_probes: bool = False,
     progress: bool = True,
     optimizer: PoemOptimizer | None = None,
     arrays: dict[str, np.ndarray] | None = None,
@@ -78,13 +81,8 @@ def evaluate_task(
         task, scorer, encoder, config: as for :class:`PoemOptimizer`.
         methods: subset of :data:`METHODS`.
         max_test: test subsample size (seeded, fixed), ``None`` for the full test set.
-        random_draws: draws of the random-order baseline (mean and std reported).
         min_probes: GlobalE/LocalE probe set size to reach: samples are drawn from every
-            candidate order until at least this many.
-        legacy_probes: sample the probe set as memrl's second POEM study did (its pre-registered
-            instrument): ``min_probes`` counts the samples drawn, empty and repeated texts
-            included, and a sample starting with a line break is empty. Default: blank first
-            lines are skipped and samples are drawn until ``min_probes`` distinct texts.
+            candidate order until at least this many distinct probe texts.
         optimizer: an already fitted optimiser (then its fit cost is reported, not re-run, and its
             config is used: ``config`` must then be None or equal to it).
         arrays: if given, filled with :func:`replay_arrays` after the last method (for saving
@@ -125,9 +123,10 @@ def evaluate_task(
             fit = optimizer.fit(progress=progress)
             record = fit.record
             out["poem_fit"] = {"inputs": fit.inputs, "lm_calls": fit.lm_calls, "wall_s": fit.wall_s,
-                               "mean_reward": fit.mean_reward, "n_examples": optimizer.n,
+                               "mean_reward": fit.mean_reward, "n_examples": optimizer.n, "source": fit.source,
                                "setting": fit.setting.to_dict() if fit.setting else None,
-                               "loo": optimizer.loo_summary}
+                               "costs": {s: c.to_dict() for s, c in fit.costs.items()},
+                               "loo": optimizer.loo_summary, "selection": optimizer.selection_summary}
         else:  # the baselines need the demonstrations, not the memory: no LM call
             optimizer.setup_examples()
     fit_wall = time.perf_counter() - t0
@@ -135,9 +134,7 @@ def evaluate_task(
     cands = [optimizer.candidates(v)[0] for v in vecs] if config.examples == "knn" else None
     ctx = EvalContext(task=task, scorer=scorer, config=config, optimizer=optimizer, fit_record=record,
                       queries=queries, book=book, vecs=vecs, cands=cands, fit_wall=fit_wall, methods=methods,
-                      progress=progress, random_draws=random_draws, min_probes=min_probes,
-                      legacy_probes=legacy_probes,
-                      out=out["methods"])
+                      progress=progress, min_probes=min_probes, out=out["methods"])
     for method in wanted:
         calls0 = scorer.calls
         out.update(method.run(ctx) or {})

@@ -324,8 +324,11 @@ def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int 
                cm: CodedMatrix | None = None) -> list[dict[str, Any]]:
     """Leave-one-out scores of every ``(k, read, shrink)`` for one encoding and reward.
 
-    Returns one row per setting: ``{setting, accuracy, gold_prob, coverage, per_input}`` (see
-    :class:`LooResult`; ``per_input`` is each input's leave-one-out correctness, ``(m,)``).
+    Returns one row per setting: ``{setting, accuracy, gold_prob, coverage, per_input, gold_probs}``
+    (see :class:`LooResult`; ``per_input`` is each input's leave-one-out correctness, ``(m,)``;
+    ``gold_probs`` the gold probability of the order chosen for it, NaN where that order was not
+    tried on it). ``sim`` (default :func:`input_similarity`) says which rows each input reads: a
+    ``-inf`` entry is never read (held-out folds mask whole columns, :mod:`memrl.poem.selection`).
     """
     m = len(mx.keys)
     if m < 2:
@@ -379,7 +382,8 @@ def loo_scores(mx: TrialMatrix, encoding: str, reward: str, *, ks: Sequence[int 
                 for k in wanted[r + 1]:
                     rows_out.append({"setting": Setting(encoding, reward, k, read, float(shrink)),
                                      "accuracy": float(per_input.mean()), "gold_prob": gprob,
-                                     "coverage": float(covered.mean()), "per_input": per_input})
+                                     "coverage": float(covered.mean()), "per_input": per_input,
+                                     "gold_probs": g})
     return rows_out
 
 
@@ -435,6 +439,8 @@ def loo_select(mx: TrialMatrix, *, encodings: Sequence[str] = ("identity", "labe
         encodings, rewards, ks, reads, [float(s) for s in shrinks]))}
     rows.sort(key=lambda r: (-r["accuracy"], -np.nan_to_num(r["gold_prob"], nan=-1.0), grid[r["setting"]]))
     per_input = np.stack([r.pop("per_input") for r in rows])
+    for r in rows:
+        del r["gold_probs"]
     best = rows[0]
     table = [{**r, "setting": r["setting"].to_dict()} for r in rows]
     res = LooResult(best["setting"], best["accuracy"], best["gold_prob"], best["coverage"], len(mx.keys), table,

@@ -18,18 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from memrl.poem.baselines import (
-    entropy_orders,
-    kate_perms,
-    probes_per_order,
-    random_perms,
-    sample_probes,
-    unlabelled_probes,
-)
+from memrl.poem.baselines import entropy_orders, kate_perms, probes_per_order, sample_probes, unlabelled_probes
 from memrl.poem.config import PoemConfig
 from memrl.poem.optimizer import FitTrials, PoemOptimizer
 from memrl.poem.orders import Order
-from memrl.poem.scorebook import ScoreBook, oracle_and_spread, order_matrix
+from memrl.poem.scorebook import ScoreBook, correctness_matrix, oracle_and_spread, order_matrix
+from memrl.poem.settings import Setting
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
@@ -56,9 +50,7 @@ class EvalContext:
     fit_wall: float
     methods: Sequence[str]
     progress: bool
-    random_draws: int
     min_probes: int
-    legacy_probes: bool = False
     out: dict[str, Any] = field(default_factory=dict)
     last_predictions: list[int] | None = None
 
@@ -81,7 +73,7 @@ class EvalContext:
         self.out[name] = {"accuracy": acc, "accuracy_std": std, "lm_calls_fit": fit_calls,
                           "lm_calls_select": select_calls, "lm_calls_eval": len(self.queries) * draws,
                           "wall_s": time.perf_counter() - start, **(extra or {})}
-        if self.last_predictions is not None:  # of the last accuracy() call (random: its last draw)
+        if self.last_predictions is not None:  # of the last accuracy() call
             self.out[name]["predictions"] = self.last_predictions
             self.last_predictions = None
         logger.info("%s seed %s %-12s acc %.4f", self.task.name, self.task.seed, name, acc)
@@ -89,26 +81,39 @@ class EvalContext:
     def wanted(self, name: str) -> bool:
         return name in self.methods
 
+    @property
+    def fixed_set(self) -> bool:
+        """The baselines run on the fixed demonstrations (``examples="fixed"`` or ``"choose"``)."""
+        return self.cands is None
+
     def fixed_orders(self) -> list[Order]:
         """The candidate orders of the fixed demonstrations: those the fit tried (all ``n!`` when
         ``n! <= budget``), else a seeded sample of ``budget``. Every fixed-order method picks
-        among these, so the oracle row's matrix holds every order they can choose."""
-        opt = self.optimizer
-        return opt.matrix.order_tuples if opt.matrix is not None else opt.shared_orders()
+        among these, so the oracle row's matrix holds every order they can choose. (With kNN
+        demonstrations: the same orders of each query's own candidates.)"""
+        fixed = self.optimizer.matrices.get("fixed")
+        return fixed.order_tuples if fixed is not None else self.optimizer.shared_orders()
 
 
-def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float) -> float:
-    """Select for every query with ``opt``, score, record (its fit's LM calls, its wall time from
-    ``start``); returns select() ms per query."""
+def _record_poem(ctx: EvalContext, name: str, opt: PoemOptimizer, start: float, *, fit_calls: int | None = None,
+                 estimate: float | None = None) -> float:
+    """Select for every query with ``opt``, score, record (its fit's LM calls unless ``fit_calls``
+    says which of them it needed, its wall time from ``start``, the selection's honest ``estimate``
+    when it is not ``opt``'s own); returns select() ms per query."""
     t_sel = time.perf_counter()
     sels = [opt.select_vec(v) for v in ctx.vecs]
     sel_ms = 1000 * (time.perf_counter() - t_sel) / len(ctx.queries)
     acc = ctx.accuracy([ctx.task.prefix(s.examples) for s in sels])
-    extra = {"fallback_rate": float(np.mean([s.fallback for s in sels])),
+    extra = {"fallback_rate": float(np.mean([s.fallback for s in sels])), "source": opt.source,
              "setting": opt.setting.to_dict() if opt.setting is not None else None}
     if opt.loo_summary is not None:
         extra["loo_accuracy"] = opt.loo_summary["accuracy"]
-    ctx.record(name, acc, start, fit_calls=opt.lm_calls_fit, extra=extra)
+    if opt.selection_summary is not None:  # the honest estimate beside the optimistic in-sample score
+        extra["selection_estimate"] = opt.selection_summary["estimate"]
+        extra["loo_accuracy"] = opt.selection_summary["loo_accuracy"]
+    if estimate is not None:
+        extra["selection_estimate"] = estimate
+    ctx.record(name, acc, start, fit_calls=opt.lm_calls_fit if fit_calls is None else fit_calls, extra=extra)
     return sel_ms
 
 
@@ -118,40 +123,81 @@ def poem(ctx: EvalContext) -> dict[str, Any]:
     return {"select_ms_per_query": _record_poem(ctx, "poem", ctx.optimizer, start)}
 
 
+def _fixed_source(opt: PoemOptimizer) -> str | None:
+    """The source the fixed-set ablations read: the fixed demonstrations when fitted, else the
+    source in use (None without a trial matrix)."""
+    return "fixed" if "fixed" in opt.matrices else (opt.source if opt.matrices else None)
+
+
 def poem_paper(ctx: EvalContext) -> None:
     """The paper's read rule (the ``paper`` preset: rank encoding, summed gold-label rewards of the
-    k = 8 nearest inputs, no shrinkage) on this fit's memory: zero extra LM calls. The
-    demonstrations and fit inputs are the main POEM row's (the preset alone would also drop the
-    dev inputs)."""
-    if ctx.optimizer.matrix is None:
+    k = 8 nearest inputs, no shrinkage) on this fit's memory of the fixed demonstrations (or of the
+    kNN ones without them): zero extra LM calls. The fit inputs are the main POEM row's (the preset
+    alone would also drop the dev inputs)."""
+    source = _fixed_source(ctx.optimizer)
+    if source is None:
         logger.info("poem_paper skipped: needs a trial matrix")
         return
     start = time.perf_counter()
-    _record_poem(ctx, "poem_paper", ctx.optimizer.with_setting(PoemConfig.from_preset("paper").read_setting()), start)
+    paper = ctx.optimizer.with_setting(PoemConfig.from_preset("paper").read_setting(), source=source)
+    _record_poem(ctx, "poem_paper", paper, start, fit_calls=_source_calls(ctx.optimizer, source))
+
+
+def _source_calls(opt: PoemOptimizer, source: str) -> int:
+    """LM calls the fit spent on ``source``'s demonstrations (all of them for a loaded optimiser)."""
+    cost = opt.fit_costs.get(source)
+    return cost.lm_calls if cost is not None else opt.lm_calls_fit
 
 
 def poem_guarded(ctx: EvalContext) -> None:
-    """The guarded choice of read setting (``select="loo_guarded"``) on this fit: the
-    leave-one-out best setting if choosing among settings holds out on inputs it was not chosen
-    on, else the global best order. Zero extra LM calls (with fixed demonstrations its orders are
-    among the oracle's); the guard's figures are recorded."""
+    """The guarded choice of read setting (``select="loo_guarded"``) on this fit's fixed
+    demonstrations: the leave-one-out best setting if choosing among settings holds out on inputs
+    it was not chosen on, else the global best order. Zero extra LM calls (with fixed
+    demonstrations its orders are among the oracle's); the guard's figures are recorded."""
     opt = ctx.optimizer
-    if opt.matrix is None or len(set(opt.matrix.keys)) < 2:
+    source = _fixed_source(opt)
+    if source is None or len(set(opt.matrices[source].keys)) < 2:
         logger.info("poem_guarded skipped: needs a trial matrix of >= 2 distinct inputs")
         return
     start = time.perf_counter()
-    res = opt.leave_one_out(guard=True)
-    guarded = opt.with_setting(res.setting)
+    res = opt.leave_one_out(guard=True, source=source)
+    guarded = opt.with_setting(res.setting, source=source)
     guarded.loo_summary = res.summary()
-    _record_poem(ctx, "poem_guarded", guarded, start)
+    _record_poem(ctx, "poem_guarded", guarded, start, fit_calls=_source_calls(opt, source))
     ctx.out["poem_guarded"]["guard"] = res.guard
 
 
+def poem_one_source(ctx: EvalContext, source: str) -> None:
+    """The main selection restricted to one demonstration source (``examples="choose"`` only): what
+    choosing the source adds over that source alone. Zero extra LM calls; the row's fit calls are
+    that source's."""
+    opt, summary = ctx.optimizer, ctx.optimizer.selection_summary or {}
+    row = f"poem_{source}"
+    choice = summary.get("source_choices", {}).get(source)
+    if choice is None or source not in opt.matrices:
+        logger.info("%s skipped: needs the selection over both demonstration sources (examples='choose')", row)
+        return
+    start = time.perf_counter()
+    one = opt.with_setting(Setting(**{k: v for k, v in choice.items() if k != "source"}), source=source)
+    _record_poem(ctx, row, one, start, fit_calls=_source_calls(opt, source),
+                 estimate=summary["source_estimates"][source])
+
+
+def poem_fixed(ctx: EvalContext) -> None:
+    """The default selection restricted to the fixed demonstrations (see :func:`poem_one_source`)."""
+    poem_one_source(ctx, "fixed")
+
+
 def poem_knn(ctx: EvalContext) -> None:
-    """POEM on per-query kNN demonstrations (``examples="knn"``): each query gets KATE's ``n`` most
-    similar training examples, ordered by POEM; there a similarity-rank code is the natural action
-    (compare with ``kate_knn``, the same demonstrations in KATE's order). Its own fit, whose LM
-    calls and time this row reports; the read setting again by leave-one-out."""
+    """POEM on per-query kNN demonstrations: each query gets KATE's ``n`` most similar training
+    examples, ordered by POEM; there a similarity-rank code is the natural action (compare with
+    ``kate_knn``, the same demonstrations in KATE's order). With ``examples="choose"`` it is the
+    main selection restricted to the kNN source (no extra LM call); with ``examples="fixed"`` it
+    is a fit of its own (``examples="knn"``), whose LM calls and time this row reports, the read
+    setting chosen by the config's ``select``."""
+    if ctx.config.examples == "choose":
+        poem_one_source(ctx, "knn")
+        return
     if ctx.config.examples != "fixed":
         logger.info("poem_knn skipped: the main POEM row already uses kNN demonstrations")
         return
@@ -164,14 +210,16 @@ def poem_knn(ctx: EvalContext) -> None:
 
 
 def poem_identity(ctx: EvalContext) -> None:
-    """Ablation of the rank encoding: the same fit's trials stored as concrete orders."""
-    config, opt = ctx.config, ctx.optimizer
-    if config.examples != "fixed" or opt.setting is None or opt.setting.encoding == "identity" or opt.matrix is None:
-        logger.info("poem_identity skipped: needs fixed demonstrations, another encoding as the "
-                    "main POEM row and a trial matrix")
+    """Ablation of the rank encoding: the same fit's trials of the fixed demonstrations stored as
+    concrete orders (the main setting with ``encoding="identity"``)."""
+    opt = ctx.optimizer
+    if "fixed" not in opt.matrices or opt.setting is None or (opt.source == "fixed" and opt.setting.encoding == "identity"):
+        logger.info("poem_identity skipped: needs a trial matrix of fixed demonstrations and another encoding "
+                    "as the main POEM row")
         return
     start = time.perf_counter()
-    _record_poem(ctx, "poem_identity", opt.with_encoding("identity"), start)
+    ident = opt.with_setting(dataclasses.replace(opt.setting, encoding="identity"), source="fixed")
+    _record_poem(ctx, "poem_identity", ident, start, fit_calls=_source_calls(opt, "fixed"))
 
 
 def oracle(ctx: EvalContext) -> None:
@@ -180,7 +228,7 @@ def oracle(ctx: EvalContext) -> None:
     fixed orders' test accuracies (min / median / max): how much ordering can matter for this LM.
     Later fixed-order methods (best fixed, GlobalE/LocalE, POEM's identity picks) read these
     scores from the ScoreBook's memo."""
-    if ctx.config.examples != "fixed":
+    if not ctx.fixed_set:
         logger.info("oracle skipped: needs fixed demonstrations")
         return
     start = time.perf_counter()
@@ -195,12 +243,12 @@ def oracle(ctx: EvalContext) -> None:
 
 def best_fixed(ctx: EvalContext) -> None:
     """The one concrete order with the best training accuracy, for every query."""
-    if ctx.config.examples != "fixed":
+    if not ctx.fixed_set or not ctx.optimizer.order_stats:
         return
     start = time.perf_counter()
     best = ctx.optimizer.best_fixed_order()
     ctx.record("best_fixed", ctx.accuracy(ctx.prefixes_of([best] * len(ctx.queries))), start,
-               fit_calls=ctx.optimizer.lm_calls_fit, extra={"order": list(best)})
+               fit_calls=_source_calls(ctx.optimizer, "fixed"), extra={"order": list(best)})
 
 
 def kate(ctx: EvalContext) -> None:
@@ -239,36 +287,37 @@ def kate_retrieved(ctx: EvalContext) -> None:
 
 
 def random_order(ctx: EvalContext) -> None:
-    """A fresh uniform order per query; mean and std over ``random_draws`` draws. With fixed
-    demonstrations the order is drawn from the candidate orders (:meth:`EvalContext.fixed_orders`:
-    all ``n!`` of them when they fit the budget, else a uniform sample, so the expectation is
-    unchanged), and every draw is a look-up in the oracle row's scores."""
+    """A uniformly random candidate order per query, as its exact expectation: every query is scored
+    under every candidate order (:meth:`EvalContext.fixed_orders`: all ``n!`` when they fit the
+    budget, else the fit's uniform sample, so the expectation is unchanged; with kNN demonstrations
+    the same orders of each query's own candidates), and the row's accuracy is the mean over orders
+    of their accuracy. No draw: each query's ``expected_correct`` (the fraction of the orders that
+    get it right) is kept instead of predictions, and paired tests use it
+    (:func:`memrl.stats.paired_permutation_test`). With fixed demonstrations these are the oracle
+    row's scores (look-ups); with kNN ones it costs queries x orders LM calls."""
     start = time.perf_counter()
-    rng = np.random.default_rng(1000 + (ctx.task.seed or 0))
+    orders = ctx.fixed_orders()
     m = len(ctx.queries)
-    if ctx.cands is None:
-        orders = ctx.fixed_orders()
-        draw = lambda: [orders[int(j)] for j in rng.integers(len(orders), size=m)]  # noqa: E731
-    else:
-        draw = lambda: random_perms(ctx.optimizer.n, m, rng)  # noqa: E731
-    accs = [ctx.accuracy(ctx.prefixes_of(draw())) for _ in range(ctx.random_draws)]
-    ctx.record("random", float(np.mean(accs)), start, draws=ctx.random_draws, std=float(np.std(accs)),
-               extra={"draws": accs})
+    correct = correctness_matrix(ctx.book, [ctx.prefixes_of([perm] * m) for perm in orders], ctx.progress)
+    expected = correct.mean(axis=1)
+    ctx.last_predictions = None
+    ctx.record("random", float(expected.mean()), start, draws=len(orders),
+               extra={"expected_correct": expected.tolist(), "candidate_orders": len(orders), "exact": True})
 
 
 def entropy_methods(ctx: EvalContext) -> None:
     """GlobalE / LocalE (Lu et al. 2022) over the candidate orders of the fixed demonstrations.
 
     The probe set is sampled from the LM under *every* candidate order (as Lu et al.), enough
-    samples per order for at least ``min_probes`` texts; empty and repeated texts are dropped and
-    one more sample per order is drawn while fewer than ``min_probes`` are left (at most 4 times;
-    ``legacy_probes``: neither the top-up nor skipping a blank first line); the count is recorded
-    (``probes``), with how many orders tied before the tie-break
-    (:func:`memrl.poem.baselines.pick_entropy_orders`). Multiple-choice tasks, where a sampled
-    question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead and the
-    entropies of the predicted choice index."""
+    samples per order for ``min_probes`` texts; empty and repeated texts are dropped and one more
+    sample per order is drawn while fewer than ``min_probes`` distinct texts are left
+    (:func:`memrl.poem.baselines.sample_probes`). The row records the distinct probe count
+    (``probes``), the samples drawn for them (``probes_drawn``) and how many orders tied before
+    the tie-break (:func:`memrl.poem.baselines.pick_entropy_orders`). Multiple-choice tasks, where a
+    sampled question would need sampled choices, use ``min_probes`` unlabelled fit inputs instead
+    and the entropies of the predicted choice index."""
     config, task, scorer, opt = ctx.config, ctx.task, ctx.scorer, ctx.optimizer
-    if config.examples != "fixed":
+    if not ctx.fixed_set:
         logger.info("GlobalE/LocalE skipped: they rank orders of fixed demonstrations")
         return
     if task.verbalizer is not None and not hasattr(scorer, "model"):
@@ -279,14 +328,15 @@ def entropy_methods(ctx: EvalContext) -> None:
     perms = ctx.fixed_orders()
     if task.verbalizer is not None:
         per_order = probes_per_order(len(perms), ctx.min_probes)
-        legacy = ctx.legacy_probes
-        probes = sample_probes(task, scorer, opt.demos, perms, samples_per_order=per_order, seed=config.seed,
-                               min_distinct=0 if legacy else ctx.min_probes, skip_blank_start=not legacy)
-        source = f"sampled from the LM, {per_order} per candidate order" + (
-            "" if legacy else ", topped up to the minimum distinct")
+        sampled = sample_probes(task, scorer, opt.demos, perms, samples_per_order=per_order, seed=config.seed,
+                                min_distinct=ctx.min_probes)
+        probes, drawn = sampled.probes, sampled.drawn
+        source = f"sampled from the LM, {per_order} per candidate order, topped up to {ctx.min_probes} distinct"
     else:
         probes = unlabelled_probes(opt.default_inputs(), ctx.min_probes, seed=config.seed)
+        drawn = len(probes)
         source = "unlabelled fit inputs (multiple choice)"
+    distinct = len({(p.text, p.text_b, p.choices) for p in probes})
     g, loc, _, ties = entropy_orders(task, scorer, opt.demos, perms, probes)
     select_calls = scorer.calls - calls0
     shared = time.perf_counter() - start
@@ -295,7 +345,8 @@ def entropy_methods(ctx: EvalContext) -> None:
             s2 = time.perf_counter()
             ctx.record(name, ctx.accuracy(ctx.prefixes_of([perm] * len(ctx.queries))), s2 - shared,
                        select_calls=select_calls,
-                       extra={"order": list(perm), "probes": len(probes), "probe_source": source,
+                       extra={"order": list(perm), "probes": distinct, "probes_drawn": drawn,
+                              "min_probes": ctx.min_probes, "probe_source": source,
                               "candidate_orders": len(perms), "ties": ties[f"{name}_ties"]})
 
 
@@ -318,6 +369,7 @@ class Method:
 # order of the fixed demonstrations, so the fixed-order rows after it are look-ups.
 REGISTRY: tuple[Method, ...] = (
     Method(("poem",), poem, needs_fit=True),
+    Method(("poem_fixed",), poem_fixed, needs_fit=True),
     Method(("oracle",), oracle),
     Method(("poem_identity",), poem_identity, needs_fit=True),
     Method(("poem_paper",), poem_paper, needs_fit=True),

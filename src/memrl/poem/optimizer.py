@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,20 +26,24 @@ import numpy as np
 
 from memrl.io import atomic_dir, atomic_write_json
 from memrl.memory import EpisodicMemory
-from memrl.poem.config import PoemConfig
+from memrl.poem.config import PoemConfig, sources_of
+from memrl.poem.demonstrations import KnnPool, balanced_draw, knn_orders
+from memrl.poem.fitting import FitPlan, SourceFit, score_plan
 from memrl.poem.matrix import LooResult, TrialMatrix, build_matrix, loo_select
 from memrl.poem.orders import Order, sample_orders, similarity_ranks
 from memrl.poem.reading import prior_means
 from memrl.poem.reward_memory import memory_from_matrix, read_memory
-from memrl.poem.rewards import compute_reward
+from memrl.poem.selection import SOURCE_ENCODINGS, HeldOutChoice, select_candidate
 from memrl.poem.settings import Setting
 from memrl.tasks.fewshot import Example, FewShotTask
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "memrl.poem"
-FORMAT_VERSION = 2  # v2: + trials.npz (the full trial matrix), the read setting and the leave-one-out summary
-READABLE_VERSIONS = (1, 2)
+# v2: + trials.npz (the full trial matrix), the read setting and the leave-one-out summary;
+# v3: one trial matrix per demonstration source (trials-<source>.npz), the source in use, the selection
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class PoemMismatchError(ValueError):
@@ -91,32 +94,14 @@ class FitTrials:
 
 
 @dataclass
-class FitPlan:
-    """Every prompt a fit will score, before any LM call (:meth:`PoemOptimizer.fit_plan`).
-
-    Attributes:
-        inputs: the training inputs to fit on.
-        vecs: their embeddings, ``(len(inputs), d)``.
-        candidates: per input, its candidate demonstrations and their similarity ranks.
-        sims: per input, the candidates' cosine similarities to it.
-        prompts: distinct prompt prefix -> the ``(input index, order)`` trials scored under it, in
-            the order the fit scores them (one backend call per prefix).
-    """
-
-    inputs: list[Example]
-    vecs: np.ndarray
-    candidates: list[tuple[list[Example], Order]]
-    sims: list[np.ndarray]
-    prompts: dict[str, list[tuple[int, Order]]]
-
-    @property
-    def trials(self) -> int:
-        return sum(len(jobs) for jobs in self.prompts.values())
-
-
-@dataclass
 class FitReport:
-    """Cost and outcome of :meth:`PoemOptimizer.fit`, with the trials it scored."""
+    """Cost and outcome of :meth:`PoemOptimizer.fit`, with the trials it scored.
+
+    ``inputs``, ``trials``, ``lm_calls`` and ``wall_s`` are totals over the demonstration sources
+    fitted; ``costs`` holds each source's own (:class:`memrl.poem.fitting.SourceFit`: LM calls,
+    tokens run, ms per call). ``source`` and ``setting`` are what is read at select time;
+    ``record`` and ``mean_reward`` are the trials of that source.
+    """
 
     inputs: int
     trials: int
@@ -126,6 +111,9 @@ class FitReport:
     record: FitTrials | None = field(default=None, repr=False)
     setting: Setting | None = None
     loo: LooResult | None = field(default=None, repr=False)
+    selection: HeldOutChoice | None = field(default=None, repr=False)
+    source: str = "fixed"
+    costs: dict[str, SourceFit] = field(default_factory=dict)
 
 
 class PoemOptimizer:
@@ -148,21 +136,24 @@ class PoemOptimizer:
         self.scorer = scorer
         self.encoder = encoder
         self.config = config or PoemConfig()
-        self.demos: list[Example] = []
-        self.pool: list[Example] = []  # "knn" mode: candidates drawn per query
+        self.demos: list[Example] = []  # the fixed source's demonstrations
         self._demo_vecs: np.ndarray | None = None
-        self._pool_vecs: np.ndarray | None = None
-        self._pool_memory: EpisodicMemory | None = None
-        self._pool_text_counts: Counter[str] = Counter()
+        self.knn: KnnPool | None = None  # the kNN source's pool: candidates drawn per query
+        # the demonstration source read at select time: the config's, or chosen by the selection
+        self.source: str = sources_of(self.config.examples)[0]
+        self.matrices: dict[str, TrialMatrix] = {}  # per source fitted; None-free (v1 loads have none)
+        self.fit_costs: dict[str, SourceFit] = {}
         self.memory: EpisodicMemory | None = None
         self.tables: dict[str, dict[Order, tuple[float, int]]] = {}
         # fixed mode: per concrete order, [sum correct, sum reward, trials] (best fixed order baseline)
         self.order_stats: dict[Order, list[float]] = {}
         self.lm_calls_fit = 0
-        self.matrix: TrialMatrix | None = None  # None for an optimiser loaded from format v1
         self.setting: Setting | None = None  # the read setting in use (chosen by leave-one-out or given)
         self.loo: LooResult | None = None
         self.loo_summary: dict[str, Any] | None = None
+        # select="one_se": the choice and its honest (nested cross-validated) estimate
+        self.selection: HeldOutChoice | None = None
+        self.selection_summary: dict[str, Any] | None = None
         self.prior: dict[Any, float] = {}
 
     @property
@@ -173,6 +164,21 @@ class PoemOptimizer:
             return value
         classes = len(self.task.label_names)
         return classes if value == "classes" else max(4, classes)
+
+    @property
+    def matrix(self) -> TrialMatrix | None:
+        """The trial matrix of the source in use (None for an optimiser loaded from format v1)."""
+        return self.matrices.get(self.source)
+
+    @property
+    def pool(self) -> list[Example]:
+        """The kNN source's candidate pool (empty without a kNN source)."""
+        return self.knn.examples if self.knn is not None else []
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The demonstration sources this optimiser fits (``config.examples``)."""
+        return sources_of(self.config.examples)
 
     @property
     def demo_vecs(self) -> np.ndarray | None:
@@ -191,46 +197,25 @@ class PoemOptimizer:
 
     # ------------------------------------------------------------------ examples
     def setup_examples(self) -> None:
-        """Choose the demonstrations (fixed mode) or index the pool (kNN mode); no LM call."""
+        """Draw the fixed demonstrations and/or index the kNN pool, as the sources need; no LM call."""
         n = self.n
         train = self.task.train
         if not train:
             raise ValueError(f"task {self.task.name!r} has an empty training split; POEM needs examples")
-        if n > len(train) - (1 if self.config.examples == "knn" else 0):
+        if n > len(train) - (1 if "knn" in self.sources else 0):
             raise ValueError(
                 f"n_examples={n} is larger than the pool of {len(train)} training examples of task "
                 f"{self.task.name!r}; lower n_examples"
             )
-        if self.config.examples == "fixed":
-            # Seeded, label-balanced draw: round-robin over shuffled classes so a 4-shot prompt of a
-            # 2-class task holds 2 + 2 (a draw of one class only would make order irrelevant).
-            rng = np.random.default_rng(self.config.seed)
-            by_label: dict[int, list[int]] = {}
-            for i in rng.permutation(len(train)):
-                by_label.setdefault(train[int(i)].label, []).append(int(i))
-            labels = [lab for lab in rng.permutation(sorted(by_label))]
-            chosen: list[int] = []
-            while len(chosen) < n:
-                for lab in labels:
-                    if by_label[int(lab)] and len(chosen) < n:
-                        chosen.append(by_label[int(lab)].pop())
-            self.demos = [train[i] for i in chosen]
+        if "fixed" in self.sources:
+            self.demos = [train[i] for i in balanced_draw([ex.label for ex in train], n, self.config.seed)]
             self._demo_vecs = self.encoder.encode([d.key_text for d in self.demos])
-        else:
-            self.pool = list(train)
-            self._index_pool(self.encoder.encode([ex.key_text for ex in self.pool]))
-
-    def _index_pool(self, vecs: np.ndarray) -> None:
-        """(Re)build the kNN index of ``self.pool`` from its embeddings ``vecs``."""
-        self._pool_vecs = vecs
-        self._pool_memory = EpisodicMemory(vecs.shape[1], max_keys=len(self.pool), max_values=1,
-                                           encoder_name=self.identities["encoder"])
-        self._pool_memory.add([str(i) for i in range(len(self.pool))], vecs, vecs)
-        # copies of one text in the pool: an input excluded as its own demo drops all of them
-        self._pool_text_counts = Counter(ex.key_text for ex in self.pool)
+        if "knn" in self.sources:
+            self.knn = KnnPool(train, self.encoder.encode([ex.key_text for ex in train]), self.identities["encoder"])
 
     def add_examples(self, examples: Sequence[Example]) -> None:
-        """Add demonstrations to the candidate pool of a fitted ``examples="knn"`` optimiser.
+        """Add demonstrations to the candidate pool of a fitted optimiser that reads kNN demonstrations
+        (``examples="knn"``, or ``"choose"`` when the selection chose them).
 
         No LM call and no refit: in kNN mode the memory stores *similarity-rank* codes, which name
         no example, so a new pool example is one more candidate. A query it is among the ``n``
@@ -239,19 +224,20 @@ class PoemOptimizer:
         (:meth:`load` rebuilds it from ``task.train``).
 
         Raises:
-            ValueError: in ``examples="fixed"`` mode. There the memory holds rewards earned by
+            ValueError: when it reads the fixed demonstrations. There the memory holds rewards earned by
                 orders of one fixed set of demonstrations, chosen at fit, so a new demonstration
                 has no reward to be ordered by: fit again with it in the training split, or use
                 ``examples="knn"``. Also for a label outside the task's labels.
             RuntimeError: before :meth:`fit` or :meth:`load`.
         """
         self.check_fitted()
-        if self.config.examples != "knn":
+        if self.source != "knn":
             raise ValueError(
-                "PoemOptimizer(examples='fixed') cannot take new demonstrations without a refit: its "
-                "memory holds rewards of orders of the fixed set chosen at fit, and a new example has no "
-                "reward to be ordered by. Fit again with the example in the training split, or use "
-                "PoemConfig(examples='knn'), whose candidate pool can grow."
+                "this PoemOptimizer reads fixed demonstrations, so it cannot take new demonstrations without a "
+                "refit: its memory holds rewards of orders of the fixed set chosen at fit, and a new example has "
+                "no reward to be ordered by. Fit again with the example in the training split, or read the kNN "
+                "demonstrations (PoemConfig(examples='knn'), or with_setting(..., source='knn') after "
+                "examples='choose'), whose candidate pool can grow."
             )
         examples = list(examples)
         n_labels = len(self.task.label_names)
@@ -261,30 +247,24 @@ class PoemOptimizer:
                                  f"{n_labels} labels {list(self.task.label_names)}")
         if not examples:
             return
-        assert self._pool_vecs is not None
-        vecs = self.encoder.encode([ex.key_text for ex in examples])
-        self.pool += examples
-        self._index_pool(np.concatenate([self._pool_vecs, vecs]))
+        assert self.knn is not None
+        self.knn.add(examples, self.encoder.encode([ex.key_text for ex in examples]))
 
-    def candidates(self, query_vec: np.ndarray, exclude_text: str | None = None) -> tuple[list[Example], np.ndarray]:
-        """The query's ``n`` candidate demonstrations and their similarities ``(n,)``.
+    def candidates(self, query_vec: np.ndarray, exclude_text: str | None = None, *,
+                   source: str | None = None) -> tuple[list[Example], np.ndarray]:
+        """The query's ``n`` candidate demonstrations and their similarities ``(n,)`` under
+        ``source`` (default: the source in use).
 
-        Fixed mode: the fixed set (in its stored order). kNN mode: the ``n`` most similar pool
-        examples, skipping one whose text equals ``exclude_text`` (a training input is never its own demo).
+        Fixed: the fixed set (in its stored order). kNN: the ``n`` most similar pool examples, most
+        similar first, skipping one whose text equals ``exclude_text`` (a training input is never
+        its own demo).
         """
-        n = self.n
-        if self.config.examples == "fixed":
+        source = source or self.source
+        if source == "fixed":
             assert self._demo_vecs is not None
             return self.demos, self._demo_vecs @ query_vec
-        assert self._pool_memory is not None
-        skipped = self._pool_text_counts.get(exclude_text, 0) if exclude_text is not None else 0
-        sims, ids = self._pool_memory.search(query_vec[None], min(len(self.pool), n + skipped))
-        picked = [(int(i), float(s)) for i, s in zip(ids[0], sims[0])
-                  if self.pool[int(i)].key_text != exclude_text][:n]
-        if len(picked) < n:
-            raise ValueError(f"task {self.task.name!r}: only {len(picked)} pool examples differ from the input "
-                             f"{exclude_text!r:.80}; n_examples={n} needs more distinct training texts")
-        return [self.pool[i] for i, _ in picked], np.array([s for _, s in picked])
+        assert self.knn is not None
+        return self.knn.nearest(query_vec, self.n, exclude_text=exclude_text, task_name=self.task.name)
 
     # ------------------------------------------------------------------ fit
     def default_inputs(self) -> list[Example]:
@@ -301,133 +281,177 @@ class PoemOptimizer:
         return inputs
 
     def fit(self, inputs: Sequence[Example] | None = None, *, progress: bool = True) -> FitReport:
-        """Try orders on each training input, score them with the LM, keep the full trial matrix,
-        choose the read setting (``select="loo"`` / ``"loo_guarded"``: by leave-one-out, no LM call)
+        """Try orders on each training input under each demonstration source of ``config.examples``,
+        score them with the LM, keep the full trial matrix per source, choose the source and read
+        setting (``select="one_se"`` / ``"loo"`` / ``"loo_guarded"``: from the matrices, no LM call)
         and fill the memory.
 
         Args:
-            inputs: training inputs (default :meth:`default_inputs`).
+            inputs: training inputs (default :meth:`default_inputs`); every source fits the same ones.
             progress: show a tqdm bar over distinct prompts.
 
         Returns:
-            :class:`FitReport` with the number of LM calls (= (input, order) trials), the setting
-            used and the leave-one-out result.
+            :class:`FitReport` with the number of LM calls (= (input, order) trials) in all and per
+            source, the source and setting used and how they were chosen.
         """
-        from tqdm.auto import tqdm
-
         t0 = time.perf_counter()
-        plan = self.fit_plan(inputs)
-        inputs = plan.inputs
-        trials: list[tuple[int, Order, float, float]] = []  # (input, perm, reward, correct)
-        raw: list[tuple[int, Order, np.ndarray]] = []
-        calls0 = self.scorer.calls
-        for prefix, jobs in tqdm(plan.prompts.items(), desc=f"poem fit {self.task.name}", unit="prompt",
-                                 disable=not progress):
-            batch = [inputs[i] for i, _ in jobs]
-            res = self.scorer.score(prefix, [self.task.suffix(ex) for ex in batch], self.task.continuations(batch))
-            scores = np.asarray(res.normalised(self.task.length_normalise), dtype=np.float64)
-            gold = np.array([ex.label for ex in batch])
-            rewards = compute_reward(self.config.reward, scores, gold)
-            correct = compute_reward("correct", scores, gold)
-            trials += [(i, perm, float(r), float(c)) for (i, perm), r, c in zip(jobs, rewards, correct)]
-            raw += [(i, perm, row) for (i, perm), row in zip(jobs, scores)]
-        self.lm_calls_fit = self.scorer.calls - calls0
-        self.matrix = build_matrix(raw, gold=[ex.label for ex in inputs], sims=plan.sims,
-                                   labels=[[c.label for c in cands] for cands, _ in plan.candidates],
-                                   vecs=plan.vecs, keys=[ex.key_text for ex in inputs])
-        self._choose_setting()
-        self._write_memory()
-        record = FitTrials(inputs, plan.vecs, plan.candidates, trials, self.matrix)
-        report = FitReport(
-            inputs=len(inputs), trials=len(trials), lm_calls=self.lm_calls_fit,
-            wall_s=time.perf_counter() - t0, mean_reward=float(np.mean([t[2] for t in trials])), record=record,
-            setting=self.setting, loo=self.loo,
-        )
-        logger.info("POEM fit on %s: %s", self.task.name, report)
-        return report
-
-    def fit_plan(self, inputs: Sequence[Example] | None = None) -> FitPlan:
-        """The prompts :meth:`fit` scores on ``inputs`` (default :meth:`default_inputs`), grouped
-        by prompt prefix; embeds the inputs but makes no LM call (what a fit will cost)."""
         self.setup_examples()
         inputs = self.default_inputs() if inputs is None else list(inputs)
         if not inputs:
             raise ValueError(f"task {self.task.name!r}: no training inputs left to fit on")
         vecs = self.encoder.encode([ex.key_text for ex in inputs])
-        rng = np.random.default_rng(self.config.seed + 1)
-        # fixed demonstrations: one sample of orders shared by every input (a dense trial matrix,
-        # and each order's prefix is scored once for all inputs); kNN: a sample per input
-        shared = self.shared_orders() if self.config.examples == "fixed" else None
+        self.matrices, self.fit_costs = {}, {}
+        plans: dict[str, FitPlan] = {}
+        for source in self.sources:
+            plan = plans[source] = self._plan(inputs, vecs, source)
+            raw, self.fit_costs[source] = score_plan(self.task, self.scorer, plan, progress=progress)
+            self.matrices[source] = build_matrix(raw, gold=[ex.label for ex in inputs], sims=plan.sims,
+                                                 labels=[[c.label for c in cands] for cands, _ in plan.candidates],
+                                                 vecs=vecs, keys=[ex.key_text for ex in inputs])
+            logger.info("POEM fit on %s, %s demonstrations: %s", self.task.name, source, self.fit_costs[source])
+        self.lm_calls_fit = sum(c.lm_calls for c in self.fit_costs.values())
+        self._choose_setting()
+        self._write_memory()
+        record = self._trials(plans[self.source])
+        report = FitReport(
+            inputs=len(inputs), trials=sum(c.trials for c in self.fit_costs.values()), lm_calls=self.lm_calls_fit,
+            wall_s=time.perf_counter() - t0, mean_reward=float(np.mean([t[2] for t in record.trials])),
+            record=record, setting=self.setting, loo=self.loo, selection=self.selection, source=self.source,
+            costs=dict(self.fit_costs),
+        )
+        logger.info("POEM fit on %s: %s", self.task.name, report)
+        return report
+
+    def _trials(self, plan: FitPlan) -> FitTrials:
+        """The fit's record for the source in use: ``(input, order, config.reward, correct)`` per trial
+        in scoring order, read off its trial matrix."""
+        mx = self.matrix
+        assert mx is not None
+        column = {o: p for p, o in enumerate(mx.order_tuples)}
+        reward, correct = mx.rewards(self.config.reward), mx.rewards("correct")
+        trials = [(i, perm, float(reward[i, column[perm]]), float(correct[i, column[perm]]))
+                  for jobs in plan.prompts.values() for i, perm in jobs]
+        return FitTrials(plan.inputs, plan.vecs, plan.candidates, trials, mx)
+
+    def fit_plan(self, inputs: Sequence[Example] | None = None, *, source: str | None = None) -> FitPlan:
+        """The prompts :meth:`fit` scores on ``inputs`` (default :meth:`default_inputs`) with the
+        demonstrations of ``source`` (default: the first of ``config.examples``' sources), grouped by
+        prompt prefix; embeds the inputs but makes no LM call (what a fit will cost)."""
+        self.setup_examples()
+        inputs = self.default_inputs() if inputs is None else list(inputs)
+        if not inputs:
+            raise ValueError(f"task {self.task.name!r}: no training inputs left to fit on")
+        return self._plan(inputs, self.encoder.encode([ex.key_text for ex in inputs]), source or self.sources[0])
+
+    def _plan(self, inputs: list[Example], vecs: np.ndarray, source: str) -> FitPlan:
+        # fixed demonstrations: one sample of orders shared by every input (a dense trial matrix, and
+        # each order's prefix is scored once for all inputs); kNN: the same orders of each input's own
+        # candidates (dense too), sorted so that one input's prompts sharing a start run one after another
+        orders = self.shared_orders() if source == "fixed" else self.knn_orders()
         # Trials grouped by prompt prefix: every distinct prefix is scored in one backend call, so
         # a prefix-caching backend runs each order's demonstrations once.
         prompts: dict[str, list[tuple[int, Order]]] = {}
         candidates: list[tuple[list[Example], Order]] = []
         sims_of: list[np.ndarray] = []
         for i, ex in enumerate(inputs):
-            cands, sims = self.candidates(vecs[i], exclude_text=ex.key_text)
+            cands, sims = self.candidates(vecs[i], exclude_text=ex.key_text, source=source)
             candidates.append((cands, similarity_ranks(sims)))
             sims_of.append(np.asarray(sims, dtype=np.float64))
-            for perm in shared if shared is not None else sample_orders(len(cands), self.config.budget, rng):
+            for perm in orders:
                 prompts.setdefault(self.task.prefix([cands[p] for p in perm]), []).append((i, perm))
-        return FitPlan(inputs, vecs, candidates, sims_of, prompts)
+        return FitPlan(inputs, vecs, candidates, sims_of, prompts, source)
 
     def shared_orders(self) -> list[Order]:
         """The orders a fixed-demonstration fit tries on every input: all ``n!`` when ``n! <=
         budget``, else a seeded uniform sample of ``budget`` (the same for the same config)."""
         return sample_orders(self.n, self.config.budget, np.random.default_rng(self.config.seed + 1))
 
-    def loo_encodings(self) -> tuple[str, ...]:
-        """Encodings leave-one-out chooses among (``identity`` needs fixed demonstrations)."""
-        return ("identity", "label", "rank") if self.config.examples == "fixed" else ("label", "rank")
+    def knn_orders(self) -> list[Order]:
+        """The orders a kNN-demonstration fit tries on every input's own candidates
+        (:func:`memrl.poem.demonstrations.knn_orders`, ``config.knn_budget``)."""
+        return knn_orders(self.n, self.config.knn_budget, self.config.seed + 1,
+                          most_similar_last=self.config.fallback == "kate")
 
-    def leave_one_out(self, *, guard: bool = False) -> LooResult:
-        """Score every read setting on the fit's trial matrix by leave-one-out (no LM call);
-        ``guard``: keep the best one only if choosing it holds out (see :meth:`LooResult.with_guard`).
-        The fit's own selection is reused when it has one (the guard reads its table; nothing is
-        scored twice)."""
-        if self.matrix is None:
-            raise RuntimeError("leave-one-out needs the fit's trial matrix: call fit() first (a memory saved in "
-                               "format v1 has none)")
-        loo = self.loo
+    def loo_encodings(self, source: str | None = None) -> tuple[str, ...]:
+        """Encodings leave-one-out chooses among (``identity`` needs fixed demonstrations)."""
+        return tuple(SOURCE_ENCODINGS[source or self.source])
+
+    def leave_one_out(self, *, guard: bool = False, source: str | None = None) -> LooResult:
+        """Score every read setting on a source's trial matrix (default: the source in use) by
+        leave-one-out (no LM call); ``guard``: keep the best one only if choosing it holds out (see
+        :meth:`LooResult.with_guard`). The fit's own leave-one-out is reused when it has one for that
+        source (the guard reads its table; nothing is scored twice)."""
+        source = source or self.source
+        mx = self.matrices.get(source)
+        if mx is None:
+            raise RuntimeError(f"leave-one-out needs the fit's trial matrix of the {source!r} demonstrations: call "
+                               "fit() first with that source (a memory saved in format v1 has none)")
+        loo = self.loo if source == self.source else None
         if loo is None or (loo.guard is not None and not guard):  # none kept (loaded), or only a guarded one
-            loo = loo_select(self.matrix, encodings=self.loo_encodings(),
+            loo = loo_select(mx, encodings=self.loo_encodings(source),
                              most_similar_last=self.config.fallback == "kate")
         return loo.with_guard() if guard else loo
 
     def _choose_setting(self) -> None:
-        assert self.matrix is not None
-        self.loo = None
-        by_loo = self.config.select in ("loo", "loo_guarded")
-        if by_loo and len(set(self.matrix.keys)) >= 2:
-            self.loo = self.leave_one_out(guard=self.config.select == "loo_guarded")
-            self.setting = self.loo.setting
-            self.loo_summary = self.loo.summary()
-            logger.info("POEM leave-one-out on %s chose %s (accuracy %.3f over %d inputs, %d settings)",
-                        self.task.name, self.setting, self.loo.accuracy, self.loo.n_inputs, len(self.loo.table))
-            if self.loo.guard is not None:
-                g = self.loo.guard
-                logger.info("POEM guard on %s: choosing among settings scores %.3f on inputs it was not chosen on, "
-                            "the global order %.3f: %s", self.task.name, g["nested_accuracy"], g["global_accuracy"],
-                            "kept the best setting" if g["kept"] else "fell back to the global order")
+        assert self.matrices
+        self.loo = self.selection = None
+        self.loo_summary = self.selection_summary = None
+        self.source = self.sources[0]
+        data_chosen = self.config.select != "fixed"
+        if data_chosen and len(set(next(iter(self.matrices.values())).keys)) >= 2:
+            if self.config.select == "one_se":
+                self._select_held_out()
+            else:
+                self._select_by_loo()
         else:
-            if by_loo:
-                logger.warning("POEM: leave-one-out needs >= 2 distinct fit inputs; using the config's setting")
+            if data_chosen:
+                logger.warning("POEM: choosing the setting needs >= 2 distinct fit inputs; using the config's setting "
+                               "with the %s demonstrations", self.source)
             self.setting = self.config.read_setting()
-            self.loo_summary = None
 
-    def with_setting(self, setting: Setting) -> PoemOptimizer:
-        """A copy of this fitted optimiser that reads its memory under ``setting``, rebuilt from the
-        trial matrix: comparing encodings, rewards, k, read rules or shrinkage costs no LM call."""
+    def _select_held_out(self) -> None:
+        """``select="one_se"``: the one-standard-error rule over every source's candidates, estimated
+        by nested cross-validation."""
+        self.selection = select_candidate(self.matrices, rule="one_se",
+                                          most_similar_last=self.config.fallback == "kate")
+        self.source, self.setting = self.selection.source, self.selection.setting
+        self.selection_summary = self.selection.summary()
+        s = self.selection
+        logger.info("POEM on %s chose %s by the one-SE rule: %.3f on inputs it was not chosen on (nested CV), "
+                    "its own leave-one-out %.3f, best leave-one-out %.3f (%d inputs, %d candidates)", self.task.name,
+                    s.candidate, s.estimate, s.loo_accuracy, s.loo_best, s.n_inputs, s.candidates_scored)
+
+    def _select_by_loo(self) -> None:
+        """``select="loo"`` / ``"loo_guarded"``: the best leave-one-out accuracy (guarded or not)."""
+        self.loo = self.leave_one_out(guard=self.config.select == "loo_guarded")
+        self.setting = self.loo.setting
+        self.loo_summary = self.loo.summary()
+        logger.info("POEM leave-one-out on %s chose %s (accuracy %.3f over %d inputs, %d settings)",
+                    self.task.name, self.setting, self.loo.accuracy, self.loo.n_inputs, len(self.loo.table))
+        if self.loo.guard is not None:
+            g = self.loo.guard
+            logger.info("POEM guard on %s: choosing among settings scores %.3f on inputs it was not chosen on, "
+                        "the global order %.3f: %s", self.task.name, g["nested_accuracy"], g["global_accuracy"],
+                        "kept the best setting" if g["kept"] else "fell back to the global order")
+
+    def with_setting(self, setting: Setting, *, source: str | None = None) -> PoemOptimizer:
+        """A copy of this fitted optimiser that reads the memory of ``source``'s demonstrations
+        (default: the source in use) under ``setting``, rebuilt from that source's trial matrix:
+        comparing sources, encodings, rewards, k, read rules or shrinkage costs no LM call."""
         self.check_fitted()
-        if self.matrix is None:
+        source = source or self.source
+        if not self.matrices:
             raise RuntimeError("this optimiser has no trial matrix (saved in format v1, before trial matrices "
                                "were kept): fit again to change its setting")
+        if source not in self.matrices:
+            raise ValueError(f"this optimiser fitted {list(self.matrices)} demonstrations, not {source!r}")
         other = copy.copy(self)
-        other.config = dataclasses.replace(self.config, select="fixed", encoding=setting.encoding,  # validates
-                                           reward=setting.reward, k=setting.k, read=setting.read,
-                                           shrink=setting.shrink)
-        other.setting = setting
+        other.config = dataclasses.replace(self.config, select="fixed", examples=source,  # validates
+                                           encoding=setting.encoding, reward=setting.reward, k=setting.k,
+                                           read=setting.read, shrink=setting.shrink)
+        other.source, other.setting = source, setting
         other.loo, other.loo_summary = None, None
+        other.selection, other.selection_summary = None, None
         other._write_memory()
         return other
 
@@ -442,11 +466,15 @@ class PoemOptimizer:
 
     def _write_memory(self) -> None:
         """Reward tables (one per distinct input), the global prior and the per-order training
-        statistics, from the trial matrix under :attr:`setting`."""
+        statistics of the fixed demonstrations (the best-fixed-order baseline), from the trial
+        matrices under :attr:`setting`."""
         assert self.matrix is not None and self.setting is not None
         self.memory, self.tables, self.prior, order_stats = memory_from_matrix(
             self.matrix, self.setting, encoder_name=self.identities["encoder"])
-        self.order_stats = order_stats if self.config.examples == "fixed" else {}
+        fixed = self.matrices.get("fixed")
+        if fixed is not None and self.source != "fixed":  # any encoding: only the reward matters here
+            order_stats = memory_from_matrix(fixed, dataclasses.replace(self.setting, encoding="label"))[3]
+        self.order_stats = order_stats if fixed is not None else {}
 
     # ------------------------------------------------------------------ select
     def check_fitted(self) -> None:
@@ -477,18 +505,19 @@ class PoemOptimizer:
 
     def best_fixed_order(self) -> Order:
         """The concrete order of the fixed demonstrations with the highest training accuracy
-        (ties: higher mean reward, then lexicographic). Fixed mode only."""
+        (ties: higher mean reward, then lexicographic). Needs a fit of the fixed demonstrations."""
         if not self.order_stats:
-            raise RuntimeError("best_fixed_order needs a fit in 'fixed' example mode")
+            raise RuntimeError("best_fixed_order needs a fit with fixed demonstrations (examples='fixed' or 'choose')")
         return min(self.order_stats, key=lambda p: (-self.order_stats[p][0] / self.order_stats[p][2],
                                                    -self.order_stats[p][1] / self.order_stats[p][2], p))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted optimiser to folder ``path`` atomically: ``poem.json`` (identities,
-        config, read setting, leave-one-out summary, demonstrations, reward tables), ``memory.npz``
-        (the input keys) and ``trials.npz`` (the full trial matrix; absent for an optimiser that
-        was itself loaded from format v1)."""
+        config, the demonstration source and read setting in use, how they were chosen, the fit's
+        costs, the fixed demonstrations, reward tables), ``memory.npz`` (the input keys) and
+        ``trials-<source>.npz`` per fitted source (the full trial matrices; absent for an optimiser
+        that was itself loaded from format v1)."""
         self.check_fitted()
         assert self.setting is not None
         path = Path(path)
@@ -500,17 +529,21 @@ class PoemOptimizer:
             "n_examples": self.n,
             "setting": self.setting.to_dict(),
             "loo": self.loo_summary,
+            "selection": self.selection_summary,
             "demos": [_example_to_dict(d) for d in self.demos],
             "tables": {k: [[_listify(c), m, n] for c, (m, n) in t.items()] for k, t in self.tables.items()},
             "order_stats": [[list(p), *v] for p, v in self.order_stats.items()],
             "lm_calls_fit": self.lm_calls_fit,
-            "has_matrix": self.matrix is not None,
+            "fit_costs": {s: c.to_dict() for s, c in self.fit_costs.items()},
+            "source": self.source,
+            "sources": list(self.matrices),
+            "has_matrix": bool(self.matrices),
         }
         with atomic_dir(path) as tmp:
             atomic_write_json(tmp / "poem.json", state)
             self.memory.save(tmp / "memory.npz")
-            if self.matrix is not None:
-                self.matrix.save(tmp / "trials.npz")
+            for source, mx in self.matrices.items():
+                mx.save(tmp / f"trials-{source}.npz")
         return path
 
     @classmethod
@@ -563,15 +596,22 @@ class PoemOptimizer:
         else:
             opt.setting = Setting(**state["setting"])
             opt.loo_summary = state.get("loo")
-            if state.get("has_matrix"):
-                if not (path / "trials.npz").is_file():
-                    raise ValueError(f"{path}: trials.npz is missing; the saved optimiser is incomplete")
-                opt.matrix = TrialMatrix.load(path / "trials.npz")
-        if opt.config.examples == "fixed":
+            opt.selection_summary = state.get("selection")
+            opt.source = state.get("source", opt.sources[0])
+            opt.fit_costs = {s: SourceFit(**{k: v for k, v in c.items() if k != "ms_per_call"})
+                             for s, c in state.get("fit_costs", {}).items()}
+            # v2 kept one matrix, of its only source, as trials.npz
+            files = ({s: f"trials-{s}.npz" for s in state.get("sources", [])} if version >= 3
+                     else {opt.source: "trials.npz"} if state.get("has_matrix") else {})
+            for source, name in files.items():
+                if not (path / name).is_file():
+                    raise ValueError(f"{path}: {name} is missing; the saved optimiser is incomplete")
+                opt.matrices[source] = TrialMatrix.load(path / name)
+        if "fixed" in opt.sources:
             opt.demos = [_example_from_dict(d) for d in state["demos"]]
             opt._demo_vecs = encoder.encode([d.key_text for d in opt.demos])
-        else:
-            opt.setup_examples()
+        if "knn" in opt.sources:  # the pool is the training split (additions are not saved)
+            opt.knn = KnnPool(task.train, encoder.encode([ex.key_text for ex in task.train]), now["encoder"])
         return opt
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from memrl.poem.matrix import LooResult, TrialMatrix, loo_select
 from memrl.poem.reward_memory import memory_from_matrix, read_memory
+from memrl.poem.selection import HeldOutChoice, select_candidate
 from memrl.poem.settings import Setting
 
 REQUIRED = (*("fit_" + f for f in TrialMatrix.ARRAYS), "fit_key_hash", "test_vecs", "test_gold", "demo_vecs",
@@ -36,6 +37,9 @@ class Replay:
         test_vecs, test_gold: the test queries' embeddings and gold labels.
         test_orders: ``(P, n)`` the candidate orders the test queries were scored under.
         test_scores: ``(m, P, C)`` their normalised label scores under each.
+        knn_matrix: the fit's trial matrix with per-query kNN demonstrations (``examples="choose"``),
+            same inputs; the selection replays with it, test predictions only where it chooses the
+            fixed demonstrations.
     """
 
     matrix: TrialMatrix
@@ -45,6 +49,7 @@ class Replay:
     test_gold: np.ndarray
     test_orders: np.ndarray
     test_scores: np.ndarray
+    knn_matrix: TrialMatrix | None = None
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], source: str = "arrays") -> Replay:
@@ -52,9 +57,10 @@ class Replay:
         if missing:
             raise ValueError(f"{source}: cannot replay, missing {missing} (saved without fixed demonstrations, "
                              "or before the oracle row scored every order)")
+        knn = TrialMatrix.from_arrays(arrays, "knn_fit_") if "knn_fit_scores" in arrays else None
         return cls(TrialMatrix.from_arrays(arrays, "fit_"), np.asarray(arrays["demo_vecs"]), np.asarray(arrays["demo_labels"]),
                    np.asarray(arrays["test_vecs"]), np.asarray(arrays["test_gold"]),
-                   np.asarray(arrays["test_orders"]), np.asarray(arrays["test_scores"]))
+                   np.asarray(arrays["test_orders"]), np.asarray(arrays["test_scores"]), knn)
 
     @classmethod
     def load(cls, path: str | Path) -> Replay:
@@ -88,3 +94,19 @@ class Replay:
     def leave_one_out(self, *, guard: bool = False, most_similar_last: bool = True) -> LooResult:
         """The fit's leave-one-out selection (as :meth:`PoemOptimizer.leave_one_out` in fixed mode)."""
         return loo_select(self.matrix, most_similar_last=most_similar_last, guard=guard)  # all three encodings
+
+    def held_out_choice(self, rule: str = "one_se", *, most_similar_last: bool = True) -> HeldOutChoice:
+        """The fit's choice by ``rule`` with its nested cross-validated estimate
+        (:func:`memrl.poem.selection.select_candidate`) over the fixed demonstrations' trial matrix
+        and, when saved, the kNN demonstrations' (then :meth:`accuracy` replays it only if it chose
+        the fixed ones)."""
+        sources = {"fixed": self.matrix, **({"knn": self.knn_matrix} if self.knn_matrix is not None else {})}
+        return select_candidate(sources, rule=rule, most_similar_last=most_similar_last)
+
+    def choice_accuracy(self, choice: HeldOutChoice, *, most_similar_last: bool = True) -> float:
+        """Test accuracy of a :meth:`held_out_choice` (``ValueError`` when it chose the kNN
+        demonstrations, whose test prompts were not scored, or an order outside the scored ones)."""
+        if choice.source != "fixed":
+            raise ValueError(f"the choice reads the {choice.source!r} demonstrations; only the fixed ones' test "
+                             "scores were saved")
+        return self.accuracy(choice.setting, most_similar_last=most_similar_last)

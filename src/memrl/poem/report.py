@@ -152,9 +152,20 @@ def write_report(out_dir: str | Path, runs: Sequence[dict[str, Any]], extra: dic
     return paths
 
 
+def item_correctness(row: dict[str, Any], gold: Sequence[int]) -> np.ndarray | None:
+    """``(m,)`` a method's correctness per test item: 0/1 from its ``predictions``, or, for a row
+    that is an exact expectation (the random order), its ``expected_correct`` fractions; None when
+    the row recorded neither."""
+    if "expected_correct" in row:
+        return np.asarray(row["expected_correct"], dtype=np.float64)
+    if "predictions" in row:
+        return (np.array(row["predictions"]) == np.array(gold)).astype(np.float64)
+    return None
+
+
 def paired_comparison(runs: Sequence[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
     """Method ``a`` against ``b`` on the same test items, over the runs (data seeds) that recorded
-    per-query predictions for both.
+    per-item correctness for both (:func:`item_correctness`).
 
     Descriptive, pooled over seeds: trials (item × seed) only ``a`` got right (``only_a``), only
     ``b`` (``only_b``), and the accuracy difference. The test takes the *item* as its unit, because
@@ -163,27 +174,38 @@ def paired_comparison(runs: Sequence[dict[str, Any]], a: str, b: str) -> dict[st
     evidence: per item, ``d`` = seeds only ``a`` got it right − seeds only ``b`` did; ``better`` /
     ``worse`` = items with ``d`` > 0 / < 0; ``p`` = the exact two-sided sign test on those
     (:func:`memrl.stats.item_sign_test`; with one seed it is McNemar's test on the trials). Runs
-    recorded without ``items`` count each of their rows as its own item. None when no run has both.
+    recorded without ``items`` count each of their rows as its own item. When either row is an
+    expectation (fractional correctness, the random order), ``only_a`` / ``only_b`` are the
+    expected counts (sums of the positive and negative parts of ``a − b``) and ``d`` the summed
+    difference, tested by :func:`memrl.stats.paired_permutation_test`. None when no run has both.
     """
-    from memrl.stats import item_sign_test
+    from memrl.stats import item_sign_test, paired_permutation_test
 
-    only_a = only_b = n = 0
-    seeds = 0
-    trials: list[tuple[Any, bool, bool]] = []
+    only_a = only_b = 0.0
+    n = seeds = 0
+    fractional = False
+    trials: list[tuple[Any, float, float]] = []
     for k, run in enumerate(runs):
         ra, rb = run["methods"].get(a), run["methods"].get(b)
         gold = run.get("gold")
-        if not ra or not rb or "predictions" not in ra or "predictions" not in rb or gold is None:
+        if not ra or not rb or gold is None:
             continue
-        ca = np.array(ra["predictions"]) == np.array(gold)
-        cb = np.array(rb["predictions"]) == np.array(gold)
-        only_a += int((ca & ~cb).sum())
-        only_b += int((cb & ~ca).sum())
+        ca, cb = item_correctness(ra, gold), item_correctness(rb, gold)
+        if ca is None or cb is None:
+            continue
+        fractional |= "expected_correct" in ra or "expected_correct" in rb
+        only_a += float(np.clip(ca - cb, 0, None).sum())
+        only_b += float(np.clip(cb - ca, 0, None).sum())
         n += len(gold)
         seeds += 1
         items = run.get("items") or [(k, j) for j in range(len(gold))]
         trials += zip(items, ca.tolist(), cb.tolist(), strict=True)
     if not seeds:
         return None
-    return {"a": a, "b": b, "only_a": only_a, "only_b": only_b, "n": n, "seeds": seeds,
-            "diff": (only_a - only_b) / n, **item_sign_test(trials)}
+    if fractional:
+        test = paired_permutation_test(trials)
+        test.pop("mean_diff")
+        return {"a": a, "b": b, "only_a": only_a, "only_b": only_b, "n": n, "seeds": seeds,
+                "diff": (only_a - only_b) / n, "fractional": True, **test}
+    return {"a": a, "b": b, "only_a": int(only_a), "only_b": int(only_b), "n": n, "seeds": seeds,
+            "diff": (only_a - only_b) / n, **item_sign_test((i, x > 0.5, y > 0.5) for i, x, y in trials)}

@@ -1,10 +1,10 @@
 """LM scores of the test queries under prompt prefixes, memoised, and what the evaluation reads off them.
 
 A :class:`ScoreBook` memoises scores per (query, prefix) and scores missing pairs grouped by
-prefix, so methods that agree on a query's order share the LM work. :func:`order_matrix` scores
-every query under every order of the fixed demonstrations; :func:`oracle_and_spread` summarises
-that correctness matrix. Used by :mod:`memrl.poem.evaluate` and the methods of
-:mod:`memrl.poem.methods`.
+prefix, so methods that agree on a query's order share the LM work. :func:`correctness_matrix`
+scores every query under every prompt column (:func:`order_matrix`: every order of the fixed
+demonstrations); :func:`oracle_and_spread` summarises that correctness matrix. Used by
+:mod:`memrl.poem.evaluate` and the methods of :mod:`memrl.poem.methods`.
 """
 
 from __future__ import annotations
@@ -64,14 +64,19 @@ class ScoreBook:
         return float((self.predictions(prefixes, progress) == gold).mean())
 
 
+def correctness_matrix(book: ScoreBook, columns: Sequence[Sequence[str]], progress: bool = False) -> np.ndarray:
+    """``(m, P)`` correctness of every test query under each of ``P`` prompt columns (``columns[p][i]``:
+    query ``i``'s prefix in column ``p``), scored once per (query, prefix) through ``book``, so later
+    methods read them from its memo."""
+    gold = np.array([q.label for q in book.queries])
+    return np.stack([book.predictions(col, progress) == gold for col in columns], axis=1).astype(np.float64)
+
+
 def order_matrix(book: ScoreBook, task: FewShotTask, demos: Sequence[Example], orders: Sequence[tuple[int, ...]],
                  progress: bool = False) -> np.ndarray:
-    """``(m, P)`` correctness of every test query under every order of the fixed ``demos``
-    (scored once per (query, order) through ``book``, so later methods read them from its memo)."""
-    gold = np.array([q.label for q in book.queries])
-    cols = [book.predictions([task.prefix([demos[p] for p in perm])] * len(book.queries), progress) == gold
-            for perm in orders]
-    return np.stack(cols, axis=1).astype(np.float64)
+    """``(m, P)`` correctness of every test query under every order of the fixed ``demos``."""
+    return correctness_matrix(book, [[task.prefix([demos[p] for p in perm])] * len(book.queries) for perm in orders],
+                              progress)
 
 
 def oracle_and_spread(correct: np.ndarray) -> dict[str, float]:

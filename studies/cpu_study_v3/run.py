@@ -390,7 +390,40 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
             "rows_1_3_complete": not any(p for p in pending(args) if not p.startswith(("memory-r+-score", "outcome")))}
     atomic_write_json(args.out / "results.json", data)
     atomic_write_text(args.page, results_markdown(data))
+    if data["runs"]:
+        plot_accuracy(data, args.page.parent / "accuracy.png")
+    if any(args.out.glob("runs/*/metrics.jsonl")):
+        kit.plot_curves(args.out, args.page.parent / "curves.png")  # this study's runs (the second study's: its page)
     return data
+
+
+def plot_accuracy(data: dict[str, Any], path: Path) -> None:
+    """Held-out accuracy per arm: each seed a dot (open: the second study's runs), the mean a bar;
+    the base model as a line."""
+    import matplotlib
+
+    from memrl.io import save_figure
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = [a for a in ARMS if a in data["per_arm"]]
+    fig, ax = plt.subplots(figsize=(1.3 * len(arms) + 2, 3.8))
+    ax.bar(range(len(arms)), [100 * data["per_arm"][a]["mean"] for a in arms], color="tab:blue", alpha=0.35,
+           label="mean over seeds")
+    for r in data["runs"]:
+        x = arms.index(r["arm"])
+        ax.plot(x, 100 * r["arith_accuracy"], "o", color="tab:blue", mfc="none" if r["study"] == "v2" else "tab:blue",
+                ms=5)
+    if data.get("base"):
+        ax.axhline(100 * data["base"]["arith_accuracy"], color="tab:red", ls="--", lw=1, label="base model")
+    ax.set_xticks(range(len(arms)), [a.replace("memory-r+-", "m+ ") for a in arms], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("held-out arith, greedy 0-shot (%)")
+    ax.set_title("per seed: filled = this study, open = the second study's runs", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def _pct(x: float | None, digits: int = 1) -> str:

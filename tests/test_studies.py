@@ -8,25 +8,13 @@ matplotlib version that drew them (the PNG records it; another version draws oth
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-STUDIES = Path(__file__).resolve().parents[1] / "studies"
-
-
-def study_script(name: str, script: str = "run.py") -> ModuleType:
-    """``studies/<name>/<script>`` loaded as a module (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(f"study_{name}_{Path(script).stem}", STUDIES / name / script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from helpers.studies import STUDIES, study_script
 
 
 def assert_same_files(made: Path, committed: Path, names: list[str]) -> None:

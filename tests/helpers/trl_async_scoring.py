@@ -25,6 +25,7 @@ the tokenizer's end-of-turn token appended as vLLM returns it.
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import Any
 
 
@@ -91,12 +92,30 @@ def child_main(loop_kwargs: dict[str, Any], rollout_buffer: Any, model_version_v
 
 
 def compute_in_child(rewards: Any, kwargs: dict[str, Any], claim: bool, results: Any) -> None:
-    """A spawned child given a pickled ``MemoryRPlus``: compute once (after ``claim_process()``
-    when ``claim``); puts the memory's size, or the error's text, on ``results``."""
+    """A spawned child given a pickled reward object that learns as it scores (``MemoryRPlus``,
+    ``OutcomeUCBReward``): compute once (after ``claim_process()`` when ``claim``); puts the size of
+    its state (values in the memories, or answers counted), or the error's text, on ``results``."""
     try:
         if claim:
             rewards.claim_process()
         rewards.compute(**kwargs)
-        results.put(rewards.success_memory.num_values + rewards.failure_memory.num_values)
+        if hasattr(rewards, "num_answers"):
+            results.put(rewards.num_answers)
+        else:
+            results.put(rewards.success_memory.num_values + rewards.failure_memory.num_values)
     except Exception as exc:
         results.put(f"{type(exc).__name__}: {exc}")
+
+
+def spawn_child(target, *args, timeout: float = 600):
+    """Run ``target(*args, results)`` in a spawned process; what it put on ``results``."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=target, args=(*args, results), daemon=True)
+    child.start()
+    try:
+        return results.get(timeout=timeout)
+    finally:
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()

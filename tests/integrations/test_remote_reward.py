@@ -141,26 +141,12 @@ def test_async_grpo_child_scores_through_the_service_and_the_service_keeps_the_m
     np.testing.assert_allclose(totals, got.sum(axis=1), atol=TOL)
 
 
-def spawn(target, *args, timeout: float = 600):
-    """Run ``target(*args, results)`` in a spawned process; what it put on ``results``."""
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    child = ctx.Process(target=target, args=(*args, results), daemon=True)
-    child.start()
-    try:
-        return results.get(timeout=timeout)
-    finally:
-        child.join(timeout=60)
-        if child.is_alive():
-            child.kill()
-
-
 def test_a_memory_reward_copied_into_the_async_grpo_child_refuses_naming_the_remote_client(encoder, policy_tokenizer):
     """A MemoryRPlus given to AsyncGRPO is pickled into its scoring child, where its writes would be lost."""
     pytest.importorskip("trl.experimental.async_grpo.async_rollout_worker")
     from datasets import Dataset
 
-    from helpers.trl_async_scoring import child_main
+    from helpers.trl_async_scoring import child_main, spawn_child
     from memrl.rewards import MemoryRPlus
 
     rewards = MemoryRPlus(encoder=encoder, memory_explore_warmup_steps=0)
@@ -173,20 +159,20 @@ def test_a_memory_reward_copied_into_the_async_grpo_child_refuses_naming_the_rem
     ctx = mp.get_context("spawn")
     shared = (ctx.Queue(), ctx.Value("i", 0), ctx.Event(), ctx.Event(), ctx.Value("d", 0.0), ctx.Event(),
               ctx.Queue(maxsize=1), ctx.Queue(maxsize=4096))
-    out = spawn(child_main, loop_kwargs, *shared, groups)
+    out = spawn_child(child_main, loop_kwargs, *shared, groups)
     assert isinstance(out, str) and "RuntimeError: MemoryRPlus was built in process" in out
     assert "RemoteMemoryReward" in out and "memrl serve" in out
     assert len(rewards.success_memory) == 0 and rewards.compute(**kwargs_of(STEPS[0], 0))  # the owner still works
 
 
 def test_a_copy_that_claims_its_process_computes(encoder):
-    from helpers.trl_async_scoring import compute_in_child
+    from helpers.trl_async_scoring import compute_in_child, spawn_child
     from memrl.rewards import MemoryRPlus
 
     rewards = MemoryRPlus(encoder=encoder, memory_explore_warmup_steps=0)
     kwargs = kwargs_of(STEPS[0], 0)
-    assert "was built in process" in spawn(compute_in_child, rewards, kwargs, False)
-    assert spawn(compute_in_child, rewards, kwargs, True) == 2 * G  # every completion written, in the child
+    assert "was built in process" in spawn_child(compute_in_child, rewards, kwargs, False)
+    assert spawn_child(compute_in_child, rewards, kwargs, True) == 2 * G  # every completion written, in the child
 
 
 def test_trainer_steps_reach_the_service_and_each_batch_is_sent_once(encoder):

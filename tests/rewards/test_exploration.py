@@ -366,3 +366,17 @@ def test_two_processes_hold_identical_counts_and_score_like_one(tmp_path):
         assert scored[0]["ucb"][i] + scored[1]["ucb"][i] == pytest.approx(single_ucb(**step))
         assert scored[0]["batch"][i] + scored[1]["batch"][i] == pytest.approx(single_batch(**step))
     assert counts[0] == counts[1] == single_ucb.counts
+
+
+def test_a_ucb_copy_in_another_process_refuses_unless_it_claims_the_process():
+    """AsyncGRPO pickles reward functions into a spawned child: a copy's counts would never reach a
+    checkpoint, so it refuses (naming the service client), and counts once it claims the process."""
+    from helpers.trl_async_scoring import compute_in_child, spawn_child
+
+    ucb = OutcomeUCBReward()
+    refused = spawn_child(compute_in_child, ucb, STEP1, False, timeout=120)
+    assert refused.startswith("RuntimeError: OutcomeUCBReward was built in process")
+    assert "answer counts" in refused and "RemoteMemoryReward" in refused
+    here = OutcomeUCBReward()
+    here(**STEP1)
+    assert spawn_child(compute_in_child, ucb, STEP1, True, timeout=120) == here.num_answers == 3  # q1: 5, 7; q2: 3

@@ -95,6 +95,7 @@ from memrl.names import check_choice
 from memrl.options import build_config, check_field_types
 from memrl.rewards.common import check_lengths, completion_texts, question_keys
 from memrl.rewards.outcome import extract_answer
+from memrl.rewards.ownership import ProcessBound
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class _OutcomeExploration:
         }
 
 
-class OutcomeUCBReward(_OutcomeExploration):
+class OutcomeUCBReward(_OutcomeExploration, ProcessBound):
     """Historical outcome exploration: ``c · (min{1, 1/sqrt(N(q, a))} − β)`` per completion.
 
     ``N(q, a)`` counts how often answer ``a`` was produced for question ``q`` in earlier steps
@@ -305,11 +306,13 @@ class OutcomeUCBReward(_OutcomeExploration):
     """
 
     __name__ = "outcome_ucb_reward"
+    _state_name = "answer counts"  # ProcessBound: what a copy in another process would lose
 
     def __init__(self, config: OutcomeExplorationConfig | None = None, *,
                  answer_fn: Callable[[str], str | None] = extract_answer, **overrides: Any) -> None:
         super().__init__(config, answer_fn=answer_fn, **overrides)
         self.counts: dict[str, dict[str, int]] = {}
+        self._bind_process()  # the process whose checkpoints save these counts
 
     def __repr__(self) -> str:
         c = self.config
@@ -341,6 +344,7 @@ class OutcomeUCBReward(_OutcomeExploration):
         return self._run(prompts, completions, kwargs, update=False)
 
     def _run(self, prompts, completions, kwargs: dict[str, Any], update: bool) -> dict[str, np.ndarray]:
+        self._check_process()
         c = self.config
         questions, answers, everyone = self._step(prompts, completions, kwargs)
         step = Counter(pair for pair in everyone if pair[1] is not None)

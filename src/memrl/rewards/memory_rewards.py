@@ -71,6 +71,7 @@ from memrl.rewards.memory_config import (
     stored_text,
 )
 from memrl.rewards.outcome import CorrectnessReward
+from memrl.rewards.ownership import ProcessBound
 from memrl.rewards.scoring import RunningMinMax, SequentialMinMax, outcome_varies
 from memrl.rewards.semantics import SEMANTICS, semantics_named
 from memrl.runtime import resolve_device
@@ -96,7 +97,7 @@ class _MemoryRewardFunction:
         return f"<{self.__name__} of {self.owner!r}>"
 
 
-class MemoryRPlus:
+class MemoryRPlus(ProcessBound):
     """Memory-R / Memory-R+ rewards with their two episodic memories.
 
     Args:
@@ -114,6 +115,9 @@ class MemoryRPlus:
     >>> trainer = GRPOTrainer(model, reward_funcs=[correctness, *rewards.reward_functions()],
     ...                       args=grpo_config, train_dataset=ds)    # doctest: +SKIP
     """
+
+    _state_name = "memory"  # ProcessBound: what a copy in another process would lose
+    _copy_note = ", and it gets no trainer_state to count warm-up steps"
 
     def __init__(
         self,
@@ -146,7 +150,7 @@ class MemoryRPlus:
         self._last_result: dict[str, np.ndarray] | None = None
         self.semantics = semantics_named(config.memory_semantics)
         self.semantics.check(config)
-        self._owner_pid = os.getpid()  # the process that saves this memory (see _check_process)
+        self._bind_process()  # the process that saves this memory (see ProcessBound)
 
     def _new_memory(self) -> EpisodicMemory:
         c = self.config
@@ -169,26 +173,6 @@ class MemoryRPlus:
         return (f"MemoryRPlus({kind}, K={self.config.memory_top_k}, success={len(self.success_memory)} keys/"
                 f"{self.success_memory.num_values} values, failure={len(self.failure_memory)} keys/"
                 f"{self.failure_memory.num_values} values)")
-
-    def _check_process(self) -> None:
-        """Refuse to score in another process than the one that built this object (or claimed it):
-        there it is a copy, made by pickling (TRL's ``AsyncGRPOTrainer`` computes rewards in a
-        spawned child) or by forking, whose writes the trainer's checkpoints never see."""
-        owner = getattr(self, "_owner_pid", None)
-        if owner is not None and owner != os.getpid():
-            raise RuntimeError(
-                f"MemoryRPlus was built in process {owner} and is computing rewards in process {os.getpid()}: "
-                "it is a copy (TRL's AsyncGRPOTrainer computes rewards in a spawned child process), so the memory it "
-                "writes is not the one the trainer saves in its checkpoints, and it gets no trainer_state to count "
-                "warm-up steps. Keep the memory in a `memrl serve` process and give the trainer "
-                "memrl.integrations.remote.RemoteMemoryReward(<service url>).reward_functions() instead "
-                "(docs/training.md, AsyncGRPO). If this process saves the memory itself, call claim_process() on it.")
-
-    def claim_process(self) -> MemoryRPlus:
-        """Make the calling process this object's owner: for a copy in a process that saves its
-        memory itself (:meth:`save`); the check of :meth:`_check_process` then passes here."""
-        self._owner_pid = os.getpid()
-        return self
 
     def reward_functions(self) -> list[_MemoryRewardFunction]:
         """``[exploit]`` for Memory-R, ``[exploit, explore]`` for Memory-R+."""

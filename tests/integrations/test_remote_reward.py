@@ -20,7 +20,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from helpers.serving import Q  # noqa: E402  the GSM8K questions the serve tests use
-from memrl.integrations.remote import RemoteMemoryReward, completion_with_reasoning  # noqa: E402
+from memrl.integrations.remote import RemoteMemoryReward  # noqa: E402
+from memrl.rewards.common import completion_text  # noqa: E402
 from memrl.serve.app import ServiceThread, build_service  # noqa: E402
 from memrl.serve.client import RewardClient  # noqa: E402
 from memrl.serve.config import ServeConfig, build_reward_spec  # noqa: E402
@@ -115,7 +116,7 @@ def test_async_grpo_child_scores_through_the_service_and_the_service_keeps_the_m
     # TRL's parser moved the reasoning out of the content; the client put it back
     message = out[0][0][0][0]
     assert message["reasoning_content"].startswith("In May she sold") and "<think>" not in message["content"]
-    assert completion_with_reasoning([message]).startswith("<think>\nIn May she sold 48 / 2 = 24 clips.")
+    assert completion_text([message]).startswith("<think>\nIn May she sold 48 / 2 = 24 clips.")
 
     # each group reached the service once, although TRL called the two functions concurrently
     assert stats["requests"] == len(groups) and stats["samples"] == 2 * len(STEPS) * G

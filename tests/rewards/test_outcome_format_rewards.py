@@ -186,3 +186,16 @@ def test_cosine_length_reward_counts_tokens_not_characters():
     with pytest.raises(ValueError, match="completion_ids"):
         r(completions=["5"], answer=["5"])
     assert pickle.loads(pickle.dumps(r)).__name__ == "cosine_length_reward"
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "thinking"])
+def test_format_rewards_read_reasoning_that_trl_split_off_the_message(key):
+    """TRL's response parser moves ``<think>`` ... ``</think>`` into a message field of its own; the
+    in-process rewards must score the completion the model wrote, not its content alone."""
+    split = [{"role": "assistant", key: "2 apples plus 3 apples\nmakes 5", "content": "<answer>\n5\n</answer>\n"}]
+    as_written = [{"role": "assistant", "content": THINK_OK}]
+    for reward in (StrictFormatReward(), SoftFormatReward(), XMLCountReward()):
+        got, want = reward(completions=[split]), reward(completions=[as_written])
+        assert got == pytest.approx(want, abs=1e-12) and want[0] > 0, type(reward).__name__
+    only_reasoning = [{"role": "assistant", key: "thinking", "content": None}]  # nothing after the reasoning
+    assert StrictFormatReward()(completions=[only_reasoning]) == pytest.approx([0.0], abs=1e-12)

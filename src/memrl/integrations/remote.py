@@ -55,22 +55,6 @@ from memrl.serve.client import RewardClient
 MEMORY_REWARDS = ("memory_exploit_reward", "memory_explore_reward")
 TOTAL = "total"  # the service's weighted sum of every reward it serves (its `rewards` field)
 MAX_PENDING = 8  # answers kept for functions that have not taken their share yet
-# keys TRL's response parsers put a message's reasoning under (trl/chat_template_utils.py)
-REASONING_KEYS = ("reasoning_content", "thinking")
-
-
-def completion_with_reasoning(completion: Any, index: int = 0, tag: str = "think") -> str:
-    """Text of one completion as the model wrote it: a chat message whose reasoning TRL's parser
-    moved out of ``content`` gets it back in front, inside ``<tag>`` ... ``</tag>``."""
-    if isinstance(completion, (list, tuple)):
-        rebuilt = []
-        for message in completion:
-            reasoning = next((message[k] for k in REASONING_KEYS if isinstance(message, dict) and message.get(k)), None)
-            if reasoning is not None and message.get("role", "assistant") == "assistant":
-                message = {**message, "content": f"<{tag}>\n{reasoning}\n</{tag}>\n{message.get('content') or ''}"}
-            rebuilt.append(message)
-        completion = rebuilt
-    return completion_text(completion, index)
 
 
 class RemoteRewardFunction:
@@ -187,7 +171,7 @@ class RemoteMemoryReward:
                                    else self.tokenizer)
             check_lengths(len(completions), completion_ids=completion_ids)
             return self._tokenizer.batch_decode([list(ids) for ids in completion_ids], skip_special_tokens=True)
-        return [completion_with_reasoning(c, i, self.think_tag) for i, c in enumerate(completions)]
+        return [completion_text(c, i, self.think_tag) for i, c in enumerate(completions)]
 
     def payload(self, prompts: Any, completions: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The ``/get_reward`` fields for TRL's call (see :mod:`memrl.serve.protocol`)."""

@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+# keys TRL's response parsers put a message's reasoning under (trl/chat_template_utils.py)
+REASONING_KEYS = ("reasoning_content", "thinking")
+REASONING_TAG = "think"
 
-def completion_text(completion: Any, index: int = 0) -> str:
-    """Text of one completion: a string, or TRL's conversational ``[{"role": "assistant",
-    "content": ...}]`` (the assistant turns are joined).
+
+def completion_text(completion: Any, index: int = 0, reasoning_tag: str = REASONING_TAG) -> str:
+    """Text of one completion as the model wrote it: a string, or TRL's conversational
+    ``[{"role": "assistant", "content": ...}]`` (the assistant turns are joined). Reasoning that
+    TRL's response parser moved out of ``content`` (``reasoning_content`` / ``thinking``) is put
+    back in front, inside ``<reasoning_tag>`` ... ``</reasoning_tag>``, so format rewards and the
+    memories see it.
 
     An empty completion is a real model output and is returned as ``""``; ``None`` or any other
     type is a caller bug and raises ``TypeError`` naming the index.
@@ -23,9 +30,14 @@ def completion_text(completion: Any, index: int = 0) -> str:
                     f"completions[{index}] is a list but not of chat messages with 'content': {message!r:.80}"
                 )
             content = message["content"]
+            reasoning = next((message[k] for k in REASONING_KEYS if message.get(k)), None)
+            if content is None and isinstance(reasoning, str):
+                content = ""  # all of the message was reasoning
             if not isinstance(content, str):
                 raise TypeError(f"completions[{index}] has non-string content: {type(content).__name__}")
             if message.get("role", "assistant") == "assistant":
+                if isinstance(reasoning, str):
+                    content = f"<{reasoning_tag}>\n{reasoning}\n</{reasoning_tag}>\n{content}"
                 parts.append(content)
         return "".join(parts)
     raise TypeError(

@@ -470,8 +470,9 @@ def plot_accuracy(data: dict[str, Any], path: Path) -> None:
 
 
 def plot_curves(root: Path, path: Path) -> None:
-    """Training curves of every run under ``root`` that logged metrics (EMA 0.6)."""
-    run_dirs = [p.parent for p in sorted(root.glob("runs/*/metrics.jsonl"))]
+    """Training curves of every finished run under ``root`` (EMA 0.6): a run still training has
+    a partial metrics file, and the page is generated from finished runs only."""
+    run_dirs = [p.parent for p in sorted(root.glob("runs/*/metrics.jsonl")) if (p.parent / "study_result.json").is_file()]
     if run_dirs:
         from memrl.grpo.report import plot_training_curves
 

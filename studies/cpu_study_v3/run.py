@@ -375,6 +375,18 @@ def pending(args: argparse.Namespace) -> list[str]:
             if not (args.out / "runs" / f"{n}-s{s}" / "study_result.json").is_file()]
 
 
+def _portable(path: Path, results: Path) -> str:
+    """A path as the results file records it, so the file does not depend on where the checkout
+    lives: relative to the results folder (this study's runs), else to the repository (the second
+    study's), else as it is."""
+    for base in (results, ROOT):
+        try:
+            return str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     from memrl.io import atomic_write_json, atomic_write_text
 
@@ -382,7 +394,7 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     analysis = analyse(runs)
     check = args.out / "reproduction.json"
     base = args.out / "base.json"
-    data = {"runs": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()
+    data = {"runs": [{k: (_portable(v, args.out) if isinstance(v, Path) else v) for k, v in r.items()
                       if k not in ("train_correct_curve",)} for r in runs],
             **analysis, "pending": pending(args),
             "reproduction": json.loads(check.read_text()) if check.is_file() else None,
@@ -392,7 +404,7 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     atomic_write_text(args.page, results_markdown(data))
     if data["runs"]:
         plot_accuracy(data, args.page.parent / "accuracy.png")
-    if any(args.out.glob("runs/*/metrics.jsonl")):
+    if any(args.out.glob("runs/*/study_result.json")):
         kit.plot_curves(args.out, args.page.parent / "curves.png")  # this study's runs (the second study's: its page)
     return data
 

@@ -1,7 +1,8 @@
 """What partial prefix reuse saves in a POEM fit on per-query kNN demonstrations.
 
-A ``PoemConfig(examples="knn")`` fit scores every training input under every order of its own
-``n`` nearest demonstrations: each (input, order) is a distinct prompt prefix, so the exact-match
+A ``PoemConfig(examples="knn")`` fit scores every training input under each order the fit tries
+of its own ``n`` nearest demonstrations (``knn_budget`` of them: all ``n!`` when they fit, else
+KATE's order and a seeded sample): each (input, order) is a distinct prompt prefix, so the exact-match
 prefix cache of :class:`memrl.lm.HFScorer` never hits, but one input's orders share their leading
 demonstrations. ``HFScorer(partial_prefix_reuse=True)`` (the default) builds each new prefix's KV
 cache from the cached prefix sharing its longest start. This bench fits the same optimiser twice
@@ -12,8 +13,8 @@ matrices (what reuse changes is float rounding only) and whether they chose the 
 
 Writes ``bench/results/prefix_reuse.json``.
 
-    python bench/prefix_reuse_bench.py                  # sst2, seed 13, 16 inputs x 24 orders
-    python bench/prefix_reuse_bench.py --task trec      # n = 6: a sampled 24 of 720 orders
+    python bench/prefix_reuse_bench.py                  # sst2, seed 13, 16 inputs x knn_budget orders
+    python bench/prefix_reuse_bench.py --task trec      # n = 6: a sample of 720 orders
     python bench/prefix_reuse_bench.py --count-only     # the whole fit, counted, not run
 
 ``--count-only`` runs no forward: it tokenises every prompt of the task's whole kNN fit (all its

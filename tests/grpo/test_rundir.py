@@ -39,6 +39,13 @@ def test_labels_and_groups_come_from_the_resolved_config(tmp_path):
                                                        "dataset": "data/train.jsonl"}, "grpo": {"seed": 3}}))
     assert run.label() == "r1 s3" and run.method() == "r1"
     assert run.group() == "r1 | Qwen2.5-0.5B | train"
+    memory = {"train": {"method": "memory-r+", "model": "m", "dataset": "d"}, "grpo": {"seed": 0},
+              "memory": {"memory_semantics": "group_loo", "memory_gate": "none"}}
+    run.resolved_json.write_text(json.dumps(memory))
+    assert run.label() == "memory-r+/group_loo s0"
+    memory["memory"]["memory_gate"] = "zero_variance"
+    run.resolved_json.write_text(json.dumps(memory))
+    assert run.label() == "memory-r+/group_loo/zero_variance s0"
 
 
 def test_trl_still_has_what_memrl_overrides():

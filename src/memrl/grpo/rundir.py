@@ -211,11 +211,19 @@ class RunDir:
         return cfg["train"]["method"] if cfg else self.path.name
 
     def label(self) -> str:
-        """``<method> s<seed>`` from the resolved config, else the folder name."""
+        """``<method> s<seed>`` from the resolved config, else the folder name. A method with a
+        memory names its semantics, and its gate when there is one (``memory-r+/group_loo s0``,
+        ``memory-r+/group_loo/zero_variance s0``): runs of two semantics are told apart in a plot."""
         cfg = self.resolved_config()
-        if cfg:
-            return f"{cfg['train']['method']} s{cfg['grpo'].get('seed', '?')}"
-        return self.path.name
+        if not cfg:
+            return self.path.name
+        method = cfg["train"]["method"]
+        memory = cfg.get("memory") or {}
+        if method.startswith("memory-") and memory.get("memory_semantics"):
+            method += f"/{memory['memory_semantics']}"
+            if memory.get("memory_gate", "none") != "none":
+                method += f"/{memory['memory_gate']}"
+        return f"{method} s{cfg['grpo'].get('seed', '?')}"
 
     def group(self) -> str | None:
         """What the runs averaged together share: ``"<method> | <model> | <dataset>"`` (seeds differ)."""

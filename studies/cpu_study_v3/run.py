@@ -64,6 +64,8 @@ RANDOM_REWARD_STD = 0.18544
 # the second study's first logged step of r1 seed 0, which this code must reproduce
 V2_FIRST_STEP = {"loss": -0.135845, "grad_norm": 4.134831}
 COMPLETION_STEPS = [1, 20, 40]
+# the snapshot the first check and row 1 ran on, before runs recorded their commit
+FIRST_SNAPSHOT = "e810e54"
 # the second study's settings, which this one keeps (checked against its results.json by --check)
 FIXED = {"steps": 40, "prompts": 2, "generations": 8, "max_completion": 96, "train_pool": 24, "shots": 2,
          "learning_rate": 1e-5, "warmup_explore": 10, "save_steps": 10, "eval_arith": 200, "eval_max_tokens": 256,
@@ -142,6 +144,7 @@ def run_arm(args: argparse.Namespace, name: str, seed: int) -> dict[str, Any] | 
         final = run_dir / "final"
         if final.is_dir():
             result.update(secondary_eval(args, final, run_dir))
+            result.setdefault("code_commit", code_commit())
             atomic_write_json(run_dir / "study_result.json", result)
         else:
             logger.warning("%s: no final model on this machine; the secondary evaluation is missing", run_dir)
@@ -202,7 +205,7 @@ def reproduction_check(args: argparse.Namespace) -> dict[str, Any]:
     differs = {k: (v, v2_settings.get(k)) for k, v in FIXED.items() if v2_settings.get(k) != v}
     if differs:
         raise SystemExit(f"settings differ from the second study's (this, second): {differs}")
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_model(),
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": code_commit(), "cpu": _cpu_model(),
            "python": platform.python_version(), "torch": _version("torch"), "trl": _version("trl"),
            "transformers": _version("transformers"), "first_step": step, "second_study_first_step": V2_FIRST_STEP,
            "relative_difference": rel, "reproduced": all(d <= 1e-4 for d in rel.values()),
@@ -212,6 +215,14 @@ def reproduction_check(args: argparse.Namespace) -> dict[str, Any]:
     checks = json.loads(path.read_text()) if path.is_file() else []
     atomic_write_json(path, [*checks, out])
     return out
+
+
+def code_commit() -> str | None:
+    """The commit of the code this process runs (the study's snapshot worktree), or None without git."""
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _base_model_path() -> str:
@@ -450,7 +461,8 @@ def results_markdown(data: dict[str, Any]) -> str:
         lines += [f"**In progress**: pending runs {', '.join(data['pending'])}. Figures below are partial; the "
                   "default rule is applied only when rows 1-3 are complete.", ""]
     for c in data["reproduction"] or []:
-        lines.append(f"Reproduction check ({c['date']}, {c['cpu']}, torch {c['torch']}, TRL {c['trl']}): first step "
+        lines.append(f"Reproduction check ({c['date']}, code {c.get('commit') or FIRST_SNAPSHOT}, {c['cpu']}, "
+                     f"torch {c['torch']}, TRL {c['trl']}): first step "
                      f"loss {c['first_step']['loss']:.6f} / grad_norm {c['first_step']['grad_norm']:.6f} vs the second "
                      f"study's {c['second_study_first_step']['loss']} / {c['second_study_first_step']['grad_norm']}: "
                      f"{'reproduced' if c['reproduced'] else 'NOT reproduced'}; base model {_pct(c['base_arith_accuracy'])}% "
@@ -486,10 +498,11 @@ def results_markdown(data: dict[str, Any]) -> str:
     if d and data["rows_1_3_complete"]:
         lines += ["", f"**Default by the registered rule**: `{d['arm']}` ({d['why']})."]
     lines += ["", "Runs (training figures over the last 10 logged steps):", "",
-              "| run | study | held-out % | training format % | train correct % | groups without reward variance % | "
-              "stall |", "|---|---|---|---|---|---|---|"]
+              "| run | study | code | held-out % | training format % | train correct % | groups without reward variance % | "
+              "stall |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(data["runs"], key=lambda r: (list(ARMS).index(r["arm"]), r["seed"])):
-        lines.append(f"| {r['arm']}-s{r['seed']} | {r['study']} | {_pct(r['arith_accuracy'])} | "
+        code = "second study's" if r["study"] == "v2" else (r.get("code_commit") or FIRST_SNAPSHOT)
+        lines.append(f"| {r['arm']}-s{r['seed']} | {r['study']} | {code} | {_pct(r['arith_accuracy'])} | "
                      f"{_pct(r.get('arith_2shot_accuracy'))} | {_pct(r.get('train_correct_last10'))} | "
                      f"{_pct(r.get('zero_std_groups_last10'))} | {'yes' if r.get('signal_stall') else 'no'} |")
     return "\n".join(lines) + "\n"

@@ -71,6 +71,12 @@ def test_poem_study_pages_regenerate_from_the_committed_results(tmp_path):
     second.write_docs(json.loads((STUDIES / "poem_study_v2" / "results" / "results.json").read_text()), tmp_path)
     assert_same_files(tmp_path, STUDIES / "poem_study_v2", ["results.md", "accuracy.png"])
 
+    third = study_script("poem_study_v3")
+    results = STUDIES / "poem_study_v3" / "results"
+    data = third.read_results(results / "results.json")
+    third.write_docs(data, tmp_path / "v3", third.read_replay(results / "replay_v2.json"))
+    assert_same_files(tmp_path / "v3", STUDIES / "poem_study_v3", ["results.md", *(["accuracy.png"] if data["runs"] else [])])
+
 
 def test_semantics_page_regenerates_from_its_results():
     study = study_script("semantics")

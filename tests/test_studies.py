@@ -82,3 +82,11 @@ def test_semantics_page_regenerates_from_its_results():
     study = study_script("semantics")
     data = json.loads((STUDIES / "semantics" / "results" / "results.json").read_text())
     assert study.markdown(data) == (STUDIES / "semantics" / "results.md").read_text()
+
+
+def test_the_third_cpu_study_counts_groups_without_correctness_variance():
+    study = study_script("cpu_study_v3")
+    # 2 groups per step: the last 10 steps had 0, 0, ..., 1 groups whose correctness varied
+    assert study.flat_correctness_share([2, 2] + [0] * 9 + [1], 2) == pytest.approx(0.95, abs=1e-12)
+    assert study.flat_correctness_share([2] * 12, 2) == pytest.approx(0.0, abs=1e-12)
+    assert study.flat_correctness_share([0] * 9, 2) is None  # fewer than 10 logged steps

@@ -230,6 +230,31 @@ def test_signal_stall_fires_on_the_study_run_that_stalled_and_not_on_the_ones_th
     assert signal_stall([{"frac_reward_zero_std": 0.0}] * 5 + [{"frac_reward_zero_std": 0.95}] * 10)
 
 
+def test_outcome_stall_sees_a_run_whose_other_rewards_still_vary():
+    """The outcome signal can be gone while noise or memory terms keep the total reward varying:
+    then signal_stall cannot fire and outcome_stall must. The second CPU study's logs carry the
+    groups whose correctness varied (diag/auc_groups, 2 groups per step), from which the share
+    without correctness variance follows."""
+    from types import SimpleNamespace
+
+    from memrl.grpo.callbacks import CollapseMonitor, outcome_stall
+    from memrl.grpo.rundir import RunDir
+
+    runs = Path(__file__).resolve().parents[2] / "studies" / "cpu_study_v2" / "results" / "runs"
+    for run, stalled in (("r1-s0", False), ("r1-s1", False), ("r1-s2", True)):
+        rows = [{"diag/flat_outcome_frac": 1 - float(r["diag/auc_groups"]) / 2} for r in RunDir(runs / run).metrics()
+                if "diag/auc_groups" in r]
+        assert len(rows) == 40 and outcome_stall(rows) is stalled, run
+    # every group all wrong while the total reward varies (TRL's zero-std share 0): only outcome_stall fires
+    monitor = CollapseMonitor()
+    for step in range(1, 13):
+        monitor.on_log(None, SimpleNamespace(global_step=step), None,
+                       logs={"rewards/correctness_reward/mean": 0.0, "frac_reward_zero_std": 0.0,
+                             "diag/flat_outcome_frac": 1.0, "completions/mean_length": 30.0})
+    assert [(w["kind"], w["step"]) for w in monitor.warnings] == [("outcome-stall", 10)]
+    assert not outcome_stall([{"diag/flat_outcome_frac": 1.0}] * 9)  # too little history
+
+
 def test_collapse_detector_knows_the_real_reward_names():
     from memrl.grpo.callbacks import CORRECTNESS_MARKERS, FORMAT_MARKERS, reward_keys
     from memrl.rewards.registry import r1_rewards

@@ -163,6 +163,7 @@ def test_batch_diagnostics_keys_values_and_json():
     assert "diag/correct/len_corr" not in d  # constant in groups 1 and 2: undefined, omitted
     assert d["diag/correct/adv_share"] + d["diag/short/adv_share"] == pytest.approx(1.0)
     assert (d["diag/auc_groups"], d["diag/len_corr_groups"]) == pytest.approx((1, 2), abs=1e-12)  # group counts
+    assert d["diag/flat_outcome_frac"] == pytest.approx(2 / 3, abs=1e-12)  # groups 1 (all right) and 2 (all wrong)
     assert "diag/total/auc" in d and "diag/total/adv_share" not in d
     assert all(isinstance(v, float) and math.isfinite(v) for v in d.values())
     json.dumps(d, allow_nan=False)  # strict JSON
@@ -171,7 +172,7 @@ def test_batch_diagnostics_keys_values_and_json():
 def test_batch_diagnostics_omits_undefined_and_reserves_total():
     # no group varies in correctness and no lengths: no auc and no len_corr keys at all
     d = batch_diagnostics({"r": [1.0, 0.0]}, [1, 1], [0, 0])
-    assert d == {"diag/r/adv_share": 1.0, "diag/auc_groups": 0.0}
+    assert d == {"diag/r/adv_share": 1.0, "diag/auc_groups": 0.0, "diag/flat_outcome_frac": 1.0}
     with pytest.raises(ValueError, match="may not be named 'total'"):
         batch_diagnostics({"total": [1.0]}, [1], [0])
 

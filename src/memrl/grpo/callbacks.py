@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 LENGTH_KEY = "completions/mean_length"
 CLIPPED_KEY = "completions/clipped_ratio"
 ZERO_STD_KEY = "frac_reward_zero_std"  # TRL: share of groups whose completions all got one reward
+FLAT_OUTCOME_KEY = "diag/flat_outcome_frac"  # memrl: share of groups whose completions were all right or all wrong
 # reward names that measure form, not correctness (their saturation is "reward hacking")
 FORMAT_MARKERS = ("format", "xml", "int_answer", "integer", "reasoning_steps")
 CORRECTNESS_MARKERS = ("correctness", "accuracy", "cosine_length")
@@ -110,6 +111,20 @@ def signal_stall(history: Sequence[dict[str, Any]], window: int = 10, zero_std_s
     """
     shares = _series(history, ZERO_STD_KEY)[-window:]
     return len(shares) >= window and _mean(shares) >= zero_std_share
+
+
+def outcome_stall(history: Sequence[dict[str, Any]], window: int = 10, flat_share: float = 0.9) -> bool:
+    """No outcome signal left: in the last ``window`` logged steps, on average at least
+    ``flat_share`` of the GRPO groups had every completion right or every one wrong, so the
+    correctness reward gives no advantage. Unlike :func:`signal_stall` it still fires when other
+    rewards (noise, memory terms, format) keep the total reward varying: then the run learns from
+    them alone.
+
+    >>> outcome_stall([{"diag/flat_outcome_frac": 1.0}] * 10), outcome_stall([{"diag/flat_outcome_frac": 0.5}] * 10)
+    (True, False)
+    """
+    shares = _series(history, FLAT_OUTCOME_KEY)[-window:]
+    return len(shares) >= window and _mean(shares) >= flat_share
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -249,6 +264,11 @@ class CollapseMonitor(TrainerCallback):
             self._warn("signal-stall", f"no learning signal: >= 90% of groups gave every completion the same "
                        f"reward for {2 * self.window} steps (all right or, more often, all wrong in the same "
                        "way); the advantages are zero", state.global_step)
+        kinds = set(w["kind"] for w in self.warnings)
+        if not kinds & {"signal-stall", "outcome-stall"} and outcome_stall(self.history, 2 * self.window):
+            self._warn("outcome-stall", f"no outcome signal: >= 90% of groups had every completion right or every "
+                       f"one wrong for {2 * self.window} steps; the advantages come from the other rewards "
+                       "(format, memory, noise) alone", state.global_step)
 
     def _warn(self, kind: str, message: str, step: int) -> None:
         logger.warning("step %d: %s", step, message)

@@ -60,6 +60,26 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((np.count_nonzero(diff > 0) + 0.5 * np.count_nonzero(diff == 0)) / diff.size)
 
 
+def flat_outcome_share(correct: Any, groups: Sequence[Any]) -> float:
+    """Share of the groups whose completions were all right or all wrong (``c > 0.5`` or not, over
+    the finite values): the outcome reward gives GRPO no signal there, whatever the other rewards do.
+
+    >>> flat_outcome_share([1, 0, 1, 1, 0, 0], [0, 0, 1, 1, 2, 2])  # only group 0 varies
+    0.6666666666666666
+    """
+    c = _vector("correct", correct)
+    inverse, k = _group_index(groups)
+    if inverse.shape[0] != c.shape[0]:
+        raise ValueError(f"groups has {inverse.shape[0]} ids for {c.shape[0]} completions")
+    if k == 0:
+        return math.nan
+    flat = 0
+    for g in range(k):
+        right = c[(inverse == g) & np.isfinite(c)] > 0.5
+        flat += bool(right.all() or not right.any())
+    return flat / k
+
+
 def within_group_auc(term: Any, correct: Any, groups: Sequence[Any]) -> GroupStat:
     """Mean within-group AUC of ``term`` for telling correct from wrong completions.
 
@@ -233,7 +253,9 @@ def batch_diagnostics(
       variance (only when ``lengths`` is given);
     * ``diag/<name>/adv_share``: :func:`advantage_variance_share` (terms only; total's is 1);
     * ``diag/auc_groups`` and ``diag/len_corr_groups``: how many groups the total's AUC and length
-      correlation used.
+      correlation used;
+    * ``diag/flat_outcome_frac``: :func:`flat_outcome_share`, the share of groups without correctness
+      variance (what :func:`memrl.grpo.callbacks.outcome_stall` watches).
 
     **Undefined values are omitted, never NaN**: a batch where no group's correctness varies has
     no ``auc`` keys. Every value is then a finite float, safe for strict JSON and for loggers that
@@ -266,6 +288,9 @@ def batch_diagnostics(
             out[f"diag/{name}/adv_share"] = share
     total_auc, total_lc = stats[TOTAL]
     out["diag/auc_groups"] = float(total_auc.groups)
+    flat = flat_outcome_share(correct, groups)
+    if math.isfinite(flat):
+        out["diag/flat_outcome_frac"] = flat
     if total_lc is not None:
         out["diag/len_corr_groups"] = float(total_lc.groups)
     return out

@@ -11,20 +11,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers.gsm8k_questions import QUESTION_AND_GOLD
 
 pytestmark = pytest.mark.gpu
 
-# GSM8K-like questions and model-like completions: 4 questions x 4 completions, two steps' worth
-QUESTIONS = [
-    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips to her friends in May. "
-     "How many clips did Natalia sell altogether in April and May?", "72"),
-    ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she "
-     "earn?", "10"),
-    ("Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. Her "
-     "parents decided to give her $15 for that purpose, and her grandparents twice as much as her parents. How much "
-     "more money does Betty need to buy the wallet?", "5"),
-    ("James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?", "624"),
-]
+# GSM8K questions and model-like completions: 4 questions x 4 completions, two steps' worth
+QUESTIONS = list(QUESTION_AND_GOLD.values())  # from the shared data
 
 
 def batch(step: int) -> dict:

@@ -5,26 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-Q = {
-    "clips": ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
-              "May. How many clips did Natalia sell altogether in April and May?",
-              "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
-              "altogether in April and May.\n#### 72"),
-    "weng": ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
-             "How much did she earn?",
-             "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
-             "$<<0.2*50=10>>10.\n#### 10"),
-    "betty": ("Betty is saving money for a new wallet which costs $100. Betty has only half of the money she "
-              "needs. Her parents decided to give her $15 for that purpose, and her grandparents twice as "
-              "much as her parents. How much more money does Betty need to buy the wallet?",
-              "In the beginning, Betty has only 100 / 2 = $<<100/2=50>>50.\nBetty's grandparents gave her "
-              "15 * 2 = $<<15*2=30>>30.\nThis means, Betty needs 100 - 50 - 30 - 15 = $<<100-50-30-15=5>>5 "
-              "more.\n#### 5"),
-    "james": ("James writes a 3-page letter to 2 different friends twice a week. How many pages does he "
-              "write a year?",
-              "He writes each friend 3*2=<<3*2=6>>6 pages a week\nSo he writes 6*2=<<6*2=12>>12 pages every "
-              "week\nThat means he writes 12*52=<<12*52=624>>624 pages a year\n#### 624"),
-}
+from helpers.gsm8k_questions import PROBLEMS as Q  # noqa: E402  name -> (question, solution), from the shared data
 
 
 def fmt(reasoning: str, answer: str) -> str:

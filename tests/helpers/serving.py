@@ -15,20 +15,14 @@ import threading
 import time
 from pathlib import Path
 
+from helpers.gsm8k_questions import QUESTION_AND_GOLD
 from memrl.serve.app import ServiceThread, build_service
 from memrl.serve.client import RewardClient
 from memrl.serve.config import ServeConfig
 from memrl.tasks.math import system_prompt
 
-Q = {
-    "clips": ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips to her "
-              "friends in May. How many clips did Natalia sell altogether in April and May?", "72"),
-    "weng": ("Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much "
-             "did she earn?", "10"),
-    "betty": ("Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. "
-              "Her parents decided to give her $15 for that purpose, and her grandparents twice as much as her "
-              "parents. How much more money does Betty need to buy the wallet?", "5"),
-}
+# the GSM8K questions and gold answers the steps use, from the shared data
+Q = {name: QUESTION_AND_GOLD[name] for name in ("clips", "weng", "betty")}
 # three GRPO steps of 2 questions x 4 completions, written like a small model's outputs
 STEPS = [
     [("clips", "<think>\nIn May she sold 48 / 2 = 24 clips.\nAltogether 48 + 24 = 72.\n</think>\n<answer>\n72\n</answer>"),

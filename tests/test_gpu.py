@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+
 from helpers.gsm8k_questions import QUESTION_AND_GOLD
 
 pytestmark = pytest.mark.gpu

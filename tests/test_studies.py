@@ -56,9 +56,11 @@ def test_cpu_study_pages_regenerate_from_the_committed_runs(name, tmp_path):
         args = study.parse_args(["--aggregate-only", "--out", str(tmp_path / "results"), "--docs", str(tmp_path)])
     if name == "cpu_study_v2":
         args.arith_level = study.chosen_level(args)  # as main() does: the level the probe chose
-    study.aggregate(args)
+    data = study.aggregate(args)
     assert_same_files(tmp_path, STUDIES / name, ["results.md", "curves.png", "accuracy.png"])
     assert_same_files(tmp_path / "results", STUDIES / name / "results", ["results.json"])
+    if name == "cpu_study_v3":  # the README's table is the study's, regenerated
+        assert study.readme_block(data) in (STUDIES.parent / "README.md").read_text()
 
 
 def test_poem_study_pages_regenerate_from_the_committed_results(tmp_path):

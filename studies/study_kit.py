@@ -1,7 +1,8 @@
 """What the studies share: a resumable run queue, the GRPO runs of the CPU studies, their paired
 tests and their table cells. The CPU studies (``cpu_study_v1``, ``cpu_study_v2``) import this
-module; no study imports another study's script. The POEM studies need none of it: their
-per-pair results, reports and paired tests are :mod:`memrl.poem.report` and :mod:`memrl.stats`.
+module; no study imports another study's script. The POEM studies need little of it (their
+per-pair results, reports and paired tests are :mod:`memrl.poem.report` and :mod:`memrl.stats`),
+only :func:`replace_marked_block`, which keeps a study's table in the README.
 
 * **Run queue.** A run lives in its own folder ``<results>/runs/<name>-s<seed>/``; a finished run
   has a ``study_result.json`` and is never redone. Several processes share the work: each takes a
@@ -477,3 +478,21 @@ def plot_curves(root: Path, path: Path) -> None:
         from memrl.grpo.report import plot_training_curves
 
         plot_training_curves(run_dirs, path, smoothing=0.6)
+
+
+# ----------------------------------------------------------------------------- README
+def replace_marked_block(path: Path, begin: str, end: str, block: str) -> bool:
+    """Replace ``path``'s text from the line ``begin`` to the line ``end`` (both kept, as the first and
+    last lines of ``block``) with ``block``, atomically; False when the markers are not there. A
+    study writes its README table this way, so the README shows the committed runs' numbers."""
+    from memrl.io import atomic_write_text
+
+    text = path.read_text() if path.is_file() else ""
+    if begin not in text or end not in text:
+        return False
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1]
+    new = before + block + after
+    if new != text:
+        atomic_write_text(path, new)
+    return True

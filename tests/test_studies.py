@@ -78,6 +78,7 @@ def test_poem_study_pages_regenerate_from_the_committed_results(tmp_path):
     data = third.read_results(results / "results.json")
     third.write_docs(data, tmp_path / "v3", third.read_replay(results / "replay_v2.json"))
     assert_same_files(tmp_path / "v3", STUDIES / "poem_study_v3", ["results.md", *(["accuracy.png"] if data["runs"] else [])])
+    assert third.readme_block(data) in (STUDIES.parent / "README.md").read_text()
 
 
 def test_semantics_page_regenerates_from_its_results():

@@ -446,7 +446,7 @@ def aggregate(args: argparse.Namespace) -> dict[str, Any]:
     atomic_write_json(args.out / "results.json", data)
     atomic_write_text(args.page, results_markdown(data))
     if args.page.resolve() == (HERE / "results.md").resolve():  # the study's own page: the README follows
-        update_readme(ROOT / "README.md", readme_block(data))
+        kit.replace_marked_block(ROOT / "README.md", README_BEGIN, README_END, readme_block(data))
     if data["runs"]:
         plot_accuracy(data, args.page.parent / "accuracy.png")
     if any(args.out.glob("runs/*/study_result.json")):
@@ -528,21 +528,6 @@ def readme_block(data: dict[str, Any]) -> str:
     if data["rows_1_3_complete"] and d:
         lines += ["", f"Default by the registered rule: `{d['arm']}` ({d['why']})."]
     return "\n".join([*lines, README_END])
-
-
-def update_readme(readme: Path, block: str) -> bool:
-    """Replace the text between the README's markers with ``block`` (atomic); False without markers."""
-    from memrl.io import atomic_write_text
-
-    text = readme.read_text() if readme.is_file() else ""
-    if README_BEGIN not in text or README_END not in text:
-        return False
-    before, rest = text.split(README_BEGIN, 1)
-    after = rest.split(README_END, 1)[1]
-    new = before + block + after
-    if new != text:
-        atomic_write_text(readme, new)
-    return True
 
 
 def results_markdown(data: dict[str, Any]) -> str:

@@ -48,6 +48,9 @@ def test_the_page_shows_goal_selection_and_tests_for_a_finished_pair(pair, tmp_p
     assert "Not computed yet" in page  # the exploratory replay was not asked for
     assert "mr/42" in page.split("## Not run yet")[1] and "sst2/42" not in page.split("## Not run yet")[1]
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    block = study.readme_block(data)  # what the README shows: status, the task's means, the goal
+    assert "1 of 18 (task, seed) pairs finished; partial figures" in block and "| sst2 | 1 |" in block
+    assert block.startswith(study.README_BEGIN) and block.endswith(study.README_END) and "provisional" in block
 
 
 def _table(poem: float, best_fixed: float, heuristic: float) -> dict:

@@ -547,7 +547,8 @@ def results_markdown(data: dict[str, Any]) -> str:
                      f"{'reproduced' if c['reproduced'] else 'NOT reproduced'}; base model {_pct(c['base_arith_accuracy'])}% "
                      f"(second study {_pct(c['second_study_base_arith_accuracy'])}%), in the training format "
                      f"{_pct(c['base_arith_2shot_accuracy'])}%.")
-    lines += ["", *arm_table_lines(data)]
+        lines.append("")  # one paragraph per check
+    lines += [*arm_table_lines(data)]
     lines += ["", "Per seed against r1 (only the arm solved / only r1 solved, exact McNemar p; descriptive):", "",
               "| arm | seed | only arm | only r1 | p |", "|---|---|---|---|---|"]
     for arm, t in data["vs_r1"].items():
